@@ -1,0 +1,32 @@
+"""Entry point.
+
+Production: `gunicorn -c gunicorn.conf.py app:app` (gunicorn's gevent worker).
+Development: `python app.py` serves the same app on gevent's WSGI server, port `PORT` (5000).
+"""
+if __name__ == "__main__":
+    # Must come before anything imports socket, ssl or threading.
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import logging
+import os
+
+from server import create_app
+
+app = create_app()
+
+
+def main() -> None:
+    from server.dev_server import serve
+
+    settings = app.config["SETTINGS"]
+    if settings.is_sqlite:
+        app.extensions["db"].upgrade()
+    port = int(os.environ.get("PORT", "5000"))
+    logging.getLogger("server").info("serving on gevent WSGI", extra={"port": port})
+    serve(app, "0.0.0.0", port)
+
+
+if __name__ == "__main__":
+    main()

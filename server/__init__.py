@@ -1,0 +1,42 @@
+"""The Flask application factory: the one way in."""
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from server import db as db_module
+from server.logging_setup import configure_logging
+from server.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or Settings.from_env()
+    configure_logging(settings.log_level, settings.log_levels)
+
+    app = Flask(__name__, instance_relative_config=False)
+    app.config["SETTINGS"] = settings
+    app.json.ensure_ascii = False  # Hebrew stays readable in API answers.
+    db_module.init_app(app, settings.database_url)
+
+    from server import cli
+    from services.live_calls import LiveCalls
+    from server.routes import api, health, media, webhooks
+
+    app.extensions["live_calls"] = LiveCalls()
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    media.init_app(app)
+    cli.init_app(app)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        return jsonify(error=exc.description or exc.name), exc.code
+
+    return app
+
+
+def get_settings() -> Settings:
+    from flask import current_app
+
+    return current_app.config["SETTINGS"]

@@ -1,0 +1,66 @@
+"""Queries and updates of call rows shared by the webhooks and the call session."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from server.models import Business, Call, PhoneNumber, as_utc, utcnow
+
+# Twilio CallStatus values after which the call is over.
+TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
+KNOWN_STATUSES = TERMINAL_STATUSES | {"queued", "initiated", "ringing", "in-progress"}
+
+# End reasons after which the caller hears an apology rather than a plain hang-up.
+APOLOGY_END_REASONS = frozenset({"realtime_unavailable", "realtime_session_timeout", "realtime_dropped", "server_error"})
+
+
+def business_for_number(session: Session, e164: str) -> Business | None:
+    return session.scalar(select(Business).join(PhoneNumber).where(PhoneNumber.e164 == e164))
+
+
+def open_call(session: Session, *, call_sid: str, business: Business | None, direction: str,
+              from_number: str, to_number: str, status: str, end_reason: str | None = None) -> Call:
+    """The call's row, created once: Twilio retries webhooks, and a retry must not duplicate it."""
+    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    if call is None:
+        call = Call(call_sid=call_sid, business_id=business.id if business else None, direction=direction,
+                    from_number=from_number, to_number=to_number, status=status, end_reason=end_reason)
+        session.add(call)
+        try:
+            session.flush()
+        except IntegrityError:
+            session.rollback()
+            call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    if end_reason and call.end_reason is None:
+        call.end_reason = end_reason
+    return call
+
+
+def apply_status(session: Session, call_sid: str, status: str, duration_s: float | None) -> Call | None:
+    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    if call is None:
+        return None
+    now = utcnow()
+    if status == "in-progress" and call.answered_at is None:
+        call.answered_at = now
+    if status in TERMINAL_STATUSES:
+        if call.ended_at is None:
+            call.ended_at = now
+        if duration_s is not None:
+            call.duration_s = duration_s
+        elif call.duration_s is None:
+            call.duration_s = _seconds_between(call.answered_at or call.started_at, call.ended_at)
+        if call.end_reason is None:
+            call.end_reason = "caller_hangup" if status == "completed" else status
+    if call.status not in TERMINAL_STATUSES or status in TERMINAL_STATUSES:
+        call.status = status
+    return call
+
+
+def _seconds_between(start: datetime | None, end: datetime | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((as_utc(end) - as_utc(start)).total_seconds(), 3)

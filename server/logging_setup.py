@@ -1,0 +1,70 @@
+"""The one logging configuration: logfmt lines, one level switch, per-area overrides.
+
+Areas are logger names (`call`, `rx`, `tx`, `realtime`, `store`, `webhooks`, `api`,
+`prompts`, ...). Lines about a call carry `call_sid=`: use `call_logger(area, sid)`.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Mapping
+
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+
+
+class LogfmtFormatter(logging.Formatter):
+    """`ts=… level=… area=… call_sid=… msg="…" key=value` on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [
+            f"ts={ts}.{int(record.msecs):03d}Z",
+            f"level={record.levelname}",
+            f"area={record.name}",
+            f"call_sid={getattr(record, 'call_sid', '-')}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        for key, value in record.__dict__.items():
+            if key not in _RESERVED and key != "call_sid" and not key.startswith("_"):
+                parts.append(f"{key}={_quote(str(value))}")
+        if record.exc_info:
+            parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
+        return " ".join(parts)
+
+
+def _quote(value: str) -> str:
+    if value and not any(c in value for c in ' "=\n\t'):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+class CallLogger(logging.LoggerAdapter):
+    """Adds the call's sid to every line, merging per-line extras."""
+
+    def process(self, msg, kwargs):
+        extra = kwargs.get("extra")
+        kwargs["extra"] = {**self.extra, **extra} if extra else self.extra
+        return msg, kwargs
+
+
+def call_logger(area: str, call_sid: str | None) -> CallLogger:
+    return CallLogger(logging.getLogger(area), {"call_sid": call_sid or "-"})
+
+
+_HANDLER_NAME = "hebrew-agent"
+
+
+def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = None) -> None:
+    """Install the single stderr handler (idempotent) and the area levels."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if handler.get_name() == _HANDLER_NAME:
+            root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(LogfmtFormatter())
+    root.addHandler(handler)
+    root.setLevel(level)
+    for area, area_level in (levels or {}).items():
+        logging.getLogger(area).setLevel(area_level)

@@ -1,0 +1,25 @@
+"""Prometheus figures for the whole process (`/metrics`).
+
+They live in their own registry so that several apps in one test process share them
+without double registration.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+GREETING_LATENCY = Histogram("call_greeting_latency_seconds", "Stream start to first agent frame sent",
+                             buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+RESPONSE_LATENCY = Histogram("call_response_latency_seconds", "Caller speech stopped to first agent frame sent",
+                             buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BARGE_IN_LATENCY = Histogram("call_barge_in_latency_seconds", "Caller speech started to clear sent",
+                             buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+FRAMES = Counter("call_frames_total", "Media frames by direction", ["direction"], registry=REGISTRY)
+FRAMES_DROPPED = Counter("call_frames_dropped_total", "Media frames dropped, by reason", ["reason"], registry=REGISTRY)
+CALLS_ACTIVE = Gauge("calls_active", "Media streams open in this process", registry=REGISTRY)
+CALLS_ENDED = Counter("calls_ended_total", "Calls ended, by end reason", ["end_reason"], registry=REGISTRY)
+TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
+COST = Counter("realtime_cost_usd_total", "Estimated Realtime cost in USD", registry=REGISTRY)

@@ -1,0 +1,127 @@
+"""The stored world: businesses and their numbers, calls with their turns, leads.
+
+Times are UTC. Schema changes go through Alembic (`server/migrations`).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Business(Base):
+    __tablename__ = "businesses"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    voice: Mapped[str] = mapped_column(String(40), default="alloy")
+    business_prompt: Mapped[str] = mapped_column(Text, default="")
+    greeting: Mapped[str] = mapped_column(Text, default="")
+    outbound_greeting: Mapped[str] = mapped_column(Text, default="")
+    transfer_number: Mapped[str | None] = mapped_column(String(32))
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jerusalem")
+    working_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=5)
+    use_customer_name: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    phone_numbers: Mapped[list["PhoneNumber"]] = relationship(
+        back_populates="business", cascade="all, delete-orphan", order_by="PhoneNumber.id"
+    )
+
+
+class PhoneNumber(Base):
+    """A number (E.164) that rings a business. A number belongs to one business."""
+
+    __tablename__ = "phone_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    e164: Mapped[str] = mapped_column(String(32), unique=True)
+
+    business: Mapped[Business] = relationship(back_populates="phone_numbers")
+
+
+class Call(Base):
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id", ondelete="SET NULL"), index=True)
+    direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    from_number: Mapped[str] = mapped_column(String(32), default="")
+    to_number: Mapped[str] = mapped_column(String(32), default="")
+    status: Mapped[str] = mapped_column(String(24), default="ringing", index=True)
+    stream_sid: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    end_reason: Mapped[str | None] = mapped_column(String(40))
+    # Figures the media path measured: latencies (ms), frame counts, drops by reason.
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Token usage summed over the call's responses, and its estimated cost.
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+
+    turns: Mapped[list["Turn"]] = relationship(
+        back_populates="call", cascade="all, delete-orphan", order_by="Turn.started_at, Turn.id"
+    )
+
+
+class Turn(Base):
+    __tablename__ = "turns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    speaker: Mapped[str] = mapped_column(String(16))  # caller | agent
+    text: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    item_id: Mapped[str | None] = mapped_column(String(64))
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    # For agent turns: caller's end of speech to the first agent frame sent (ms).
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+
+    call: Mapped[Call] = relationship(back_populates="turns")
+
+
+class Lead(Base):
+    __tablename__ = "leads"
+    __table_args__ = (UniqueConstraint("business_id", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    phone: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str | None] = mapped_column(String(200))
+    gender: Mapped[str | None] = mapped_column(String(16))  # male | female | None
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

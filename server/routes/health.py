@@ -1,0 +1,19 @@
+"""Liveness and Prometheus metrics."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from server.metrics import REGISTRY
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="ok", active_calls=len(current_app.extensions["live_calls"]))
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)

@@ -1,0 +1,51 @@
+"""Who may talk to us: Twilio request signatures and the per-call stream token."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+from twilio.request_validator import RequestValidator
+
+
+def signed_url(public_base_url: str | None, request_url: str, full_path: str) -> str:
+    """The URL Twilio signed: behind a proxy it is the public one, not the one we see."""
+    if public_base_url:
+        # Flask's full_path ends in "?" when there is no query string.
+        return public_base_url + full_path.removesuffix("?")
+    return request_url
+
+
+def twilio_signature_valid(auth_token: str, url: str, params: dict, signature: str | None) -> bool:
+    if not signature:
+        return False
+    return RequestValidator(auth_token).validate(url, params, signature)
+
+
+@dataclass(frozen=True)
+class StreamToken:
+    """HMAC over call_sid and an expiry; put in the TwiML, checked on the stream's `start`."""
+
+    secret: str
+
+    def issue(self, call_sid: str, ttl_s: int, now: float | None = None) -> str:
+        expires = int((time.time() if now is None else now) + ttl_s)
+        return f"{expires}.{self._mac(call_sid, expires)}"
+
+    def verify(self, call_sid: str, token: str | None, now: float | None = None) -> str | None:
+        """None when valid, else why not (for the log line)."""
+        if not token or "." not in token:
+            return "missing or malformed token"
+        expires_text, _, mac = token.partition(".")
+        if not expires_text.isdigit():
+            return "malformed expiry"
+        expires = int(expires_text)
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires)):
+            return "bad signature"
+        if (time.time() if now is None else now) > expires:
+            return "expired"
+        return None
+
+    def _mac(self, call_sid: str, expires: int) -> str:
+        return hmac.new(self.secret.encode(), f"{call_sid}.{expires}".encode(), hashlib.sha256).hexdigest()

@@ -1,0 +1,39 @@
+"""TwiML documents the webhooks answer, built with the twilio library."""
+from __future__ import annotations
+
+from typing import Mapping
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+HEBREW = "he-IL"
+HEBREW_VOICE = "Google.he-IL-Standard-A"
+
+APOLOGY_UNAVAILABLE = "מצטערים, לא נוכל לטפל בשיחה כרגע. אנא נסו שוב מאוחר יותר. תודה ולהתראות."
+APOLOGY_UNKNOWN_NUMBER = "מצטערים, המספר שחייגתם אינו פעיל כרגע. להתראות."
+
+
+def connect_stream(*, action_url: str, stream_url: str, status_url: str, parameters: Mapping[str, str]) -> str:
+    response = VoiceResponse()
+    connect = Connect(action=action_url, method="POST")
+    stream = connect.stream(url=stream_url, status_callback=status_url, status_callback_method="POST")
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
+
+
+def say_and_hangup(text: str) -> str:
+    response = VoiceResponse()
+    response.say(text, language=HEBREW, voice=HEBREW_VOICE)
+    response.hangup()
+    return str(response)
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)
+
+
+def empty() -> str:
+    return str(VoiceResponse())

@@ -1,0 +1,31 @@
+"""The calls this process is carrying now."""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from services.call_session import CallSession
+
+
+class LiveCalls:
+    def __init__(self) -> None:
+        # Guards: _calls. Written by media handlers as streams open and close; read by /healthz.
+        self._lock = threading.Lock()
+        self._calls: dict[str, "CallSession"] = {}
+
+    def add(self, call_sid: str, session: "CallSession") -> None:
+        with self._lock:
+            self._calls[call_sid] = session
+
+    def remove(self, call_sid: str) -> None:
+        with self._lock:
+            self._calls.pop(call_sid, None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+    def __iter__(self) -> Iterator["CallSession"]:
+        with self._lock:
+            return iter(list(self._calls.values()))

@@ -1,0 +1,362 @@
+"""The OpenAI Realtime API (GA) wire format: server events in, client events out.
+
+Pure: no sockets, no clocks. `parse_server_event` turns a JSON text into one of the
+typed events below (`Ignored` for types the call does not act on). The builders return
+JSON text; every one but the audio append is validated against the `openai` package's
+client event types, strictly (keys the types do not define are rejected).
+"""
+from __future__ import annotations
+
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import pydantic
+from openai import BaseModel as OpenAIModel
+from openai.types.realtime import RealtimeClientEvent
+
+
+class ProtocolError(ValueError):
+    """A server event we cannot read, or a client event the API would reject."""
+
+
+# --- server events -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutputItemAdded:
+    response_id: str
+    item_id: str
+    item_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    audio: bytes  # μ-law 8 kHz
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDelta:
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptDone:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    input_text: int = 0
+    input_audio: int = 0
+    input_cached: int = 0
+    output_text: int = 0
+    output_audio: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_text + self.input_audio + self.output_text + self.output_audio
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    call_id: str
+    name: str
+    arguments: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    response_id: str
+    status: str  # completed | cancelled | failed | incomplete
+    usage: Usage | None = None
+    function_calls: tuple[FunctionCall, ...] = ()
+    status_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    audio_start_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    audio_end_ms: int
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputCommitted:
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscript:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputTranscriptFailed:
+    item_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncated:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    code: str
+    message: str
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    type: str
+
+
+ServerEvent = (
+    SessionCreated | SessionUpdated | ResponseCreated | OutputItemAdded | AudioDelta | AudioDone
+    | TranscriptDelta | TranscriptDone | ResponseDone | SpeechStarted | SpeechStopped | InputCommitted
+    | InputTranscript | InputTranscriptFailed | ItemTruncated | ServerError | Ignored
+)
+
+
+def _usage(raw: Mapping[str, Any] | None) -> Usage | None:
+    if not raw:
+        return None
+    inp = raw.get("input_token_details") or {}
+    out = raw.get("output_token_details") or {}
+    return Usage(
+        input_text=int(inp.get("text_tokens") or 0),
+        input_audio=int(inp.get("audio_tokens") or 0),
+        input_cached=int(inp.get("cached_tokens") or 0),
+        output_text=int(out.get("text_tokens") or 0),
+        output_audio=int(out.get("audio_tokens") or 0),
+    )
+
+
+def _response_done(e: Mapping[str, Any]) -> ResponseDone:
+    response = e["response"]
+    calls = tuple(
+        FunctionCall(call_id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "{}",
+                     item_id=item.get("id") or "")
+        for item in response.get("output") or ()
+        if item.get("type") == "function_call"
+    )
+    details = response.get("status_details") or {}
+    reason = details.get("reason") or (details.get("error") or {}).get("message")
+    return ResponseDone(response_id=response.get("id") or "", status=response.get("status") or "completed",
+                        usage=_usage(response.get("usage")), function_calls=calls, status_reason=reason)
+
+
+def _error(e: Mapping[str, Any]) -> ServerError:
+    err = e.get("error") or {}
+    return ServerError(code=str(err.get("code") or err.get("type") or "error"), message=str(err.get("message") or ""),
+                       event_id=err.get("event_id"))
+
+
+_PARSERS = {
+    "session.created": lambda e: SessionCreated(),
+    "session.updated": lambda e: SessionUpdated(),
+    "response.created": lambda e: ResponseCreated(response_id=e["response"]["id"]),
+    "response.output_item.added": lambda e: OutputItemAdded(
+        response_id=e["response_id"], item_id=e["item"]["id"], item_type=e["item"].get("type") or ""),
+    "response.output_audio.done": lambda e: AudioDone(response_id=e["response_id"], item_id=e["item_id"]),
+    "response.output_audio_transcript.delta": lambda e: TranscriptDelta(item_id=e["item_id"], delta=e["delta"]),
+    "response.output_audio_transcript.done": lambda e: TranscriptDone(item_id=e["item_id"], transcript=e["transcript"]),
+    "response.done": _response_done,
+    "input_audio_buffer.speech_started": lambda e: SpeechStarted(
+        audio_start_ms=int(e.get("audio_start_ms") or 0), item_id=e.get("item_id") or ""),
+    "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(
+        audio_end_ms=int(e.get("audio_end_ms") or 0), item_id=e.get("item_id") or ""),
+    "input_audio_buffer.committed": lambda e: InputCommitted(item_id=e.get("item_id") or ""),
+    "conversation.item.input_audio_transcription.completed": lambda e: InputTranscript(
+        item_id=e["item_id"], transcript=e.get("transcript") or ""),
+    "conversation.item.input_audio_transcription.failed": lambda e: InputTranscriptFailed(
+        item_id=e["item_id"], message=str((e.get("error") or {}).get("message") or "")),
+    "conversation.item.truncated": lambda e: ItemTruncated(item_id=e["item_id"], audio_end_ms=int(e["audio_end_ms"])),
+    "error": _error,
+}
+
+
+def parse_server_event(text: str | bytes) -> ServerEvent:
+    try:
+        event = json.loads(text)
+        kind = event["type"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(f"unreadable server event: {exc}") from None
+    if kind == "response.output_audio.delta":  # the hot one: by far the most frequent
+        try:
+            return AudioDelta(response_id=event["response_id"], item_id=event["item_id"],
+                              audio=binascii.a2b_base64(event["delta"]))
+        except (KeyError, TypeError, binascii.Error) as exc:
+            raise ProtocolError(f"bad audio delta: {exc}") from None
+    parser = _PARSERS.get(kind)
+    if parser is None:
+        return Ignored(type=str(kind))
+    try:
+        return parser(event)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProtocolError(f"bad {kind} event: missing or malformed {exc}") from None
+
+
+# --- client events -----------------------------------------------------------------
+
+_CLIENT_EVENT = pydantic.TypeAdapter(RealtimeClientEvent)
+
+
+def validate_client_event(event: Mapping[str, Any] | str | bytes) -> None:
+    """Raise ProtocolError unless the event is a client event the GA API defines, exactly.
+
+    The SDK's models keep unknown keys instead of rejecting them, so after validation
+    every model in the tree is checked for keys its type does not define.
+    """
+    if isinstance(event, (str, bytes)):
+        try:
+            event = json.loads(event)
+        except ValueError as exc:
+            raise ProtocolError(f"client event is not JSON: {exc}") from None
+    try:
+        model = _CLIENT_EVENT.validate_python(event)
+    except pydantic.ValidationError as exc:
+        raise ProtocolError(f"invalid client event: {exc}") from None
+    unknown = _unknown_keys(model, event.get("type", "?") if isinstance(event, Mapping) else "?")
+    if unknown:
+        raise ProtocolError(f"client event has keys its type does not define: {', '.join(unknown)}")
+
+
+def _unknown_keys(value: Any, path: str) -> list[str]:
+    found: list[str] = []
+    if isinstance(value, OpenAIModel):
+        found.extend(f"{path}.{key}" for key in (value.model_extra or {}))
+        for name in type(value).model_fields:
+            found.extend(_unknown_keys(getattr(value, name), f"{path}.{name}"))
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found.extend(_unknown_keys(item, f"{path}[{i}]"))
+    return found
+
+
+def _encode(event: dict[str, Any]) -> str:
+    validate_client_event(event)
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What one call's `session.update` says."""
+
+    instructions: str
+    voice: str
+    transcription_prompt: str
+    vad_threshold: float = 0.5
+    vad_silence_ms: int = 400
+    vad_prefix_padding_ms: int = 300
+    transcription_model: str = "gpt-4o-transcribe"
+    tools: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+
+def session_update(config: SessionConfig) -> str:
+    """μ-law in and out; VAD reports speech but never starts or cancels a response itself:
+    the call's response gate and barge-in logic decide (greeting protection needs that)."""
+    session: dict[str, Any] = {
+        "type": "realtime",
+        "instructions": config.instructions,
+        "output_modalities": ["audio"],
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcmu"},
+                "transcription": {"model": config.transcription_model, "language": "he",
+                                  "prompt": config.transcription_prompt},
+                "turn_detection": {
+                    "type": "server_vad",
+                    "threshold": config.vad_threshold,
+                    "silence_duration_ms": config.vad_silence_ms,
+                    "prefix_padding_ms": config.vad_prefix_padding_ms,
+                    "create_response": False,
+                    "interrupt_response": False,
+                },
+            },
+            "output": {"format": {"type": "audio/pcmu"}, "voice": config.voice},
+        },
+    }
+    if config.tools:
+        session["tools"] = [dict(tool) for tool in config.tools]
+        session["tool_choice"] = "auto"
+    return _encode({"type": "session.update", "session": session})
+
+
+def audio_append(payload_b64: str) -> str:
+    """Caller audio, already base64 μ-law from Twilio: forwarded without decoding.
+
+    Built by hand (it runs 50 times a second per call); its shape is validated in tests.
+    """
+    return '{"type":"input_audio_buffer.append","audio":"' + payload_b64 + '"}'
+
+
+def response_create(instructions: str | None = None) -> str:
+    event: dict[str, Any] = {"type": "response.create"}
+    if instructions:
+        event["response"] = {"instructions": instructions}
+    return _encode(event)
+
+
+def response_cancel(response_id: str | None = None) -> str:
+    event: dict[str, Any] = {"type": "response.cancel"}
+    if response_id:
+        event["response_id"] = response_id
+    return _encode(event)
+
+
+def item_truncate(item_id: str, audio_end_ms: int) -> str:
+    return _encode({"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0,
+                    "audio_end_ms": max(0, int(audio_end_ms))})
+
+
+def system_message(text: str) -> str:
+    return _encode({"type": "conversation.item.create",
+                    "item": {"type": "message", "role": "system", "content": [{"type": "input_text", "text": text}]}})
+
+
+def user_text_message(text: str) -> str:
+    return _encode({"type": "conversation.item.create",
+                    "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+
+
+def function_call_output(call_id: str, output: str) -> str:
+    return _encode({"type": "conversation.item.create",
+                    "item": {"type": "function_call_output", "call_id": call_id, "output": output}})

@@ -1,0 +1,103 @@
+"""Fixtures that run the real server on loopback, under gevent, as production does."""
+from gevent import monkey
+
+monkey.patch_all()
+
+import dataclasses  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import gevent  # noqa: E402
+import pytest  # noqa: E402
+
+from server import create_app  # noqa: E402
+from server.dev_server import make_server  # noqa: E402
+from server.models import Business, PhoneNumber  # noqa: E402
+from server.settings import CallTiming, Settings  # noqa: E402
+
+BUSINESS_NUMBER = "+972300000001"
+CALLER_NUMBER = "+972501234567"
+
+
+@dataclass
+class LiveServer:
+    app: object
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def media_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws/twilio-media"
+
+    @property
+    def db(self):
+        return self.app.extensions["db"]
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.config["SETTINGS"]
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Embedded defaults on a fresh SQLite file; each test may `dataclasses.replace` more."""
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'test.db'}",
+        openai_api_key="sk-test",
+        openai_realtime_url="ws://127.0.0.1:9/v1/realtime",  # nothing listens: tests point it at a fake
+        secret_key="test-secret",
+        log_level="INFO",
+        timing=CallTiming(session_update_retry_s=3.0, session_update_timeout_s=8.0),
+    )
+
+
+def start_live_server(settings: Settings) -> tuple[LiveServer, object]:
+    app = create_app(settings)
+    app.extensions["db"].upgrade()
+    server = make_server(app, "127.0.0.1", 0)
+    server.start()
+    return LiveServer(app=app, host="127.0.0.1", port=server.server_port), server
+
+
+@pytest.fixture
+def make_live_server():
+    """Start a server for given settings; all are stopped after the test."""
+    started = []
+
+    def start(settings: Settings) -> LiveServer:
+        live, server = start_live_server(settings)
+        started.append((live, server))
+        return live
+
+    yield start
+    for live, server in started:
+        server.stop(timeout=2)
+        live.db.dispose()
+
+
+@pytest.fixture
+def live_server(make_live_server, settings) -> LiveServer:
+    return make_live_server(settings)
+
+
+def add_business(live: LiveServer, number: str = BUSINESS_NUMBER, **fields) -> int:
+    values = dict(name="מספרת הבדיקה", greeting="שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?",
+                  business_prompt="מספרה בתל אביב.", voice="alloy")
+    values.update(fields)
+    with live.db.session() as session:
+        business = Business(**values)
+        business.phone_numbers.append(PhoneNumber(e164=number))
+        session.add(business)
+        session.flush()
+        return business.id
+
+
+@pytest.fixture
+def business_id(live_server) -> int:
+    return add_business(live_server)
+
+
+__all__ = ["LiveServer", "add_business", "dataclasses", "gevent", "BUSINESS_NUMBER", "CALLER_NUMBER"]
