@@ -1,0 +1,43 @@
+"""/api/leads: people a business knows by phone number."""
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, abort, request
+from sqlalchemy import select
+
+from server import api_schemas as schemas
+from server.db import request_session
+from server.models import Business, Lead
+from server.routes.api.common import commit_or_409, get_or_404, json_object
+
+bp = Blueprint("leads", __name__, url_prefix="/leads")
+log = logging.getLogger("api")
+
+
+@bp.get("")
+def list_leads():
+    query = schemas.clean_query(request.args.to_dict(), schemas.LEAD_QUERY)
+    stmt = select(Lead)
+    if "business_id" in query:
+        stmt = stmt.where(Lead.business_id == query["business_id"])
+    if "phone" in query:
+        stmt = stmt.where(Lead.phone == query["phone"])
+    stmt = stmt.order_by(Lead.id.desc()).limit(query["limit"]).offset(query["offset"])
+    leads = request_session().scalars(stmt)
+    return {"leads": [schemas.lead_json(lead) for lead in leads], "limit": query["limit"], "offset": query["offset"]}
+
+
+@bp.post("")
+def create_lead():
+    fields = schemas.clean_lead(json_object())
+    session = request_session()
+    get_or_404(session, Business, fields["business_id"], "business")
+    conflict = f"business {fields['business_id']} already has a lead for {fields['phone']}"
+    if session.scalar(select(Lead.id).where(Lead.business_id == fields["business_id"], Lead.phone == fields["phone"])):
+        abort(409, conflict)
+    lead = Lead(**fields)
+    session.add(lead)
+    commit_or_409(session, conflict)
+    log.info("lead created", extra={"lead_id": lead.id, "business_id": lead.business_id})
+    return schemas.lead_json(lead), 201
