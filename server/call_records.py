@@ -14,7 +14,9 @@ TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canc
 KNOWN_STATUSES = TERMINAL_STATUSES | {"queued", "initiated", "ringing", "in-progress"}
 
 # End reasons after which the caller hears an apology rather than a plain hang-up.
-APOLOGY_END_REASONS = frozenset({"realtime_unavailable", "realtime_session_timeout", "realtime_dropped", "server_error"})
+APOLOGY_END_REASONS = frozenset({
+    "realtime_unavailable", "realtime_session_timeout", "realtime_dropped", "server_error", "business_not_found",
+})
 
 
 def business_for_number(session: Session, e164: str) -> Business | None:

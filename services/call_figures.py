@@ -1,0 +1,104 @@
+"""A call's measured figures: latencies, frame counts, token usage and cost."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from server import metrics
+from services.pricing import estimate_cost_usd
+from services.realtime_protocol import Usage
+
+
+@dataclass
+class CallFigures:
+    """Owners: `frames_in` and `rx_dropped` are written by RX; latencies, usage and the
+    response-latency marks by the Realtime greenlet, except `agent_audio_started`, which
+    TX calls under `_marks_lock`. Everything is read once the call's greenlets are done."""
+
+    stream_started_at: float
+    greeting_ms: float | None = None
+    response_ms: list[float] = field(default_factory=list)
+    barge_in_ms: list[float] = field(default_factory=list)
+    item_latency_ms: dict[str, float] = field(default_factory=dict)
+    frames_in: int = 0
+    rx_dropped: dict[str, int] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
+    responses: int = 0
+
+    def __post_init__(self) -> None:
+        # Guards: _speech_stopped_at, _greeting_pending, greeting_ms, response_ms,
+        # item_latency_ms. Written by the Realtime greenlet (speech stopped) and TX (first frame).
+        self._marks_lock = threading.Lock()
+        self._speech_stopped_at: float | None = None
+        self._greeting_pending = True
+
+    def drop_rx(self, reason: str) -> int:
+        count = self.rx_dropped.get(reason, 0) + 1
+        self.rx_dropped[reason] = count
+        return count
+
+    def speech_stopped(self, at: float) -> None:
+        with self._marks_lock:
+            self._speech_stopped_at = at
+
+    def agent_audio_started(self, item_id: str, at: float) -> None:
+        """TX sent the first frame of an agent item."""
+        with self._marks_lock:
+            if self._greeting_pending:
+                self._greeting_pending = False
+                self.greeting_ms = (at - self.stream_started_at) * 1000
+                metrics.GREETING_LATENCY.observe(self.greeting_ms / 1000)
+            elif self._speech_stopped_at is not None:
+                latency = (at - self._speech_stopped_at) * 1000
+                self._speech_stopped_at = None
+                self.response_ms.append(latency)
+                self.item_latency_ms[item_id] = latency
+                metrics.RESPONSE_LATENCY.observe(latency / 1000)
+
+    def response_item_latency(self, item_id: str) -> float | None:
+        with self._marks_lock:
+            return self.item_latency_ms.get(item_id)
+
+    def barge_in(self, latency_ms: float) -> None:
+        self.barge_in_ms.append(latency_ms)
+        metrics.BARGE_IN_LATENCY.observe(latency_ms / 1000)
+
+    def add_usage(self, usage: Usage) -> None:
+        self.responses += 1
+        u = self.usage
+        self.usage = Usage(u.input_text + usage.input_text, u.input_audio + usage.input_audio,
+                           u.input_cached + usage.input_cached, u.output_text + usage.output_text,
+                           u.output_audio + usage.output_audio)
+
+    def summary(self, frames_out: int, tx_dropped: dict[str, int], model: str) -> tuple[dict, dict, float]:
+        """(metrics JSON, usage JSON, cost) for the call row; also feeds the process counters."""
+        dropped = dict(self.rx_dropped)
+        for reason, count in tx_dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + count
+        with self._marks_lock:
+            figures = {
+                "greeting_latency_ms": _round(self.greeting_ms),
+                "response_latency_ms": [_round(v) for v in self.response_ms],
+                "barge_in_latency_ms": [_round(v) for v in self.barge_in_ms],
+                "frames_in": self.frames_in,
+                "frames_out": frames_out,
+                "frames_dropped": dropped,
+            }
+        u = self.usage
+        usage = {"responses": self.responses, "input_text_tokens": u.input_text, "input_audio_tokens": u.input_audio,
+                 "input_cached_tokens": u.input_cached, "output_text_tokens": u.output_text,
+                 "output_audio_tokens": u.output_audio, "total_tokens": u.total, "model": model}
+        cost = estimate_cost_usd(model, u)
+        metrics.FRAMES.labels("in").inc(self.frames_in)
+        metrics.FRAMES.labels("out").inc(frames_out)
+        for reason, count in dropped.items():
+            metrics.FRAMES_DROPPED.labels(reason).inc(count)
+        for kind, value in (("input_text", u.input_text), ("input_audio", u.input_audio),
+                            ("output_text", u.output_text), ("output_audio", u.output_audio)):
+            metrics.TOKENS.labels(kind).inc(value)
+        metrics.COST.inc(cost)
+        return figures, usage, cost
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,256 @@
+"""Agent audio to the caller: the TX pacer and the playback clock.
+
+The Realtime API delivers audio in bursts, faster than real time. `Playback` cuts it
+into 20 ms μ-law frames, queues them, and the TX greenlet (`run`) sends one frame per
+20 ms, a few frames ahead of the caller's playout to absorb jitter, with a `mark` after
+each agent item.
+
+The playback clock answers "what has the caller heard?": Twilio plays frames in order
+as they arrive, so when the stream starts from idle at `t0`, frame n of the stream is
+heard at t0 + n·20 ms. Each echoed mark re-anchors the clock to the end of its item,
+so Twilio-side delay never makes us claim more than was heard.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+
+from services.twilio_protocol import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, mark_message, media_message
+
+FRAME_S = FRAME_MS / 1000.0
+MARK_PREFIX = "item:"
+
+
+@dataclass(slots=True)
+class _Segment:
+    """One agent item on the stream's frame timeline."""
+
+    item_id: str
+    response_id: str
+    start: int | None = None  # stream frame index of its first frame, in the current stretch
+    sent: int = 0  # frames put on the stream
+    fully_heard: bool = False  # its mark came back, or the stream went idle after it
+    first_sent_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """What the caller heard of an agent item when playback was cut."""
+
+    item_id: str
+    response_id: str
+    heard_ms: int
+    sent_ms: int
+
+
+class Playback:
+    """Agent audio on its way to the caller. Lives as long as the call.
+
+    Three greenlets touch it, always under `_lock`: the Realtime greenlet queues audio
+    (`enqueue`, `end_item`), TX sends it (`run`), RX reports echoed marks (`on_mark`),
+    and barge-in clears it (`clear`). `frames_out` and `frames_dropped` are read once
+    the call is over.
+    """
+
+    def __init__(self, send: Callable[[str], None], stream_sid: str, *,
+                 lead_ms: int = 60, on_first_frame: Callable[[str, float], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._send = send
+        self._stream_sid = stream_sid
+        self._lead_s = lead_ms / 1000.0
+        self._on_first_frame = on_first_frame
+        self._clock = clock
+        # Guards every field below it.
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[_Segment, bytes | None]] = deque()  # frame, or None for the item's mark
+        self._segments: dict[str, _Segment] = {}
+        self._partial: dict[str, bytearray] = {}  # each item's tail shorter than a frame
+        self._muted: set[str] = set()  # responses cancelled by barge-in: their late audio is dropped
+        # The current stretch of audio: since t0 the caller hears one frame per 20 ms.
+        self._timeline: deque[_Segment] = deque()  # segments on the stream, not yet fully heard
+        self._t0: float | None = None
+        self._frames_total = 0
+        self.frames_out = 0
+        self.frames_dropped: dict[str, int] = {}
+        self._wakeup = Event()
+        self._running = True
+
+    # --- Realtime side -------------------------------------------------------------
+
+    def enqueue(self, response_id: str, item_id: str, audio: bytes) -> None:
+        with self._lock:
+            if response_id in self._muted:
+                self._drop("cancelled_response", max(1, len(audio) // FRAME_BYTES))
+                return
+            segment = self._segments.get(item_id)
+            if segment is None:
+                segment = self._segments[item_id] = _Segment(item_id=item_id, response_id=response_id)
+            buffer = self._partial.get(item_id)
+            if buffer is None:
+                buffer = self._partial[item_id] = bytearray()
+            buffer += audio
+            whole = len(buffer) - len(buffer) % FRAME_BYTES
+            if whole == 0:
+                return
+            view = memoryview(buffer)
+            self._queue.extend((segment, bytes(view[i:i + FRAME_BYTES])) for i in range(0, whole, FRAME_BYTES))
+            view.release()
+            del buffer[:whole]
+        self._wakeup.set()
+
+    def end_item(self, response_id: str, item_id: str) -> None:
+        """All audio of the item has arrived: pad its last frame and queue its mark."""
+        with self._lock:
+            rest = self._partial.pop(item_id, None)
+            segment = self._segments.get(item_id)
+            if response_id in self._muted or segment is None:
+                return
+            if rest:
+                self._queue.append((segment, bytes(rest) + bytes([MULAW_SILENCE]) * (FRAME_BYTES - len(rest))))
+            self._queue.append((segment, None))
+        self._wakeup.set()
+
+    def clear(self, mute: tuple[str, ...] = ()) -> Heard | None:
+        """Barge-in: drop everything queued; say what the caller heard of the item playing.
+
+        Audio still arriving for the responses in `mute` (the cancelled one) or for any
+        response cut here is dropped.
+        """
+        with self._lock:
+            self._muted.update(mute)
+            self._muted.update(segment.response_id for segment, _ in self._queue)
+            self._muted.update(segment.response_id for segment in self._timeline)
+            playing = self._playing_segment(self._clock())
+            heard = None
+            if playing is not None:
+                heard = Heard(item_id=playing.item_id, response_id=playing.response_id,
+                              heard_ms=self._heard_frames(playing) * FRAME_MS, sent_ms=playing.sent * FRAME_MS)
+            dropped = sum(1 for _, frame in self._queue if frame is not None)
+            if dropped:
+                self._drop("barge_in", dropped)
+            self._queue.clear()
+            self._partial.clear()
+            for segment in self._segments.values():
+                segment.start = None  # marks Twilio echoes after a clear mean nothing now
+            self._timeline.clear()
+            self._t0 = None
+            self._frames_total = 0
+            return heard
+
+    # --- RX side -----------------------------------------------------------------------
+
+    def on_mark(self, name: str) -> None:
+        """Twilio echoed a mark: the caller has heard its item to the end."""
+        if not name.startswith(MARK_PREFIX):
+            return
+        with self._lock:
+            segment = self._segments.get(name[len(MARK_PREFIX):])
+            if segment is None or segment.start is None or self._t0 is None:
+                return
+            # Re-anchor the clock: the item's last frame is what the caller hears now.
+            self._t0 = self._clock() - (segment.start + segment.sent) * FRAME_S
+            while self._timeline:
+                done = self._timeline.popleft()
+                done.fully_heard = True
+                if done is segment:
+                    break
+
+    # --- questions ---------------------------------------------------------------------
+
+    def is_playing(self) -> bool:
+        """Agent audio is queued, or sent and not yet heard."""
+        with self._lock:
+            return self._playing_segment(self._clock()) is not None
+
+    def playing_item(self) -> str | None:
+        with self._lock:
+            segment = self._playing_segment(self._clock())
+            return segment.item_id if segment is not None else None
+
+    def heard_ms(self, item_id: str) -> int:
+        with self._lock:
+            segment = self._segments.get(item_id)
+            return self._heard_frames(segment) * FRAME_MS if segment is not None else 0
+
+    def _heard_frames(self, segment: _Segment) -> int:
+        if segment.fully_heard:
+            return segment.sent
+        if segment.start is None or self._t0 is None:
+            return 0
+        position = int((self._clock() - self._t0) / FRAME_S)
+        return min(segment.sent, max(0, position - segment.start))
+
+    def _playing_segment(self, now: float) -> _Segment | None:
+        """The item the caller hears now, or the next one queued; None when silent."""
+        if self._t0 is not None:
+            position = int((now - self._t0) / FRAME_S)
+            for segment in self._timeline:
+                if position < segment.start + segment.sent:
+                    return segment
+        return self._queue[0][0] if self._queue else None
+
+    def _drop(self, reason: str, count: int) -> None:
+        self.frames_dropped[reason] = self.frames_dropped.get(reason, 0) + count
+
+    # --- TX greenlet ------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._running = False
+        self._wakeup.set()
+
+    def run(self) -> None:
+        """Send frames on a drift-free 20 ms schedule while there is audio."""
+        next_due = 0.0
+        while self._running:
+            with self._lock:
+                entry = self._queue.popleft() if self._queue else None
+                if entry is None:
+                    self._wakeup.clear()
+                elif entry[1] is not None:
+                    next_due = self._book(entry[0], next_due)
+            if entry is None:
+                self._wakeup.wait()
+                continue
+            segment, frame = entry
+            if frame is None:
+                self._send(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
+                continue
+            self._send(media_message(self._stream_sid, frame))
+            self.frames_out += 1
+            if segment.first_sent_at is None:
+                segment.first_sent_at = self._clock()
+                if self._on_first_frame is not None:
+                    self._on_first_frame(segment.item_id, segment.first_sent_at)
+            delay = next_due - self._lead_s - self._clock()
+            if delay > 0:
+                gevent.sleep(delay)
+
+    def _book(self, segment: _Segment, next_due: float) -> float:
+        """Put one frame of `segment` on the stream timeline; return the next frame's due time.
+
+        Called by TX under the lock.
+        """
+        now = self._clock()
+        if self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S:
+            # Idle, or the caller has heard all that was sent: a new stretch starts now.
+            for done in self._timeline:
+                done.fully_heard = done is not segment
+            self._timeline.clear()
+            self._t0 = now
+            self._frames_total = 0
+            next_due = now
+            if segment.start is not None:
+                segment.start = -segment.sent  # an item that resumes after an underrun
+        if segment.start is None:
+            segment.start = self._frames_total
+        if not self._timeline or self._timeline[-1] is not segment:
+            self._timeline.append(segment)
+        segment.sent += 1
+        self._frames_total += 1
+        return next_due + FRAME_S

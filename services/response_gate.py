@@ -1,0 +1,83 @@
+"""The one way a response starts: no response before the session is configured, and
+never two at once."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+from services import realtime_protocol
+
+
+class ResponseGate:
+    """Shut until `open()` (after `session.updated`); then at most one response active.
+
+    A request made while one is active waits in a single slot (a newer request replaces
+    it) and is sent when the active response is done.
+    """
+
+    def __init__(self, send: Callable[[str], None], log: logging.LoggerAdapter):
+        self._send = send
+        self._log = log
+        # Guards: _open, _active, _response_id, _pending. Requests come from the Realtime
+        # greenlet and timers; created/done from the Realtime greenlet.
+        self._lock = threading.Lock()
+        self._open = False
+        self._active = False  # response.create sent and its response.done not yet seen
+        self._response_id: str | None = None
+        self._pending: tuple[str, str | None] | None = None
+        self.sent = 0
+
+    def open(self) -> None:
+        with self._lock:
+            self._open = True
+            self._fire_pending()
+
+    @property
+    def active_response_id(self) -> str | None:
+        with self._lock:
+            return self._response_id if self._active else None
+
+    @property
+    def is_active(self) -> bool:
+        with self._lock:
+            return self._active
+
+    def request(self, reason: str, instructions: str | None = None) -> bool:
+        """Start a response now if allowed, else keep it for when it is. True if sent now."""
+        with self._lock:
+            if not self._open or self._active:
+                self._pending = (reason, instructions)
+                return False
+            self._create(reason, instructions)
+            return True
+
+    def drop_pending(self) -> None:
+        with self._lock:
+            self._pending = None
+
+    def on_created(self, response_id: str) -> None:
+        with self._lock:
+            self._active = True
+            self._response_id = response_id
+
+    def on_done(self, response_id: str) -> None:
+        with self._lock:
+            if self._response_id not in (None, response_id):
+                return  # a stale done: the active response is another one
+            self._active = False
+            self._response_id = None
+            self._fire_pending()
+
+    def _create(self, reason: str, instructions: str | None) -> None:
+        self._active = True
+        self._response_id = None
+        self.sent += 1
+        self._log.info("response.create", extra={"reason": reason})
+        self._send(realtime_protocol.response_create(instructions))
+
+    def _fire_pending(self) -> None:
+        if self._open and not self._active and self._pending is not None:
+            reason, instructions = self._pending
+            self._pending = None
+            self._create(reason, instructions)

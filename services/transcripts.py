@@ -1,0 +1,93 @@
+"""Turns as they will be stored: the agent's from its audio transcript, the caller's from
+input transcription, each stamped with when it started."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class AgentItem:
+    item_id: str
+    response_id: str
+    started_at: float  # wall clock
+    text: list[str] = field(default_factory=list)
+    final_text: str | None = None
+    heard_ms: int | None = None  # set when cut by barge-in
+    sent_ms: int | None = None
+
+    @property
+    def transcript(self) -> str:
+        return self.final_text if self.final_text is not None else "".join(self.text)
+
+    def heard_text(self) -> str:
+        """The part the caller heard: the transcript cut in proportion to the audio heard,
+        at a word boundary (the API does not say which words were heard)."""
+        text = self.transcript.strip()
+        if self.heard_ms is None or not self.sent_ms:
+            return text
+        share = min(1.0, self.heard_ms / self.sent_ms)
+        return cut_at_word(text, int(len(text) * share))
+
+
+def cut_at_word(text: str, length: int) -> str:
+    if length >= len(text):
+        return text
+    if length <= 0:
+        return ""
+    cut = text.rfind(" ", 0, length + 1)
+    return text[:cut].rstrip() if cut > 0 else ""
+
+
+class Transcripts:
+    """The call's agent items and caller speech starts. Owned by the Realtime greenlet,
+    except `interrupted`, which barge-in calls under the session's conversation lock."""
+
+    def __init__(self) -> None:
+        self._agent: dict[str, AgentItem] = {}
+        # Items already stored whose audio may still be playing: a barge-in amends them.
+        self._stored: dict[str, AgentItem] = {}
+        self._caller_started: dict[str, float] = {}
+
+    def agent_item(self, response_id: str, item_id: str, at: float) -> None:
+        self._agent.setdefault(item_id, AgentItem(item_id=item_id, response_id=response_id, started_at=at))
+
+    def agent_delta(self, item_id: str, delta: str) -> None:
+        item = self._agent.get(item_id)
+        if item is not None:
+            item.text.append(delta)
+
+    def agent_done(self, item_id: str, transcript: str) -> None:
+        item = self._agent.get(item_id)
+        if item is not None:
+            item.final_text = transcript
+
+    def interrupted(self, item_id: str, heard_ms: int, sent_ms: int) -> AgentItem | None:
+        """Record a cut; returns the item if it was stored already (its row needs amending)."""
+        item = self._agent.get(item_id)
+        stored = item is None
+        item = item or self._stored.get(item_id)
+        if item is None:
+            return None
+        item.heard_ms, item.sent_ms = heard_ms, sent_ms
+        return item if stored else None
+
+    def finish_response(self, response_id: str) -> list[AgentItem]:
+        """The response's items, ready to store."""
+        done = [item for item in self._agent.values() if item.response_id == response_id]
+        for item in done:
+            del self._agent[item.item_id]
+            self._stored[item.item_id] = item
+        while len(self._stored) > 8:
+            del self._stored[next(iter(self._stored))]
+        return done
+
+    def unfinished(self) -> list[AgentItem]:
+        items = list(self._agent.values())
+        self._agent.clear()
+        return items
+
+    def caller_started(self, item_id: str, at: float) -> None:
+        self._caller_started[item_id] = at
+
+    def caller_started_at(self, item_id: str, default: float) -> float:
+        return self._caller_started.pop(item_id, default)

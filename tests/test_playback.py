@@ -1,0 +1,103 @@
+"""The TX pacer and playback clock, driven on a real clock with a capturing sender."""
+import json
+import time
+
+import gevent
+import pytest
+
+from services.playback import Playback
+from services.twilio_protocol import FRAME_BYTES
+
+
+class Sent:
+    def __init__(self):
+        self.messages = []
+
+    def __call__(self, text):
+        self.messages.append((time.monotonic(), json.loads(text)))
+
+    def media_times(self):
+        return [t for t, m in self.messages if m["event"] == "media"]
+
+    def marks(self):
+        return [m["mark"]["name"] for _, m in self.messages if m["event"] == "mark"]
+
+
+@pytest.fixture
+def playback():
+    sent = Sent()
+    pb = Playback(sent, "MZ1", lead_ms=40)
+    tx = gevent.spawn(pb.run)
+    yield pb, sent
+    pb.stop()
+    tx.join(1)
+
+
+def test_frames_are_paced_at_real_time_after_the_lead(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 25)  # 500 ms, arriving at once
+    pb.end_item("r1", "i1")
+    gevent.sleep(0.6)
+    times = sent.media_times()
+    assert len(times) == 25
+    span = times[-1] - times[0]
+    # 25 frames: the first 3 go at once (40 ms lead), the rest one per 20 ms.
+    assert 0.40 <= span <= 0.50
+    assert sent.marks() == ["item:i1"]
+
+
+def test_a_partial_last_frame_is_padded_with_silence(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * (FRAME_BYTES + 10))
+    pb.end_item("r1", "i1")
+    gevent.sleep(0.1)
+    payloads = [m["media"]["payload"] for _, m in sent.messages if m["event"] == "media"]
+    assert len(payloads) == 2
+    import base64
+    last = base64.b64decode(payloads[1])
+    assert last == b"\x01" * 10 + b"\xff" * (FRAME_BYTES - 10)
+
+
+def test_clear_reports_what_was_heard_not_what_was_sent(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 100)  # 2 s
+    gevent.sleep(0.3)
+    assert pb.is_playing()
+    heard = pb.clear()
+    assert heard.item_id == "i1"
+    assert 260 <= heard.heard_ms <= 340
+    assert heard.sent_ms >= heard.heard_ms
+    gevent.sleep(0.1)
+    sent_after = len(sent.media_times())
+    gevent.sleep(0.1)
+    assert len(sent.media_times()) == sent_after, "nothing is sent after a clear"
+    assert not pb.is_playing()
+    assert pb.frames_dropped["barge_in"] > 0
+
+
+def test_audio_of_a_cut_response_arriving_late_is_dropped(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 50)
+    gevent.sleep(0.1)
+    pb.clear()
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10)
+    pb.enqueue("r2", "i2", b"\x02" * FRAME_BYTES * 5)
+    pb.end_item("r2", "i2")
+    gevent.sleep(0.2)
+    assert pb.frames_dropped["cancelled_response"] == 10
+    assert sent.marks()[-1] == "item:i2"
+    assert pb.heard_ms("i2") == 100
+
+
+def test_an_echoed_mark_says_the_item_was_heard_to_its_end(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 5)
+    pb.end_item("r1", "i1")
+    pb.enqueue("r2", "i2", b"\x02" * FRAME_BYTES * 50)
+    gevent.sleep(0.15)
+    pb.on_mark("item:i1")
+    assert pb.heard_ms("i1") == 100
+    assert pb.playing_item() == "i2"
+    heard = pb.clear()
+    assert heard.item_id == "i2"
+    assert heard.heard_ms <= 60  # re-anchored at i1's end just now
