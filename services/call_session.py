@@ -135,7 +135,7 @@ class CallSession:
             self.end("business_not_found")
             return False
         caller = setup.from_number if setup.direction == "inbound" else setup.to_number
-        self._crm = CallCrmContext(self._services.db, setup.business_id, caller)
+        self._crm = CallCrmContext(self._services.db, setup.business_id, caller, call_sid=setup.call_sid)
         self._crm.start()
         self._journal.stream_started(setup.stream_sid, time.time())
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
@@ -280,9 +280,10 @@ class CallSession:
 
     def _send_late_crm(self) -> None:
         facts = self._crm.late_facts()
-        if facts is not None:
+        message = crm_context_message(self._business, facts) if facts is not None else ""
+        if message:
             self.log.info("caller context arrived after session.update: sent as a context item")
-            self._send_realtime(rt.system_message(crm_context_message(self._business, facts)))
+            self._send_realtime(rt.system_message(message))
 
     def _on_output_item(self, event: rt.OutputItemAdded) -> None:
         if event.item_type != "message":
@@ -414,7 +415,7 @@ class CallSession:
         for item in self._transcripts.unfinished():
             self._store_agent_item(item)
         if self._crm is not None:
-            self._crm.stop()
+            self._crm.close()
         figures, usage, cost = self.figures.summary(self._playback.frames_out, self._playback.frames_dropped,
                                                     self._settings.openai_realtime_model)
         self._journal.finish(reason, time.time(), figures, usage, cost)

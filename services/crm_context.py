@@ -1,0 +1,125 @@
+"""The caller's CRM facts for one call, looked up beside the call so a slow database never delays it.
+
+The call waits at most `CRM_WAIT_BOUND_S` for the facts before `session.update`; facts that come
+later are handed over once by `late_facts()`, for the session to send as one context item.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import gevent
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from prompts import CrmFacts
+from server.db import Database
+from server.logging_setup import call_logger
+from server.models import Call, Lead, as_utc
+
+# How long the call waits for the facts before `session.update`. The greeting waits on
+# session.update, so this bound is added to the caller's silence whenever the lookup is slow;
+# an indexed lookup takes a few milliseconds, so 0.3 s only ever runs out when something is wrong.
+CRM_WAIT_BOUND_S = 0.3
+
+Loader = Callable[[Session, int, str], CrmFacts | None]
+
+
+def load_crm_facts(session: Session, business_id: int, phone: str) -> CrmFacts | None:
+    """What this business knows about the caller at `phone`, or None when it knows nothing."""
+    if not phone:
+        return None
+    lead = session.scalar(select(Lead).where(Lead.business_id == business_id, Lead.phone == phone))
+    # Only ended, completed calls count: the call being set up has a row already, and calls
+    # that never connected (busy, no-answer, ...) were no conversation.
+    last_call_at = session.scalar(
+        select(Call.started_at)
+        .where(Call.business_id == business_id, (Call.from_number == phone) | (Call.to_number == phone),
+               Call.ended_at.is_not(None), Call.status == "completed")
+        .order_by(Call.started_at.desc())
+        .limit(1)
+    )
+    if lead is None and last_call_at is None:
+        return None
+    # open_appointment stays None: there is no appointments table yet.
+    # Names and genders go raw; the prompt's caller-data layer decides what is usable.
+    return CrmFacts(
+        name=lead.name if lead else None,
+        gender=lead.gender if lead else None,
+        last_call_at=as_utc(last_call_at),
+        open_appointment=None,
+        notes=(lead.notes or None) if lead else None,
+    )
+
+
+class CallCrmContext:
+    """One call's CRM lookup: `start()` it early, `wait()` once before `session.update`,
+    then poll `late_facts()` for facts that missed the bound.
+
+    The loader greenlet is the only writer of the facts; a lookup that hangs or raises is logged
+    and leaves the call without caller data.
+    """
+
+    def __init__(self, db: Database, business_id: int, phone: str, *, loader: Loader = load_crm_facts,
+                 call_sid: str | None = None):
+        self._db = db
+        self._business_id = business_id
+        self._phone = phone
+        self._loader = loader
+        self._log = call_logger("crm", call_sid)
+        self._greenlet: gevent.Greenlet | None = None
+        # Guards: _facts, _loaded (written once, by the loader greenlet) and _handed_out
+        # (written by the call's greenlet in wait() and late_facts()).
+        self._lock = threading.Lock()
+        self._facts: CrmFacts | None = None
+        self._loaded = False
+        self._handed_out = False
+
+    def start(self) -> "CallCrmContext":
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._load)
+        return self
+
+    def wait(self, bound_s: float = CRM_WAIT_BOUND_S) -> CrmFacts | None:
+        """The facts if they are known within `bound_s` seconds, else None. Never raises."""
+        try:
+            self.start()
+            self._greenlet.join(timeout=max(0.0, bound_s))
+            with self._lock:
+                if self._loaded:
+                    self._handed_out = True
+                    return self._facts
+            self._log.info("crm facts not ready in time; they will follow if they come",
+                           extra={"bound_ms": round(bound_s * 1000)})
+        except Exception:
+            self._log.warning("crm wait failed", exc_info=True)
+        return None
+
+    def late_facts(self) -> CrmFacts | None:
+        """Facts that arrived after `wait()` gave up: returned once, then None."""
+        with self._lock:
+            if not self._loaded or self._handed_out or self._facts is None:
+                return None
+            self._handed_out = True
+            return self._facts
+
+    def close(self) -> None:
+        """Stop a lookup still running when the call ends."""
+        if self._greenlet is not None and not self._greenlet.ready():
+            self._greenlet.kill(block=False)
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            with self._db.session() as session:
+                facts = self._loader(session, self._business_id, self._phone)
+        except Exception:
+            self._log.warning("crm lookup failed; the call goes on without caller data", exc_info=True)
+            facts = None
+        else:
+            self._log.debug("crm lookup done", extra={"found": facts is not None,
+                                                      "ms": round((time.monotonic() - started) * 1000)})
+        with self._lock:
+            self._facts = facts
+            self._loaded = True
