@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from prompts import build_business_layer
 from server.call_records import KNOWN_STATUSES
 from server.models import Business, Call, Lead, Turn, as_utc
 
@@ -240,6 +241,8 @@ def business_json(business: Business) -> dict[str, Any]:
         "working_hours": business.working_hours,
         "max_concurrent_calls": business.max_concurrent_calls,
         "use_customer_name": business.use_customer_name,
+        # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
+        "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),
         "updated_at": iso(business.updated_at),
     }
@@ -271,6 +274,7 @@ def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
         "metrics": call.metrics,
         "usage": call.usage,
         "cost_usd": call.cost_usd,
+        "prompt": call.prompt_info,
     }
     if with_turns:
         body["turns"] = [turn_json(turn) for turn in call.turns]

@@ -91,6 +91,8 @@ class Call(Base):
     # Token usage summed over the call's responses, and its estimated cost.
     usage: Mapped[dict[str, Any]] = mapped_column(default=dict)
     cost_usd: Mapped[float | None] = mapped_column(Float)
+    # The prompts the call was given: characters per layer and any warnings (e.g. a cut).
+    prompt_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     turns: Mapped[list["Turn"]] = relationship(
         back_populates="call", cascade="all, delete-orphan", order_by="Turn.started_at, Turn.id"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Callable
 
 import gevent
 from gevent.queue import Queue
@@ -48,15 +48,19 @@ class CallJournal:
             except Exception:
                 self._log.exception("call write failed")
 
-    def stream_started(self, stream_sid: str, at: float, **fields: Any) -> None:
+    def stream_started(self, stream_sid: str, at: float) -> None:
         def write(session: Session, call: Call) -> None:
             call.stream_sid = stream_sid
             if call.answered_at is None:
                 call.answered_at = _utc(at)
             if call.status in ("queued", "initiated", "ringing"):
                 call.status = "in-progress"
-            for key, value in fields.items():
-                setattr(call, key, value)
+
+        self._queue.put(write)
+
+    def prompt_built(self, prompt_info: dict) -> None:
+        def write(session: Session, call: Call) -> None:
+            call.prompt_info = prompt_info
 
         self._queue.put(write)
 

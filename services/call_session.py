@@ -212,8 +212,10 @@ class CallSession:
     def _configure_session(self) -> None:
         crm = self._crm.wait()
         self._prompts = assemble_call_prompts(self._business, self.setup.direction, crm)
-        self._journal.stream_started(self.setup.stream_sid, time.time(),
-                                     prompt_sizes=dict(self._prompts.layer_sizes))
+        prompt_info = {"layer_chars": dict(self._prompts.layer_sizes), "warnings": list(self._prompts.warnings)}
+        self.log.info("prompts built", extra={"instructions_chars": len(self._prompts.instructions),
+                                              **{f"{k}_chars": v for k, v in self._prompts.layer_sizes.items()}})
+        self._journal.prompt_built(prompt_info)
         self._session_update = rt.session_update(rt.SessionConfig(
             instructions=self._prompts.instructions, voice=self._business.voice,
             transcription_prompt=self._prompts.transcription_prompt))

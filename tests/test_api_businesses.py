@@ -165,3 +165,25 @@ def test_an_unexpected_error_is_a_bare_json_500(live_server, business_id, monkey
     response = requests.get(api(live_server, f"/{business_id}"), timeout=5)
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}
+
+
+def test_prompt_preview_shows_each_layer_and_the_cut(live_server):
+    long_prompt = ("המספרה שלנו מציעה תספורות וצבע. " * 150).strip()
+    created = requests.post(f"{live_server.base_url}/api/businesses", timeout=5, json={
+        "name": "מספרת אורן", "phone_numbers": ["+972311111111"], "business_prompt": long_prompt})
+    assert created.status_code == 201
+    assert any("cut" in w for w in created.json()["prompt_warnings"])
+    business_id = created.json()["id"]
+    preview = requests.get(f"{live_server.base_url}/api/businesses/{business_id}/prompt-preview", timeout=5).json()
+    assert set(preview["layers"]) >= {"system", "business", "greeting", "transcription"}
+    for layer in preview["layers"].values():
+        assert layer["chars"] == len(layer["text"])
+    assert preview["layers"]["business"]["chars"] <= 3000 + len("# מספרת אורן\n\n")
+    assert any("cut" in w for w in preview["warnings"])
+    outbound = requests.get(f"{live_server.base_url}/api/businesses/{business_id}/prompt-preview",
+                            params={"direction": "outbound"}, timeout=5).json()
+    assert outbound["direction"] == "outbound" and outbound["instructions"]["text"] != preview["instructions"]["text"]
+    bad = requests.get(f"{live_server.base_url}/api/businesses/{business_id}/prompt-preview",
+                       params={"direction": "sideways"}, timeout=5)
+    assert bad.status_code == 422
+    assert requests.get(f"{live_server.base_url}/api/businesses/999/prompt-preview", timeout=5).status_code == 404

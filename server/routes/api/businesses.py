@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, abort, url_for
+from flask import Blueprint, abort, request, url_for
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+import prompts
 from server import api_schemas as schemas
 from server.db import request_session
 from server.models import Business, PhoneNumber, utcnow
@@ -40,6 +41,16 @@ def create_business():
 @bp.get("/<int:business_id>")
 def get_business(business_id: int):
     return schemas.business_json(get_or_404(request_session(), Business, business_id, "business"))
+
+
+@bp.get("/<int:business_id>/prompt-preview")
+def prompt_preview(business_id: int):
+    """What a call to this business would be told, layer by layer, with lengths and warnings."""
+    direction = request.args.get("direction", "inbound")
+    if direction not in ("inbound", "outbound"):
+        abort(422, "direction must be inbound or outbound")
+    business = get_or_404(request_session(), Business, business_id, "business")
+    return {"business_id": business.id, **prompts.prompt_preview(business, direction)}
 
 
 @bp.patch("/<int:business_id>")
