@@ -66,5 +66,7 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
     handler.setFormatter(LogfmtFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic narrates every migration step at INFO; its warnings are what matter.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for area, area_level in (levels or {}).items():
         logging.getLogger(area).setLevel(area_level)

@@ -109,7 +109,8 @@ class Turn(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     item_id: Mapped[str | None] = mapped_column(String(64))
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
-    # For agent turns: caller's end of speech to the first agent frame sent (ms).
+    # Agent turns: the caller's end of speech (for the greeting, the stream's start) to
+    # the turn's first frame sent to Twilio, in ms.
     latency_ms: Mapped[float | None] = mapped_column(Float)
 
     call: Mapped[Call] = relationship(back_populates="turns")

@@ -28,6 +28,9 @@ class CallTiming:
     session_update_retry_s: float = 3.0
     session_update_timeout_s: float = 8.0
     greeting_protect_ms: int = 500
+    # Speech that starts in the protected start of the greeting cuts it only if it lasts
+    # this long: VAD says "stopped" only after its silence window, so we wait for that.
+    greeting_noise_max_ms: int = 300
     realtime_connect_timeout_s: float = 5.0
     # How far ahead of the caller's playout the pacer may send, to absorb jitter.
     tx_lead_ms: int = 60

@@ -47,6 +47,7 @@ class CallFigures:
             if self._greeting_pending:
                 self._greeting_pending = False
                 self.greeting_ms = (at - self.stream_started_at) * 1000
+                self.item_latency_ms[item_id] = self.greeting_ms
                 metrics.GREETING_LATENCY.observe(self.greeting_ms / 1000)
             elif self._speech_stopped_at is not None:
                 latency = (at - self._speech_stopped_at) * 1000

@@ -73,14 +73,6 @@ class CallJournal:
 
         self._queue.put(write)
 
-    def amend_turn(self, item_id: str, text: str, interrupted: bool) -> None:
-        def write(session: Session, call: Call) -> None:
-            turn = session.scalar(select(Turn).where(Turn.call_id == call.id, Turn.item_id == item_id))
-            if turn is not None:
-                turn.text, turn.interrupted = text, interrupted
-
-        self._queue.put(write)
-
     def finish(self, end_reason: str, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
         def write(session: Session, call: Call) -> None:
             ended = _utc(ended_at)

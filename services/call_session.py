@@ -63,8 +63,8 @@ class CallServices:
 
 class CallSession:
     """Fields without a lock comment have one owner: RX for the setup fields and
-    `figures.frames_in`, the Realtime greenlet for `_prompts`, `_greeting_*`, the timers
-    and `_transcripts` (barge-in touches the last under `_conversation_lock`)."""
+    `figures.frames_in`; the Realtime greenlet for `_prompts`, `_greeting_*` and the
+    timers. `_transcripts` is shared (Realtime, RX, barge-in) under `_conversation_lock`."""
 
     def __init__(self, services: CallServices, twilio: TwilioSocket, setup: CallSetup):
         self.setup = setup
@@ -91,8 +91,9 @@ class CallSession:
         self._greeting_requested = False
         self._greeting_response_id: str | None = None
         self._greeting_item_id: str | None = None
-        # Guards: _caller_speaking, _speech_started_at, _protected_speech, _ignore_commit and
-        # barge-in as a whole. Written by the Realtime greenlet and the greeting-guard timer.
+        # Guards: _transcripts, _caller_speaking, _speech_started_at, _protected_speech,
+        # _ignore_commit and barge-in as a whole. Written by the Realtime greenlet, RX (items
+        # heard to the end) and the greeting-guard timer.
         self._conversation_lock = threading.Lock()
         self._caller_speaking = False
         self._speech_started_at = 0.0
@@ -167,7 +168,9 @@ class CallSession:
                 except RealtimeClosed:
                     figures.drop_rx("realtime_closed")
             elif isinstance(event, tw.Mark):
-                self._playback.on_mark(event.name)
+                heard_item = self._playback.on_mark(event.name)
+                if heard_item is not None:
+                    self._agent_item_heard(heard_item)
             elif isinstance(event, tw.Stop):
                 self.end("caller_hangup")
                 return
@@ -240,11 +243,13 @@ class CallSession:
         if isinstance(event, rt.AudioDelta):
             self._playback.enqueue(event.response_id, event.item_id, event.audio)
         elif isinstance(event, rt.TranscriptDelta):
-            self._transcripts.agent_delta(event.item_id, event.delta)
+            with self._conversation_lock:
+                self._transcripts.agent_delta(event.item_id, event.delta)
         elif isinstance(event, rt.AudioDone):
             self._playback.end_item(event.response_id, event.item_id)
         elif isinstance(event, rt.TranscriptDone):
-            self._transcripts.agent_done(event.item_id, event.transcript)
+            with self._conversation_lock:
+                self._transcripts.agent_done(event.item_id, event.transcript)
         elif isinstance(event, rt.OutputItemAdded):
             self._on_output_item(event)
         elif isinstance(event, rt.ResponseCreated):
@@ -290,7 +295,8 @@ class CallSession:
     def _on_output_item(self, event: rt.OutputItemAdded) -> None:
         if event.item_type != "message":
             return
-        self._transcripts.agent_item(event.response_id, event.item_id, time.time())
+        with self._conversation_lock:
+            self._transcripts.agent_item(event.response_id, event.item_id, time.time())
         if event.response_id == self._greeting_response_id and self._greeting_item_id is None:
             self._greeting_item_id = event.item_id
 
@@ -300,9 +306,20 @@ class CallSession:
             self.figures.add_usage(event.usage)
         if event.status not in ("completed", "cancelled"):
             self.log.warning("response ended badly", extra={"status": event.status, "why": event.status_reason})
+        # Items with audio are stored once heard (their mark comes back) or cut; an item
+        # that never had audio was never heard.
         with self._conversation_lock:
-            items = self._transcripts.finish_response(event.response_id)
-        for item in items:
+            silent = [self._transcripts.take(item_id) for item_id in self._transcripts.items_of(event.response_id)
+                      if not self._playback.has_audio(item_id)]
+        for item in silent:
+            if event.status == "completed":
+                self._store_agent_item(item)
+
+    def _agent_item_heard(self, item_id: str) -> None:
+        """RX: the caller heard the whole item."""
+        with self._conversation_lock:
+            item = self._transcripts.take(item_id)
+        if item is not None:
             self._store_agent_item(item)
 
     def _store_agent_item(self, item) -> None:
@@ -325,7 +342,8 @@ class CallSession:
 
     def _on_input_transcript(self, event: rt.InputTranscript) -> None:
         text = event.transcript.strip()
-        started = self._transcripts.caller_started_at(event.item_id, time.time())
+        with self._conversation_lock:
+            started = self._transcripts.caller_started_at(event.item_id, time.time())
         if text:
             self._journal.add_turn("caller", text, started, item_id=event.item_id)
 
@@ -333,17 +351,20 @@ class CallSession:
 
     def _on_speech_started(self, event: rt.SpeechStarted) -> None:
         now = time.monotonic()
-        self._transcripts.caller_started(event.item_id, time.time())
         with self._conversation_lock:
+            self._transcripts.caller_started(event.item_id, time.time())
             self._caller_speaking = True
             self._speech_started_at = now
             if not (self._playback.is_playing() or self._gate.is_active):
                 return
             protect_left = self._greeting_protection_left_ms()
             if protect_left > 0:
-                # Line noise must not cut the greeting: decide when its protected start is over.
+                # Line noise must not cut the greeting. A burst is over (speech_stopped) within
+                # the VAD's silence window after it ends; speech still going on after both the
+                # protected start and that window is real, and cuts the greeting then.
+                decide_in_ms = max(protect_left, rt.VAD_SILENCE_MS + self._timing.greeting_noise_max_ms)
                 self._protected_speech = event.item_id
-                self._timers.append(gevent.spawn_later(protect_left / 1000, self._greeting_guard, event.item_id))
+                self._timers.append(gevent.spawn_later(decide_in_ms / 1000, self._greeting_guard, event.item_id))
                 return
             self._barge_in(now)
 
@@ -389,9 +410,9 @@ class CallSession:
             self._send_realtime(rt.response_cancel())
         if heard is not None:
             self._send_realtime(rt.item_truncate(heard.item_id, heard.heard_ms))
-            stored = self._transcripts.interrupted(heard.item_id, heard.heard_ms, heard.sent_ms)
-            if stored is not None:
-                self._journal.amend_turn(stored.item_id, stored.heard_text(), interrupted=True)
+            cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms, heard.sent_ms)
+            if cut is not None:
+                self._store_agent_item(cut)
         self.log.info("barge-in", extra={"item_id": heard.item_id if heard else None,
                                          "heard_ms": heard.heard_ms if heard else None})
 
@@ -414,8 +435,11 @@ class CallSession:
             if greenlet is not me:
                 greenlet.kill(block=False)
         self._realtime.close()
-        for item in self._transcripts.unfinished():
-            self._store_agent_item(item)
+        with self._conversation_lock:
+            unfinished = self._transcripts.unfinished()
+        for item in unfinished:
+            if self._playback.has_audio(item.item_id):
+                self._store_agent_item(item)
         if self._crm is not None:
             self._crm.close()
         figures, usage, cost = self.figures.summary(self._playback.frames_out, self._playback.frames_dropped,

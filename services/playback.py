@@ -145,14 +145,14 @@ class Playback:
 
     # --- RX side -----------------------------------------------------------------------
 
-    def on_mark(self, name: str) -> None:
-        """Twilio echoed a mark: the caller has heard its item to the end."""
+    def on_mark(self, name: str) -> str | None:
+        """Twilio echoed a mark: the caller has heard its item to the end. Returns the item."""
         if not name.startswith(MARK_PREFIX):
-            return
+            return None
         with self._lock:
             segment = self._segments.get(name[len(MARK_PREFIX):])
             if segment is None or segment.start is None or self._t0 is None:
-                return
+                return None
             # Re-anchor the clock: the item's last frame is what the caller hears now.
             self._t0 = self._clock() - (segment.start + segment.sent) * FRAME_S
             while self._timeline:
@@ -160,6 +160,7 @@ class Playback:
                 done.fully_heard = True
                 if done is segment:
                     break
+            return segment.item_id
 
     # --- questions ---------------------------------------------------------------------
 
@@ -167,6 +168,10 @@ class Playback:
         """Agent audio is queued, or sent and not yet heard."""
         with self._lock:
             return self._playing_segment(self._clock()) is not None
+
+    def has_audio(self, item_id: str) -> bool:
+        with self._lock:
+            return item_id in self._segments
 
     def playing_item(self) -> str | None:
         with self._lock:

@@ -276,6 +276,9 @@ def _encode(event: dict[str, Any]) -> str:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
 
 
+VAD_SILENCE_MS = 400  # server VAD reports speech_stopped this long after speech ends
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """What one call's `session.update` says."""
@@ -284,7 +287,7 @@ class SessionConfig:
     voice: str
     transcription_prompt: str
     vad_threshold: float = 0.5
-    vad_silence_ms: int = 400
+    vad_silence_ms: int = VAD_SILENCE_MS
     vad_prefix_padding_ms: int = 300
     transcription_model: str = "gpt-4o-transcribe"
     tools: Sequence[Mapping[str, Any]] = field(default_factory=tuple)

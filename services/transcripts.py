@@ -39,13 +39,12 @@ def cut_at_word(text: str, length: int) -> str:
 
 
 class Transcripts:
-    """The call's agent items and caller speech starts. Owned by the Realtime greenlet,
-    except `interrupted`, which barge-in calls under the session's conversation lock."""
+    """The call's agent items (stored once heard to the end, or cut) and caller speech
+    starts. Guarded by the session's conversation lock: the Realtime greenlet fills it,
+    RX (an item heard to its end) and barge-in take items out."""
 
     def __init__(self) -> None:
         self._agent: dict[str, AgentItem] = {}
-        # Items already stored whose audio may still be playing: a barge-in amends them.
-        self._stored: dict[str, AgentItem] = {}
         self._caller_started: dict[str, float] = {}
 
     def agent_item(self, response_id: str, item_id: str, at: float) -> None:
@@ -61,25 +60,17 @@ class Transcripts:
         if item is not None:
             item.final_text = transcript
 
-    def interrupted(self, item_id: str, heard_ms: int, sent_ms: int) -> AgentItem | None:
-        """Record a cut; returns the item if it was stored already (its row needs amending)."""
-        item = self._agent.get(item_id)
-        stored = item is None
-        item = item or self._stored.get(item_id)
-        if item is None:
-            return None
-        item.heard_ms, item.sent_ms = heard_ms, sent_ms
-        return item if stored else None
+    def take(self, item_id: str) -> AgentItem | None:
+        return self._agent.pop(item_id, None)
 
-    def finish_response(self, response_id: str) -> list[AgentItem]:
-        """The response's items, ready to store."""
-        done = [item for item in self._agent.values() if item.response_id == response_id]
-        for item in done:
-            del self._agent[item.item_id]
-            self._stored[item.item_id] = item
-        while len(self._stored) > 8:
-            del self._stored[next(iter(self._stored))]
-        return done
+    def take_cut(self, item_id: str, heard_ms: int, sent_ms: int) -> AgentItem | None:
+        item = self._agent.pop(item_id, None)
+        if item is not None:
+            item.heard_ms, item.sent_ms = heard_ms, sent_ms
+        return item
+
+    def items_of(self, response_id: str) -> list[str]:
+        return [item.item_id for item in self._agent.values() if item.response_id == response_id]
 
     def unfinished(self) -> list[AgentItem]:
         items = list(self._agent.values())
