@@ -147,7 +147,10 @@ class CallSession:
         figures = self.figures
         ready = self._session_ready
         while self._end_reason is None:
-            message = self._twilio.receive(timeout=TWILIO_IDLE_TIMEOUT_S)
+            try:
+                message = self._twilio.receive(timeout=TWILIO_IDLE_TIMEOUT_S)
+            except ConnectionClosed:
+                return  # without a `stop`: the caller's side vanished
             if message is None:
                 if self._twilio.connected:
                     self.end("twilio_idle")

@@ -101,3 +101,44 @@ def business_id(live_server) -> int:
 
 
 __all__ = ["LiveServer", "add_business", "dataclasses", "gevent", "BUSINESS_NUMBER", "CALLER_NUMBER"]
+
+
+# --- the fakes: a Realtime API and a Twilio caller (tests/fakes) ---------------------
+
+from tests.fakes.realtime_server import FakeRealtime, RealtimeScript  # noqa: E402
+from tests.fakes.twilio_caller import FakeTwilioCall  # noqa: E402
+
+
+@pytest.fixture
+def make_fake_realtime():
+    """Start a fake Realtime API for a script; all are stopped after the test."""
+    started = []
+
+    def start(script: RealtimeScript | None = None) -> FakeRealtime:
+        fake = FakeRealtime(script).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        fake.stop()
+
+
+@pytest.fixture
+def fake_realtime(make_fake_realtime) -> FakeRealtime:
+    return make_fake_realtime()
+
+
+@pytest.fixture
+def make_twilio_call():
+    """Connect a fake Twilio caller to a media websocket; any still open hang up after the test."""
+    calls = []
+
+    def connect(media_ws_url: str, call_sid: str, parameters=None, **options) -> FakeTwilioCall:
+        call = FakeTwilioCall(media_ws_url, call_sid, parameters, **options).start()
+        calls.append(call)
+        return call
+
+    yield connect
+    for call in calls:
+        call.stop(timeout=1)

@@ -1,0 +1,597 @@
+"""A fake Twilio: the webhook request, then a caller on the Media Streams websocket.
+
+`place_call` posts Twilio's form fields and reads the TwiML. `FakeTwilioCall` is the
+bidirectional stream as Twilio runs it: 20 ms μ-law frames up at real-time pace
+(silence, or a steady tone while `speak` is on), and the server's audio played out
+at real-time pace, with marks echoed when playout reaches them and `clear` honoured.
+It keeps what the caller actually heard, so tests can speak of latency and barge-in
+in the caller's terms.
+
+Greenlets per call: sender (caller audio), receiver (server messages), playout.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import json
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import gevent
+import requests
+import websocket
+
+from tests.fakes.waiting import wait_for
+
+log = logging.getLogger("fake_twilio")
+
+TEST_ACCOUNT_SID = "AC" + "0" * 30 + "01"
+FRAME_MS = 20
+FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
+SILENCE_FRAME = b"\xff" * FRAME_BYTES
+# A 500 Hz square wave (8 samples each side of zero): steady, clearly not silence to any VAD.
+SPEECH_FRAME = (b"\x28" * 8 + b"\xa8" * 8) * (FRAME_BYTES // 16)
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex
+
+
+# --- the webhook -----------------------------------------------------------------------
+
+
+def twilio_form(call_sid: str, from_: str, to: str, account_sid: str = TEST_ACCOUNT_SID,
+                extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The form fields Twilio posts for an inbound call (what a signature is computed over)."""
+    form = {"CallSid": call_sid, "AccountSid": account_sid, "From": from_, "To": to, "Direction": "inbound",
+            "CallStatus": "ringing", "ApiVersion": "2010-04-01"}
+    form.update(extra or {})
+    return form
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    """What the webhook answered. `stream_url` is None when the TwiML connects no stream."""
+
+    status_code: int
+    twiml: str
+    stream_url: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    action_url: str | None = None
+    status_callback: str | None = None
+    says: tuple[str, ...] = ()
+    hangup: bool = False
+
+
+def parse_twiml(status_code: int, text: str) -> PlacedCall:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return PlacedCall(status_code=status_code, twiml=text)
+    connect = root.find("Connect")
+    stream = connect.find("Stream") if connect is not None else None
+    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")} if stream is not None else {}
+    return PlacedCall(
+        status_code=status_code, twiml=text,
+        stream_url=stream.get("url") if stream is not None else None,
+        parameters=params,
+        action_url=connect.get("action") if connect is not None else None,
+        status_callback=stream.get("statusCallback") if stream is not None else None,
+        says=tuple((say.text or "") for say in root.iter("Say")),
+        hangup=root.find("Hangup") is not None,
+    )
+
+
+def place_call(base_url: str, call_sid: str, from_: str, to: str, path: str = "/webhook/incoming_call",
+               headers: Mapping[str, str] | None = None, extra_fields: Mapping[str, str] | None = None,
+               account_sid: str = TEST_ACCOUNT_SID, timeout: float = 5.0) -> PlacedCall:
+    """POST the webhook as Twilio does and read the TwiML it answers."""
+    form = twilio_form(call_sid, from_, to, account_sid, extra_fields)
+    response = requests.post(base_url.rstrip("/") + path, data=form, headers=dict(headers or {}), timeout=timeout)
+    return parse_twiml(response.status_code, response.text)
+
+
+# --- the media stream ------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """Agent audio between two marks, as received and as heard."""
+
+    index: int
+    start_mark: str | None  # the mark before it, if any
+    end_mark: str | None = None  # the mark after it, once received
+    received_ms: float = 0.0
+    heard_ms: float = 0.0
+    cleared_ms: float = 0.0  # dropped from the buffer by `clear`
+    first_received_at: float | None = None
+    first_heard_at: float | None = None
+    last_heard_at: float | None = None
+
+
+@dataclass
+class ClearRecord:
+    t: float
+    dropped_ms: float  # buffered agent audio discarded
+    marks_echoed: list[str]
+    playing: Segment | None  # the segment being heard when `clear` arrived
+    playing_heard_ms: float  # how much of it the caller had heard then
+
+
+@dataclass
+class SpeechRecord:
+    started_at: float  # when its first frame was sent
+    ms: int
+    ended_at: float | None = None  # when the first silent frame after it was sent
+
+
+@dataclass
+class _Audio:
+    data: bytes
+    segment: Segment
+    offset: int = 0
+
+
+@dataclass
+class _Mark:
+    name: str
+
+
+class FakeTwilioCall:
+    """One call's Media Stream, as Twilio runs it. Use `start()` (or `with`), then speak and wait.
+
+    Guards (`_lock`): the playout buffer, segments, deferred marks and every heard/received
+    figure. Written by the receiver (media, mark, clear) and by playout (each 20 ms tick).
+    `_send_lock` orders writes to the socket with their sequence numbers.
+    The sender greenlet owns the speech schedule; `speak` only extends it.
+    """
+
+    def __init__(self, media_ws_url: str, call_sid: str, parameters: Mapping[str, str] | None = None,
+                 stream_sid: str | None = None, account_sid: str = TEST_ACCOUNT_SID,
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
+        self.url = media_ws_url
+        self.call_sid = call_sid
+        self.parameters = dict(parameters or {})
+        self.stream_sid = stream_sid or new_sid("MZ")
+        self.account_sid = account_sid
+        self.headers = dict(headers or {})
+        self.connect_timeout = connect_timeout
+        self.ws: websocket.WebSocket | None = None
+        self.started_at: float | None = None
+        # Caller side (owned by the sender greenlet, except speak() extending the schedule).
+        self.frames_sent = 0
+        self.speech_log: list[SpeechRecord] = []
+        self.dtmf_sent: list[tuple[float, str]] = []
+        self._speak_until_frame = 0
+        # Server side.
+        self.segments: list[Segment] = []
+        self.clears: list[ClearRecord] = []
+        self.marks_received: list[tuple[float, str]] = []
+        self.marks_echoed: list[tuple[float, str]] = []
+        self.protocol_errors: list[str] = []
+        self.messages_received = 0
+        self.media_received = 0
+        self.received_ms = 0.0
+        self.heard_ms = 0.0
+        self.max_buffered_ms = 0.0
+        self.first_audio_received_at: float | None = None
+        self.first_heard_at: float | None = None
+        self.last_heard_at: float | None = None
+        self.playout_log: list[tuple[float, float, int]] = []  # (tick time, ms heard, segment index)
+        self.unplayed_at_close_ms: float | None = None
+        self.closed_at: float | None = None
+        self.close_code: int | None = None  # None: the socket closed without a close frame
+        self.close_reason = ""
+        self.closed_by_server = False
+        self.greenlet_errors: list[str] = []
+        self._buffer: collections.deque[_Audio | _Mark] = collections.deque()
+        self._buffered_bytes = 0
+        self._deferred_marks: list[str] = []  # crossed inside a frame: echoed when that frame ends
+        self._rx_segment: Segment | None = None
+        self._last_mark: str | None = None
+        self._last_played_segment: Segment | None = None
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._seq = 0
+        self._close_sent = False
+        self._greenlets: list[gevent.Greenlet] = []
+
+    # --- lifecycle ---
+
+    def start(self) -> "FakeTwilioCall":
+        header = [f"{k}: {v}" for k, v in self.headers.items()]
+        self.ws = websocket.create_connection(self.url, header=header, timeout=self.connect_timeout,
+                                              enable_multithread=True)
+        self.ws.settimeout(None)  # the receiver blocks until the server speaks or closes
+        self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"}, sequenced=False)
+        self._send_json({"event": "start", "streamSid": self.stream_sid, "start": {
+            "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
+            "tracks": ["inbound"], "customParameters": self.parameters,
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+        self.started_at = time.monotonic()
+        self._greenlets = [gevent.spawn(self._guard, fn) for fn in (self._receiver, self._sender, self._playout)]
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Hang up as Twilio does: a `stop` message, then a clean close."""
+        if self.ws is None or self.closed:
+            self._halt()
+            return
+        try:
+            self._send_json({"event": "stop", "streamSid": self.stream_sid,
+                             "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+            with self._send_lock:
+                self._close_sent = True
+                self.ws.send_close(websocket.STATUS_NORMAL)
+        except (websocket.WebSocketException, OSError):
+            pass
+        try:
+            wait_for(lambda: self.closed, timeout, message="the server to answer the close")
+        except AssertionError:
+            log.warning("server did not answer the close within %.1fs", timeout)
+        self._halt()
+
+    def close_abruptly(self) -> None:
+        """The caller's network vanishes: no stop, no close frame."""
+        if self.ws is not None and self.ws.sock is not None:
+            try:
+                self.ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.ws.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        wait_for(lambda: self.closed, 2.0, message="the receiver to see the socket gone")
+        self._halt()
+
+    def _halt(self) -> None:
+        gevent.killall([g for g in self._greenlets if not g.dead and g is not gevent.getcurrent()], block=True,
+                       timeout=1)
+        if self.ws is not None:
+            self.ws.shutdown()
+
+    def __enter__(self) -> "FakeTwilioCall":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_at is not None
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except gevent.GreenletExit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fake's own failure must show in the test, not vanish
+            log.exception("fake Twilio %s failed", fn.__name__)
+            self.greenlet_errors.append(f"{fn.__name__}: {exc!r}")
+
+    # --- sending ---
+
+    def _send_json(self, message: dict, sequenced: bool = True) -> bool:
+        """Send with the next sequence number; False once a close frame went out (nothing may follow it)."""
+        with self._send_lock:
+            if self._close_sent:
+                return False
+            if sequenced:
+                self._seq += 1
+                message = {"event": message["event"], "sequenceNumber": str(self._seq), **message}
+            self.ws.send(json.dumps(message, separators=(",", ":")))
+            return True
+
+    def send_raw(self, data: str | bytes) -> None:
+        """Anything at all, as text or binary (for malformed-frame tests)."""
+        with self._send_lock:
+            if isinstance(data, bytes):
+                self.ws.send_binary(data)
+            else:
+                self.ws.send(data)
+
+    def speak(self, ms: int, wait: bool = False) -> None:
+        """Send speech frames for `ms` from the next frame on (extends speech already under way)."""
+        frames = math.ceil(ms / FRAME_MS)
+        self._speak_until_frame = max(self._speak_until_frame, self.frames_sent) + frames
+        if wait:
+            wait_for(lambda: self.frames_sent >= self._speak_until_frame, ms / 1000 + 2.0,
+                     message=f"{ms} ms of speech to be sent")
+
+    @property
+    def speaking(self) -> bool:
+        return self.frames_sent < self._speak_until_frame
+
+    def dtmf(self, digit: str) -> None:
+        self.dtmf_sent.append((time.monotonic(), digit))
+        self._send_json({"event": "dtmf", "streamSid": self.stream_sid,
+                         "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def _sender(self) -> None:
+        """One frame every 20 ms on a fixed schedule from `started_at` (late frames go out at once)."""
+        payload_silence = base64.b64encode(SILENCE_FRAME).decode("ascii")
+        payload_speech = base64.b64encode(SPEECH_FRAME).decode("ascii")
+        while not self.closed:
+            k = self.frames_sent
+            delay = self.started_at + k * FRAME_MS / 1000 - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            speech = k < self._speak_until_frame
+            now = time.monotonic()
+            if speech and (not self.speech_log or self.speech_log[-1].ended_at is not None):
+                self.speech_log.append(SpeechRecord(started_at=now, ms=0))
+            elif not speech and self.speech_log and self.speech_log[-1].ended_at is None:
+                self.speech_log[-1].ended_at = now
+            if speech:
+                self.speech_log[-1].ms += FRAME_MS
+            try:
+                if not self._send_json({"event": "media", "streamSid": self.stream_sid, "media": {
+                        "track": "inbound", "chunk": str(k + 1), "timestamp": str(k * FRAME_MS),
+                        "payload": payload_speech if speech else payload_silence}}):
+                    return  # closed
+            except (websocket.WebSocketException, OSError):
+                return  # the socket is gone; the receiver records how
+            self.frames_sent = k + 1
+
+    # --- receiving ---
+
+    def _receiver(self) -> None:
+        fragments: list[bytes] = []
+        fragment_opcode = 0
+        while True:
+            try:
+                frame = self.ws.recv_frame()
+            except (websocket.WebSocketException, OSError, AttributeError):
+                self._on_closed(None, "")  # no close frame: the connection just went away
+                return
+            op = frame.opcode
+            if op == websocket.ABNF.OPCODE_CLOSE:
+                code = struct.unpack("!H", frame.data[:2])[0] if len(frame.data) >= 2 else 1005
+                reason = frame.data[2:].decode("utf-8", "replace")
+                with self._send_lock:
+                    initiated_here = self._close_sent
+                    if not initiated_here:
+                        self._close_sent = True
+                        try:
+                            self.ws.send_close(code if code != 1005 else websocket.STATUS_NORMAL)
+                        except (websocket.WebSocketException, OSError):
+                            pass
+                self.closed_by_server = not initiated_here
+                self._on_closed(code, reason)
+                return
+            if op == websocket.ABNF.OPCODE_PING:
+                self.ws.pong(frame.data)
+                continue
+            if op == websocket.ABNF.OPCODE_PONG:
+                continue
+            if op in (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY):
+                fragment_opcode, fragments = op, [frame.data]
+            elif op == websocket.ABNF.OPCODE_CONT:
+                fragments.append(frame.data)
+            if not frame.fin:
+                continue
+            data = b"".join(fragments)
+            if fragment_opcode == websocket.ABNF.OPCODE_BINARY:
+                self._protocol_error(f"binary frame of {len(data)} bytes (Twilio takes JSON text)")
+                continue
+            self._on_message(data.decode("utf-8", "replace"))
+
+    def _on_closed(self, code: int | None, reason: str) -> None:
+        with self._lock:
+            self.unplayed_at_close_ms = self._buffered_bytes / 8
+        self.close_code, self.close_reason = code, reason
+        self.closed_at = time.monotonic()
+        log.info("media socket closed (code %s, by %s)", code, "server" if self.closed_by_server else "caller/network")
+
+    def _protocol_error(self, what: str) -> None:
+        log.warning("server sent what Twilio would not accept: %s", what)
+        self.protocol_errors.append(what)
+
+    def _on_message(self, text: str) -> None:
+        self.messages_received += 1
+        try:
+            message = json.loads(text)
+        except ValueError:
+            self._protocol_error(f"not JSON: {text[:80]!r}")
+            return
+        if not isinstance(message, dict):
+            self._protocol_error(f"not a JSON object: {text[:80]!r}")
+            return
+        event = message.get("event")
+        if event not in ("media", "mark", "clear"):
+            self._protocol_error(f"unknown event {event!r}")
+            return
+        if message.get("streamSid") != self.stream_sid:
+            self._protocol_error(f"{event} with streamSid {message.get('streamSid')!r}, not {self.stream_sid!r}")
+            return
+        if event == "media":
+            self._on_media(message)
+        elif event == "mark":
+            name = (message.get("mark") or {}).get("name") if isinstance(message.get("mark"), dict) else None
+            if not isinstance(name, str) or not name:
+                self._protocol_error(f"mark without a name: {text[:80]!r}")
+                return
+            self._on_mark(name)
+        else:
+            self._on_clear()
+
+    def _on_media(self, message: dict) -> None:
+        media = message.get("media")
+        payload = media.get("payload") if isinstance(media, dict) else None
+        if not isinstance(payload, str) or not payload:
+            self._protocol_error("media without a payload")
+            return
+        try:
+            audio = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            self._protocol_error("media payload is not base64")
+            return
+        now = time.monotonic()
+        with self._lock:
+            self.media_received += 1
+            if self._rx_segment is None:
+                self._rx_segment = Segment(index=len(self.segments), start_mark=self._last_mark)
+                self.segments.append(self._rx_segment)
+            segment = self._rx_segment
+            if segment.first_received_at is None:
+                segment.first_received_at = now
+            if self.first_audio_received_at is None:
+                self.first_audio_received_at = now
+            segment.received_ms += len(audio) / 8
+            self.received_ms += len(audio) / 8
+            self._buffer.append(_Audio(audio, segment))
+            self._buffered_bytes += len(audio)
+            self.max_buffered_ms = max(self.max_buffered_ms, self._buffered_bytes / 8)
+
+    def _on_mark(self, name: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.marks_received.append((now, name))
+            if self._rx_segment is not None:
+                self._rx_segment.end_mark = name
+                self._rx_segment = None
+            self._last_mark = name
+            if self._buffered_bytes:
+                self._buffer.append(_Mark(name))
+                return
+            if self._deferred_marks:  # keep the order: it echoes right after them
+                self._deferred_marks.append(name)
+                return
+            # Nothing left to play before it: echoed at once, with any marks still queued.
+            echoes = [m.name for m in self._buffer] + [name]
+            self._buffer.clear()
+        self._echo(echoes)
+
+    def _on_clear(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            playing = next((e.segment for e in self._buffer if isinstance(e, _Audio)), None)
+            if playing is None and self.last_heard_at is not None and now - self.last_heard_at <= 2 * FRAME_MS / 1000:
+                playing = self._last_played_segment
+            echoes = list(self._deferred_marks)
+            self._deferred_marks.clear()
+            for entry in self._buffer:
+                if isinstance(entry, _Mark):
+                    echoes.append(entry.name)
+                else:
+                    entry.segment.cleared_ms += (len(entry.data) - entry.offset) / 8
+            dropped = self._buffered_bytes / 8
+            self._buffer.clear()
+            self._buffered_bytes = 0
+            self.clears.append(ClearRecord(t=now, dropped_ms=dropped, marks_echoed=echoes, playing=playing,
+                                           playing_heard_ms=playing.heard_ms if playing else 0.0))
+        self._echo(echoes)
+
+    def _echo(self, names: list[str]) -> None:
+        for name in names:
+            self.marks_echoed.append((time.monotonic(), name))
+            try:
+                self._send_json({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+            except (websocket.WebSocketException, OSError):
+                return
+
+    # --- playout ---
+
+    def _playout(self) -> None:
+        """Play one 20 ms frame per tick, ticks on a fixed schedule from `started_at`."""
+        tick = 0
+        while not self.closed:
+            tick += 1
+            delay = self.started_at + tick * FRAME_MS / 1000 - time.monotonic()
+            if delay > 0:
+                gevent.sleep(delay)
+            self._echo(self._play_frame(time.monotonic()))
+
+    def _play_frame(self, now: float) -> list[str]:
+        """Take up to one frame from the buffer; return the marks playout reached."""
+        with self._lock:
+            echoes, self._deferred_marks = self._deferred_marks, []
+            while self._buffer and isinstance(self._buffer[0], _Mark):  # reached when the last frame ended
+                echoes.append(self._buffer.popleft().name)
+            need = FRAME_BYTES
+            while need and self._buffer:
+                head = self._buffer[0]
+                if isinstance(head, _Mark):  # inside this frame: reached when it has played
+                    self._deferred_marks.append(self._buffer.popleft().name)
+                    continue
+                take = min(need, len(head.data) - head.offset)
+                head.offset += take
+                need -= take
+                self._buffered_bytes -= take
+                segment = head.segment
+                segment.heard_ms += take / 8
+                if segment.first_heard_at is None:
+                    segment.first_heard_at = now
+                segment.last_heard_at = now
+                self._last_played_segment = segment
+                if head.offset >= len(head.data):
+                    self._buffer.popleft()
+            played_ms = (FRAME_BYTES - need) / 8
+            if played_ms:
+                self.heard_ms += played_ms
+                if self.first_heard_at is None:
+                    self.first_heard_at = now
+                self.last_heard_at = now
+                self.playout_log.append((now, played_ms, self._last_played_segment.index))
+        return echoes
+
+    # --- what the caller heard ---
+
+    @property
+    def buffered_ms(self) -> float:
+        return self._buffered_bytes / 8
+
+    def echoed(self, name: str) -> bool:
+        return any(n == name for _, n in self.marks_echoed)
+
+    def segment_ending(self, mark: str) -> Segment | None:
+        return next((s for s in self.segments if s.end_mark == mark), None)
+
+    def segment_starting(self, mark: str) -> Segment | None:
+        return next((s for s in self.segments if s.start_mark == mark), None)
+
+    def gaps(self, min_ms: float = 40.0) -> list[tuple[float, float]]:
+        """Silences inside the agent's speech: (start time, ms) between heard frames, at least `min_ms`."""
+        found = []
+        for (t1, ms1, _), (t2, _, _) in zip(self.playout_log, self.playout_log[1:]):
+            gap = (t2 - t1) * 1000 - ms1
+            if gap >= min_ms:
+                found.append((t1 + ms1 / 1000, gap))
+        return found
+
+    # --- waits ---
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0, message: str = "condition") -> Any:
+        return wait_for(predicate, timeout, message=message)
+
+    def wait_heard(self, ms: float, timeout: float = 5.0) -> float:
+        """Until the caller has heard `ms` of agent audio in all."""
+        wait_for(lambda: self.heard_ms >= ms, timeout, message=lambda: f"{ms} ms heard (heard {self.heard_ms})")
+        return self.heard_ms
+
+    def wait_mark_echoed(self, name: str, timeout: float = 5.0) -> float:
+        """Until mark `name` has been echoed; returns when it was."""
+        wait_for(lambda: self.echoed(name), timeout, message=f"mark {name!r} echoed")
+        return next(t for t, n in self.marks_echoed if n == name)
+
+    def wait_clear(self, count: int = 1, timeout: float = 5.0) -> ClearRecord:
+        wait_for(lambda: len(self.clears) >= count, timeout, message=f"{count} clear(s)")
+        return self.clears[count - 1]
+
+    def wait_quiet(self, quiet_ms: float = 300, timeout: float = 10.0) -> None:
+        """Until the agent has spoken and then nothing has played for `quiet_ms`."""
+        wait_for(lambda: self.last_heard_at is not None and not self._buffered_bytes
+                 and time.monotonic() - self.last_heard_at >= quiet_ms / 1000,
+                 timeout, message=f"{quiet_ms} ms of quiet after the agent spoke")
+
+    def wait_closed(self, timeout: float = 5.0) -> int | None:
+        """Until the socket is closed; returns the close code (None when dropped without one)."""
+        wait_for(lambda: self.closed, timeout, message="the media socket to close")
+        return self.close_code

@@ -1,0 +1,94 @@
+"""When something on the Realtime side fails, the caller never gets dead air and the row says why."""
+import socket
+
+from tests.fakes.realtime_server import RealtimeScript, Reply
+from tests.harness import make_harness  # noqa: F401  (fixture)
+
+GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
+
+
+def _apologises(placed) -> bool:
+    return placed.hangup and any(say.strip() for say in placed.says)
+
+
+def test_a_late_session_updated_gets_the_update_sent_again_and_the_call_goes_on(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING], session_updated="second"))
+    caller = h.call()
+    caller.wait_heard(1000, timeout=5)
+    conn = h.fake.connections[0]
+    records = conn.client_event_records("session.update")
+    assert len(records) == 2
+    assert 0.5 <= records[1].t - records[0].t <= 0.9  # re-sent once, at the retry time (0.6 s in tests)
+    assert records[0].data == records[1].data
+    assert h.fake.invalid_events == []
+
+
+def test_no_session_updated_ends_the_call_cleanly_with_an_apology(make_harness):
+    h = make_harness(RealtimeScript(session_updated="never"))
+    caller = h.call()
+    other = h.call()  # a parallel call on the same server suffers the same fake, not the same fate
+    caller.wait_closed(timeout=4)
+    stored = h.wait_ended(caller.call_sid)
+    assert stored.row.end_reason == "realtime_session_timeout"
+    assert len(h.fake.connections[0].client_events("session.update")) == 2
+    assert h.fake.client_events("response.create") == [], "never a response before the session is confirmed"
+    assert _apologises(h.stream_ended(caller.call_sid))
+    other.wait_closed(timeout=4)
+    assert h.stored(other.call_sid).row.end_reason == "realtime_session_timeout"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_realtime_api_ends_the_call_with_an_apology(make_harness):
+    h = make_harness(realtime_url=f"ws://127.0.0.1:{_closed_port()}/v1/realtime")
+    caller = h.call()
+    caller.wait_closed(timeout=4)
+    assert caller.heard_ms == 0
+    assert h.wait_ended(caller.call_sid).row.end_reason == "realtime_unavailable"
+    assert _apologises(h.stream_ended(caller.call_sid))
+
+
+def test_a_realtime_api_refusing_the_connection_ends_the_call_with_an_apology(make_harness):
+    h = make_harness(RealtimeScript(refuse_upgrade=True))
+    caller = h.call()
+    caller.wait_closed(timeout=4)
+    assert h.fake.refused and h.fake.refused[0].get("Authorization") == "Bearer sk-test"
+    assert h.wait_ended(caller.call_sid).row.end_reason == "realtime_unavailable"
+    assert _apologises(h.stream_ended(caller.call_sid))
+
+
+def test_the_realtime_socket_dropping_mid_call_ends_it_and_keeps_what_was_said(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING], drop_after_session_updated_s=2.0))
+    caller = h.call()
+    caller.wait_heard(1000, timeout=5)
+    caller.wait_closed(timeout=4)
+    stored = h.wait_ended(caller.call_sid)
+    assert stored.row.end_reason == "realtime_dropped"
+    assert stored.turns == [("agent", GREETING.text, False)]
+    assert stored.row.metrics["greeting_latency_ms"] is not None
+    assert _apologises(h.stream_ended(caller.call_sid))
+
+
+def test_a_caller_hanging_up_is_a_plain_hangup(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING]))
+    caller = h.call()
+    caller.wait_heard(300, timeout=5)
+    caller.stop()
+    assert h.wait_ended(caller.call_sid).row.end_reason == "caller_hangup"
+    placed = h.stream_ended(caller.call_sid)
+    assert placed.hangup and placed.says == ()
+    assert h.fake.wait_for(lambda: h.fake.connections[0].closed, timeout=3)
+
+
+def test_a_caller_vanishing_without_stop_ends_the_call(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING]))
+    caller = h.call()
+    caller.wait_heard(300, timeout=5)
+    caller.close_abruptly()
+    stored = h.wait_ended(caller.call_sid)
+    assert stored.row.end_reason == "stream_closed"
+    assert h.fake.wait_for(lambda: h.fake.connections[0].closed, timeout=3)
