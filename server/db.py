@@ -42,7 +42,7 @@ class Database:
         """Bring the schema to the newest migration."""
         from alembic import command
 
-        command.upgrade(alembic_config(self.url), "head")
+        command.upgrade(alembic_config(self.url), "heads")
 
     def dispose(self) -> None:
         self.engine.dispose()

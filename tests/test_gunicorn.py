@@ -1,0 +1,92 @@
+"""The production way: `gunicorn -c gunicorn.conf.py app:app` with the gevent worker, one whole call."""
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from server.db import Database
+from server.models import Call
+from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
+from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
+from tests.fakes.twilio_caller import FakeTwilioCall, place_call
+from tests.fakes.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gunicorn_server(tmp_path):
+    fake = FakeRealtime(RealtimeScript(responses=[Reply("שלום, הגעתם למספרה", 1000), Reply("בשמחה", 600)],
+                                       caller_transcripts=["אפשר לקבוע תור?"])).start()
+    port = _free_port()
+    db_url = f"sqlite:///{tmp_path / 'gunicorn.db'}"
+    env = {**os.environ, "PORT": str(port), "DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url,
+           "OPENAI_API_KEY": "sk-gunicorn", "SECRET_KEY": "gunicorn-secret", "WEB_CONCURRENCY": "1"}
+    log = open(tmp_path / "gunicorn.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return proc.poll() is not None
+
+    try:
+        wait_for(up, timeout=20, message="gunicorn to answer /healthz")
+        assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
+        yield base, port, fake, db_url, tmp_path / "gunicorn.log"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        fake.stop()
+
+
+def test_a_call_through_gunicorns_gevent_worker(gunicorn_server):
+    base, port, fake, db_url, log_path = gunicorn_server
+    created = requests.post(f"{base}/api/businesses", json={"name": "מספרת גוניקורן",
+                                                            "phone_numbers": [BUSINESS_NUMBER]}, timeout=5)
+    assert created.status_code == 201, created.text
+    placed = place_call(base, "CAgunicorn", CALLER_NUMBER, BUSINESS_NUMBER)
+    caller = FakeTwilioCall(f"ws://127.0.0.1:{port}/ws/twilio-media", "CAgunicorn", placed.parameters).start()
+    try:
+        caller.wait_heard(1000, timeout=8)
+        caller.wait_quiet(150)
+        caller.speak(600)
+        caller.wait_heard(1600, timeout=6)
+        caller.wait_quiet(150)
+    finally:
+        caller.stop()
+    assert fake.connections[0].authorization == "Bearer sk-gunicorn"
+    assert fake.invalid_events == [] and fake.double_responses == []
+    db = Database(db_url)
+
+    def ended():
+        with db.session() as session:
+            call = session.query(Call).filter_by(call_sid="CAgunicorn").one()
+            return call.ended_at is not None and [(t.speaker, t.text) for t in call.turns]
+
+    turns = wait_for(ended, timeout=5, message="the call row to be finished")
+    db.dispose()
+    assert turns == [("agent", "שלום, הגעתם למספרה"), ("caller", "אפשר לקבוע תור?"), ("agent", "בשמחה")]
+    metrics = requests.get(f"{base}/metrics", timeout=5).text
+    assert "call_greeting_latency_seconds_count 1.0" in metrics
+    log_text = log_path.read_text()
+    assert "Traceback" not in log_text
+    assert "call_sid=CAgunicorn" in log_text

@@ -1,0 +1,98 @@
+"""Junk on one media socket harms neither the server nor a call next to it."""
+import base64
+import json
+
+import requests
+import websocket
+
+from server.security import StreamToken
+from tests.fakes.realtime_server import RealtimeScript, Reply
+from tests.fakes.twilio_caller import FakeTwilioCall
+from tests.harness import make_harness  # noqa: F401  (fixture)
+
+GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
+JUNK = [
+    "this is not json",
+    b"\x00\x01\x02 binary frame",
+    "[1, 2, 3]",
+    json.dumps({"event": "media", "media": {"payload": "%%% not base64 %%%"}}),
+    json.dumps({"event": "media", "media": {}}),
+    json.dumps({"event": "what-is-this", "x": 1}),
+    json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode() * 60}}),
+]
+
+
+def test_malformed_frames_are_dropped_and_counted_while_both_calls_go_on(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING, Reply("כן?", 800)]))
+    victim = h.call()
+    bystander = h.call()
+    for junk in JUNK:
+        victim.send_raw(junk)
+    victim.wait_heard(1000, timeout=5)
+    bystander.wait_heard(1000, timeout=5)
+    victim.wait_quiet(150)
+    victim.speak(600)
+    victim.wait_heard(1800, timeout=5)  # the damaged call still converses
+    victim.stop()
+    bystander.stop()
+
+    dropped = h.wait_ended(victim.call_sid).row.metrics["frames_dropped"]
+    for reason in ("not_json", "binary", "not_object", "bad_base64", "malformed", "unknown_event", "bad_payload"):
+        assert dropped.get(reason) == 1, (reason, dropped)
+    assert h.wait_ended(bystander.call_sid).row.end_reason == "caller_hangup"
+    assert requests.get(f"{h.live.base_url}/healthz", timeout=5).status_code == 200
+
+
+def test_media_before_start_is_dropped_and_the_call_still_starts(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING]))
+    call_sid, placed = h.place()
+    ws = websocket.create_connection(h.live.media_url, timeout=5)
+    ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
+    ws.send("garbage before start")
+    ws.close()
+    caller = FakeTwilioCall(h.live.media_url, call_sid, placed.parameters).start()
+    h.callers.append(caller)
+    caller.wait_heard(1000, timeout=5)
+
+
+def _start_frame(call_sid, params):
+    return json.dumps({"event": "start", "streamSid": "MZ1", "start": {
+        "streamSid": "MZ1", "callSid": call_sid, "customParameters": params,
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
+
+
+def test_a_stream_with_a_bad_token_is_closed_without_reaching_the_model(make_harness):
+    h = make_harness()
+    call_sid, placed = h.place()
+    forged = dict(placed.parameters, token=StreamToken("not-our-secret").issue(call_sid, 600))
+    other_call = dict(placed.parameters, call_sid="CA-other")
+    for params in (forged, other_call, {k: v for k, v in placed.parameters.items() if k != "token"}):
+        ws = websocket.create_connection(h.live.media_url, timeout=5)
+        ws.send(json.dumps({"event": "connected"}))
+        ws.send(_start_frame(call_sid, params))
+        opcode, data = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE
+        assert int.from_bytes(data[:2], "big") == 1008
+        ws.close()
+    assert h.fake.connections == []
+
+
+def test_an_expired_token_is_refused():
+    token = StreamToken("s")
+    issued = token.issue("CA1", ttl_s=60, now=1000)
+    assert token.verify("CA1", issued, now=1059) is None
+    assert token.verify("CA1", issued, now=1061) == "expired"
+
+
+def test_with_an_auth_token_the_upgrade_needs_twilios_signature(make_harness):
+    from twilio.request_validator import RequestValidator
+
+    h = make_harness(twilio_auth_token="tok", public_base_url="https://agent.example.com")
+    try:
+        websocket.create_connection(h.live.media_url, timeout=5)
+        raise AssertionError("an unsigned upgrade was accepted")
+    except websocket.WebSocketBadStatusException as exc:
+        assert exc.status_code == 403
+    signature = RequestValidator("tok").compute_signature("wss://agent.example.com/ws/twilio-media", {})
+    ws = websocket.create_connection(h.live.media_url, timeout=5, header=[f"X-Twilio-Signature: {signature}"])
+    ws.close()
