@@ -752,9 +752,10 @@ class FakeRealtime:
     """The fake API on 127.0.0.1. `history=False` keeps no audio events (for long benchmarks)."""
 
     def __init__(self, script: RealtimeScript | None = None, host: str = "127.0.0.1", port: int = 0,
-                 history: bool = True) -> None:
+                 history: bool = True, on_closed: Callable[[RealtimeConnection], None] | None = None) -> None:
         self.script = script or RealtimeScript()
         self.history = history
+        self.on_closed = on_closed  # sees each connection as it closes (benchmarks keep figures this way)
         self.connections: list[RealtimeConnection] = []
         self.refused: list[dict] = []  # headers of upgrades refused with 500
         self._host, self._port = host, port
@@ -789,6 +790,8 @@ class FakeRealtime:
                 conn.closed_at = time.monotonic()
                 conn._kill_greenlets()
                 log.info("connection %d closed", self.connections.index(conn) + 1)
+                if self.on_closed is not None:
+                    self.on_closed(conn)
                 if not self.history:
                     self.connections.remove(conn)
 

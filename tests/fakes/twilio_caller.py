@@ -157,7 +157,8 @@ class FakeTwilioCall:
 
     def __init__(self, media_ws_url: str, call_sid: str, parameters: Mapping[str, str] | None = None,
                  stream_sid: str | None = None, account_sid: str = TEST_ACCOUNT_SID,
-                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
+                 record_arrivals: bool = False) -> None:
         self.url = media_ws_url
         self.call_sid = call_sid
         self.parameters = dict(parameters or {})
@@ -187,6 +188,8 @@ class FakeTwilioCall:
         self.first_heard_at: float | None = None
         self.last_heard_at: float | None = None
         self.playout_log: list[tuple[float, float, int]] = []  # (tick time, ms heard, segment index)
+        # (arrival time, segment index) of every media frame, for pacing jitter (benchmarks).
+        self.arrivals: list[tuple[float, int]] | None = [] if record_arrivals else None
         self.unplayed_at_close_ms: float | None = None
         self.closed_at: float | None = None
         self.close_code: int | None = None  # None: the socket closed without a close frame
@@ -446,6 +449,8 @@ class FakeTwilioCall:
                 self.first_audio_received_at = now
             segment.received_ms += len(audio) / 8
             self.received_ms += len(audio) / 8
+            if self.arrivals is not None:
+                self.arrivals.append((now, segment.index))
             self._buffer.append(_Audio(audio, segment))
             self._buffered_bytes += len(audio)
             self.max_buffered_ms = max(self.max_buffered_ms, self._buffered_bytes / 8)
@@ -485,6 +490,7 @@ class FakeTwilioCall:
             dropped = self._buffered_bytes / 8
             self._buffer.clear()
             self._buffered_bytes = 0
+            self._rx_segment = None  # audio after a clear is another item's
             self.clears.append(ClearRecord(t=now, dropped_ms=dropped, marks_echoed=echoes, playing=playing,
                                            playing_heard_ms=playing.heard_ms if playing else 0.0))
         self._echo(echoes)
