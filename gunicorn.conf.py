@@ -31,3 +31,9 @@ def on_starting(server):
         db.upgrade()
         db.dispose()
 
+
+def post_worker_init(worker):
+    """Start the worker's post-call job greenlets, once gevent has patched and the app is loaded."""
+    from services.post_call.worker import start_workers
+
+    start_workers(worker.wsgi)

@@ -10,6 +10,8 @@ Layers, their builders and their text (in `prompts/text/`):
 | greeting: the first response's instruction | `build_greeting_layer` | the database, else `greeting.md` |
 | transcription: Hebrew accuracy prompt | `build_transcription_prompt` | `transcription.he.txt` |
 | extraction: post-call data extraction | `build_extraction_prompt` | `extraction.md` |
+| summary: post-call Hebrew summary | `build_summary_prompt` | `summary.md` |
+| no conversation: summary and outcome when the caller never spoke | `no_conversation_texts` | `no_conversation.he.md` |
 
 `assemble_call_prompts` puts them together for one call; its result never changes after.
 """
@@ -24,10 +26,11 @@ from prompts.layers import (
     build_transcription_prompt,
     greeting_text,
 )
+from prompts.post_call import build_summary_prompt, no_conversation_texts
 
 __all__ = [
     "BUSINESS_PROMPT_CAP", "CallPrompts", "CrmFacts", "assemble_call_prompts", "build_business_layer",
-    "build_crm_layer", "build_extraction_prompt", "build_greeting_layer", "build_system_layer",
-    "build_transcription_prompt", "crm_context_message", "greeting_text", "normalize_gender",
-    "prompt_preview", "usable_name",
+    "build_crm_layer", "build_extraction_prompt", "build_greeting_layer", "build_summary_prompt",
+    "build_system_layer", "build_transcription_prompt", "crm_context_message", "greeting_text",
+    "no_conversation_texts", "normalize_gender", "prompt_preview", "usable_name",
 ]

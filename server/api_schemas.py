@@ -9,11 +9,12 @@ import json
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prompts import build_business_layer
 from server.call_records import KNOWN_STATUSES
-from server.models import Business, Call, Lead, Turn, as_utc
+from server.models import Appointment, Business, Call, Lead, Turn, as_utc
 
 Validator = Callable[[Any], Any]
 
@@ -45,12 +46,14 @@ def optional(check: Validator) -> Validator:
     return lambda value: None if value is None else check(value)
 
 
-def text(max_len: int | None = None, *, required: bool = False) -> Validator:
+def text(max_len: int | None = None, *, required: bool = False, min_len: int = 0) -> Validator:
     def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
         if required and not value.strip():
             raise ValueError("must not be empty")
+        if len(value) < min_len:
+            raise ValueError(f"must be at least {min_len} characters")
         if max_len is not None and len(value) > max_len:
             raise ValueError(f"must be at most {max_len} characters")
         return value
@@ -80,6 +83,15 @@ def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
+
+
+def http_url(max_len: int) -> Validator:
+    def check(value: Any) -> str:
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(value) > max_len:
+            raise ValueError(f"must be an http:// or https:// URL of at most {max_len} characters")
+        return value
+    return check
 
 
 def timezone_name(value: Any) -> str:
@@ -184,6 +196,11 @@ BUSINESS_FIELDS: dict[str, Validator] = {
     "working_hours": working_hours,
     "max_concurrent_calls": int_between(1, 1000),
     "use_customer_name": boolean,
+    "voicemail_message": text(1000),
+    "appointment_minutes": int_between(5, 480),
+    "webhook_url": optional(http_url(500)),
+    "webhook_secret": text(128, min_len=16),
+    "record_calls": boolean,
 }
 
 LEAD_FIELDS: dict[str, Validator] = {
@@ -205,9 +222,27 @@ CALL_QUERY: dict[str, Validator] = {
 
 LEAD_QUERY: dict[str, Validator] = {"business_id": query_int(1), "phone": e164, **PAGE_QUERY}
 
+OUTBOUND_FIELDS: dict[str, Validator] = {
+    "business_id": int_between(1, MAX_ID),
+    "to": e164,
+    "lead_id": optional(int_between(1, MAX_ID)),
+}
+
+APPOINTMENT_QUERY: dict[str, Validator] = {
+    "business_id": query_int(1),
+    "phone": e164,
+    "from": iso_datetime,
+    "to": iso_datetime,
+    **PAGE_QUERY,
+}
+
 
 def clean_business(data: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
     return clean(data, BUSINESS_FIELDS, () if partial else ("name",))
+
+
+def clean_outbound(data: Mapping[str, Any]) -> dict[str, Any]:
+    return clean(data, OUTBOUND_FIELDS, ("business_id", "to"))
 
 
 def clean_lead(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -241,6 +276,12 @@ def business_json(business: Business) -> dict[str, Any]:
         "working_hours": business.working_hours,
         "max_concurrent_calls": business.max_concurrent_calls,
         "use_customer_name": business.use_customer_name,
+        "voicemail_message": business.voicemail_message,
+        "appointment_minutes": business.appointment_minutes,
+        "webhook_url": business.webhook_url,
+        # Shown to the admin, who gives it to the receiving system to check signatures.
+        "webhook_secret": business.webhook_secret,
+        "record_calls": business.record_calls,
         # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
         "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),
@@ -275,6 +316,12 @@ def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
         "usage": call.usage,
         "cost_usd": call.cost_usd,
         "prompt": call.prompt_info,
+        "lead_id": call.lead_id,
+        "summary": call.summary,
+        "extraction": call.extraction,
+        "transfer_to": call.transfer_to,
+        "transfer_status": call.transfer_status,
+        "answered_by": call.answered_by,
     }
     if with_turns:
         body["turns"] = [turn_json(turn) for turn in call.turns]
@@ -289,6 +336,22 @@ def lead_json(lead: Lead) -> dict[str, Any]:
         "name": lead.name,
         "gender": lead.gender,
         "notes": lead.notes,
+        "city": lead.city,
+        "last_call_at": iso(lead.last_call_at),
         "created_at": iso(lead.created_at),
         "updated_at": iso(lead.updated_at),
+    }
+
+
+def appointment_json(appointment: Appointment) -> dict[str, Any]:
+    return {
+        "id": appointment.id,
+        "business_id": appointment.business_id,
+        "starts_at": iso(appointment.starts_at),
+        "ends_at": iso(appointment.ends_at),
+        "name": appointment.name,
+        "phone": appointment.phone,
+        "note": appointment.note,
+        "call_sid": appointment.call_sid,
+        "created_at": iso(appointment.created_at),
     }

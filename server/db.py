@@ -21,8 +21,8 @@ log = logging.getLogger("store")
 
 class Database:
     def __init__(self, url: str):
-        self.url = url
-        self.engine: Engine = _make_engine(url)
+        self.url = normalize_url(url)
+        self.engine: Engine = _make_engine(self.url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -46,6 +46,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def normalize_url(url: str) -> str:
+    """PostgreSQL goes through psycopg 3, whatever driver the URL names or omits.
+
+    psycopg 3 waits on its socket through gevent's patched `select` when it finds gevent's
+    patches (psycopg.waiting), so a query yields to the calls' greenlets; psycopg2 would block
+    the whole worker's loop for as long as each query takes.
+    """
+    parsed = make_url(url)
+    if parsed.drivername in ("postgres", "postgresql", "postgresql+psycopg2"):
+        return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return url
 
 
 def _make_engine(url: str) -> Engine:

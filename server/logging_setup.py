@@ -68,5 +68,7 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
     root.setLevel(level)
     # Alembic narrates every migration step at INFO; its warnings are what matter.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # The OpenAI SDK's HTTP client logs every request at INFO; the jobs log what they did.
+    logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for area, area_level in (levels or {}).items():
         logging.getLogger(area).setLevel(area_level)

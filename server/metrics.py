@@ -21,5 +21,9 @@ FRAMES = Counter("call_frames_total", "Media frames by direction", ["direction"]
 FRAMES_DROPPED = Counter("call_frames_dropped_total", "Media frames dropped, by reason", ["reason"], registry=REGISTRY)
 CALLS_ACTIVE = Gauge("calls_active", "Media streams open in this process", registry=REGISTRY)
 CALLS_ENDED = Counter("calls_ended_total", "Calls ended, by end reason", ["end_reason"], registry=REGISTRY)
+CALLS_REFUSED = Counter("calls_refused_total", "Calls refused at the webhook, by the limit they hit", ["limit"],
+                        registry=REGISTRY)
+TOOL_CALLS = Counter("call_tool_calls_total", "Function calls the model made, by tool and outcome",
+                     ["tool", "outcome"], registry=REGISTRY)  # outcome: ok | problem | failed
 TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
 COST = Counter("realtime_cost_usd_total", "Estimated Realtime cost in USD", registry=REGISTRY)

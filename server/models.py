@@ -4,6 +4,7 @@ Times are UTC. Schema changes go through Alembic (`server/migrations`).
 """
 from __future__ import annotations
 
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -23,6 +25,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_webhook_secret() -> str:
+    return "whsec_" + secrets.token_hex(24)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -50,6 +56,14 @@ class Business(Base):
     working_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=5)
     use_customer_name: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Said after the beep when an outbound call reaches an answering machine; empty: hang up.
+    voicemail_message: Mapped[str] = mapped_column(Text, default="")
+    appointment_minutes: Mapped[int] = mapped_column(Integer, default=30)  # one appointment slot
+    # Where `call.completed` events go, and the HMAC key that signs them (services/post_call/webhook.py).
+    webhook_url: Mapped[str | None] = mapped_column(String(500))
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), default=new_webhook_secret)
+    # Dual-channel recording of every call, started when the stream starts.
+    record_calls: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -93,6 +107,22 @@ class Call(Base):
     cost_usd: Mapped[float | None] = mapped_column(Float)
     # The prompts the call was given: characters per layer and any warnings (e.g. a cut).
     prompt_info: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Call control: the human the call was handed to and how that <Dial> ended; who answered an
+    # outbound call as Twilio's answering machine detection saw it (human, machine_end_beep, ...).
+    transfer_to: Mapped[str | None] = mapped_column(String(32))
+    transfer_status: Mapped[str | None] = mapped_column(String(24))
+    answered_by: Mapped[str | None] = mapped_column(String(32))
+    # After the call (services/post_call): the caller's lead, a Hebrew summary, the extracted fields.
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"), index=True)
+    summary: Mapped[str | None] = mapped_column(Text)
+    extraction: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Twilio's recording, as /webhook/recording_status reports it.
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_status: Mapped[str | None] = mapped_column(String(24))
+    recording_url: Mapped[str | None] = mapped_column(String(500))
+    recording_duration_s: Mapped[float | None] = mapped_column(Float)
+    # The recording transcribed per channel, when that worked: [{speaker, text, start_s}].
+    recording_transcript: Mapped[list[Any] | None] = mapped_column(JSON)
 
     turns: Mapped[list["Turn"]] = relationship(
         back_populates="call", cascade="all, delete-orphan", order_by="Turn.started_at, Turn.id"
@@ -104,7 +134,7 @@ class Turn(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
-    speaker: Mapped[str] = mapped_column(String(16))  # caller | agent
+    speaker: Mapped[str] = mapped_column(String(16))  # caller | agent | dtmf (keypad digits pressed)
     text: Mapped[str] = mapped_column(Text, default="")
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     item_id: Mapped[str | None] = mapped_column(String(64))
@@ -128,3 +158,66 @@ class Lead(Base):
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # From the post-call extraction of the lead's latest call.
+    city: Mapped[str | None] = mapped_column(String(100))
+    last_call_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Job(Base):
+    """Durable work after a call (services/post_call/jobs.py): claimed under a lease, retried with backoff.
+
+    kind: `post_call` (summary, extraction, lead) or `webhook` (one event to the business).
+    status: queued | running | done | failed.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_claimable", "status", "run_after"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set by each claim; only the holder of the current token may finish the job.
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebhookDelivery(Base):
+    """One attempt to POST an event to a business's webhook."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(Integer)
+    url: Mapped[str] = mapped_column(String(500))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Appointment(Base):
+    """A booked slot. One per business and start time: two calls cannot book the same slot."""
+
+    __tablename__ = "appointments"
+    __table_args__ = (UniqueConstraint("business_id", "starts_at", name="uq_appointments_business_start"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ends_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str] = mapped_column(String(32), index=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+    call_sid: Mapped[str | None] = mapped_column(String(64))  # the call that booked it
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

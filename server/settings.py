@@ -35,6 +35,40 @@ class CallTiming:
     # How far ahead of the caller's playout the pacer may send, to absorb jitter.
     tx_lead_ms: int = 60
     stream_token_ttl_s: int = 600
+    # Caller silence (not counting while the agent speaks) before the agent asks whether they are
+    # still there; the same again without speech and the agent says goodbye (end reason `silence`).
+    silence_s: float = 8.0
+    max_call_s: float = 600.0  # then a polite close, end reason `max_duration`
+    # The longest wait for the caller to hear the agent's goodbye before the line is closed anyway.
+    goodbye_timeout_s: float = 15.0
+    # Keypad digits pressed within this gap of each other reach the model as one text item.
+    dtmf_gap_ms: int = 700
+    transfer_ring_s: int = 25  # how long <Dial> rings the human before the call ends politely
+    # A call row still "live" this long after its maximum duration is a crashed worker's: it no
+    # longer holds a slot against the concurrent call limits.
+    stale_call_margin_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class PostCall:
+    """After-call jobs (services/post_call). Defaults are the production values; tests shorten the waits."""
+
+    workers: int = 2  # job greenlets per process; 0 runs none in this process
+    model: str = "gpt-4.1-mini"  # summary and extraction
+    transcribe_model: str = "whisper-1"  # needs segment timestamps (verbose_json) to order the two channels
+    poll_s: float = 1.0
+    # A claimed job not finished by then is taken over by another worker; longer than the
+    # slowest job (the request timeouts below, run two at a time).
+    lease_s: float = 300.0
+    max_attempts: int = 6
+    backoff_s: float = 10.0  # before the 2nd attempt; doubles each time, capped
+    backoff_max_s: float = 1800.0
+    request_timeout_s: float = 90.0  # one OpenAI request (a transcription of a long call is the slowest)
+    webhook_timeout_s: float = 10.0
+    # How long after the call the job waits for Twilio's recording before using the live turns,
+    # and how often it looks meanwhile.
+    recording_wait_s: float = 60.0
+    recording_recheck_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +86,12 @@ class Settings:
     log_levels: Mapping[str, str] = field(default_factory=dict)
     # Signs the per-call stream token. Must be the same in every worker and host.
     secret_key: str = ""
+    # Live calls at once across every worker and host sharing the database (businesses have their own cap).
+    max_concurrent_calls: int = 50
+    # Twilio's REST API (outbound calls, live call updates); tests point it at a local fake.
+    twilio_api_base_url: str = "https://api.twilio.com"
     timing: CallTiming = field(default_factory=CallTiming)
+    post_call: PostCall = field(default_factory=PostCall)
 
     @property
     def realtime_ws_url(self) -> str:
@@ -92,6 +131,28 @@ class Settings:
         _check_level("LOG_LEVEL", log_level)
         log_levels = _parse_log_levels(get("LOG_LEVELS", ""))
 
+        openai_base_url = get("OPENAI_BASE_URL")
+        if openai_base_url is not None and urlsplit(openai_base_url).scheme not in ("http", "https"):
+            raise SettingsError(f"OPENAI_BASE_URL must be an http:// or https:// URL, got {openai_base_url!r}")
+        post_call = PostCall(
+            workers=_number(get, "POST_CALL_WORKERS", int, defaults.post_call.workers, low=0, high=64),
+            model=get("POST_CALL_MODEL", defaults.post_call.model),
+            transcribe_model=get("TRANSCRIBE_MODEL", defaults.post_call.transcribe_model),
+            poll_s=_number(get, "JOB_POLL_S", float, defaults.post_call.poll_s, low=0.01, high=60),
+            lease_s=_number(get, "JOB_LEASE_S", float, defaults.post_call.lease_s, low=1, high=86400),
+            max_attempts=_number(get, "JOB_MAX_ATTEMPTS", int, defaults.post_call.max_attempts, low=1, high=50),
+            backoff_s=_number(get, "JOB_BACKOFF_S", float, defaults.post_call.backoff_s, low=0.01, high=86400),
+        )
+
+        twilio_api_base_url = get("TWILIO_API_BASE_URL", defaults.twilio_api_base_url).rstrip("/")
+        parts = urlsplit(twilio_api_base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise SettingsError(f"TWILIO_API_BASE_URL must look like https://host, got {twilio_api_base_url!r}")
+        timing = CallTiming(
+            silence_s=_number(get, "CALL_SILENCE_S", float, defaults.timing.silence_s, low=1, high=600),
+            max_call_s=_number(get, "CALL_MAX_DURATION_S", float, defaults.timing.max_call_s, low=10, high=4 * 3600),
+        )
+
         twilio_auth_token = get("TWILIO_AUTH_TOKEN", "")
         openai_api_key = get("OPENAI_API_KEY", "")
         secret_key = get("SECRET_KEY") or _derived_secret(twilio_auth_token, openai_api_key)
@@ -101,7 +162,7 @@ class Settings:
             openai_api_key=openai_api_key,
             openai_realtime_url=realtime_url,
             openai_realtime_model=get("OPENAI_REALTIME_MODEL", defaults.openai_realtime_model),
-            openai_base_url=get("OPENAI_BASE_URL"),
+            openai_base_url=openai_base_url,
             twilio_account_sid=get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=twilio_auth_token,
             public_base_url=public_base_url,
@@ -109,7 +170,25 @@ class Settings:
             log_level=log_level,
             log_levels=log_levels,
             secret_key=secret_key,
+            max_concurrent_calls=_number(get, "MAX_CONCURRENT_CALLS", int, defaults.max_concurrent_calls,
+                                         low=1, high=100_000),
+            twilio_api_base_url=twilio_api_base_url,
+            timing=timing,
+            post_call=post_call,
         )
+
+
+def _number(get, name: str, kind: type, default, *, low, high):
+    text = get(name)
+    if text is None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be from {low} to {high}, got {text!r}")
+    return value
 
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")

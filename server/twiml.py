@@ -3,13 +3,15 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from twilio.twiml.voice_response import Connect, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
 
 HEBREW = "he-IL"
 HEBREW_VOICE = "Google.he-IL-Standard-A"
 
 APOLOGY_UNAVAILABLE = "מצטערים, לא נוכל לטפל בשיחה כרגע. אנא נסו שוב מאוחר יותר. תודה ולהתראות."
 APOLOGY_UNKNOWN_NUMBER = "מצטערים, המספר שחייגתם אינו פעיל כרגע. להתראות."
+BUSY = "מצטערים, כל הקווים שלנו תפוסים כרגע. אנא נסו שוב בעוד כמה דקות. תודה ולהתראות."
+TRANSFER_FAILED = "מצטערים, לא הצלחנו להעביר את השיחה כרגע. נחזור אליכם בהקדם. תודה ולהתראות."
 
 
 def connect_stream(*, action_url: str, stream_url: str, status_url: str, parameters: Mapping[str, str]) -> str:
@@ -19,6 +21,16 @@ def connect_stream(*, action_url: str, stream_url: str, status_url: str, paramet
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     response.append(connect)
+    return str(response)
+
+
+def dial(number: str, *, caller_id: str | None, timeout_s: int, action_url: str) -> str:
+    """Hand the call to a person; Twilio asks `action_url` what next once the dialled leg ends."""
+    response = VoiceResponse()
+    options = {"caller_id": caller_id} if caller_id else {}
+    dial_verb = Dial(action=action_url, method="POST", timeout=timeout_s, **options)
+    dial_verb.number(number)
+    response.append(dial_verb)
     return str(response)
 
 

@@ -2,7 +2,7 @@
 
 The call's greenlets hand over small write operations; one writer greenlet per call
 applies them in order, each in its own transaction. A failed write is logged and never
-stops the call or the writes after it.
+stops the call or the writes after it. The call's end is written with its post-call job.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.db import Database
 from server.models import Call, Turn, as_utc
+from services.post_call.jobs import enqueue_post_call
 
 Write = Callable[[Session, Call], None]
 
@@ -88,6 +89,8 @@ class CallJournal:
             call.metrics = metrics
             call.usage = usage
             call.cost_usd = cost_usd
+            # In the same transaction as the call's end: no ended call without its post-call job.
+            enqueue_post_call(session, call.id)
 
         self._queue.put(write)
 

@@ -6,7 +6,9 @@ closes. Three greenlets carry the call: RX (this one: Twilio frames in), TX
 (`Playback.run`: agent audio out, paced) and Realtime (`_realtime_main`: owns the
 Realtime socket and handles its events). Collaborators: `Playback` (pacing and
 playback clock), `ResponseGate` (one response at a time), `Transcripts` (turns),
-`CallFigures` (latencies and counts), `CallJournal` (DB writes off the audio path).
+`CallFigures` (latencies and counts), `CallJournal` (DB writes off the audio path),
+`CallTools` (the model's function calls), `CallEnding` (goodbye heard, then close),
+`SilenceWatchdog` (a quiet caller) and `Keypad` (DTMF digits).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from gevent.event import Event
 from simple_websocket import ConnectionClosed
 
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
+from prompts.tools import call_event
 from server import metrics
 from server.db import Database
 from server.logging_setup import call_logger
@@ -26,13 +29,18 @@ from server.models import Business
 from server.settings import Settings
 from services import realtime_protocol as rt
 from services import twilio_protocol as tw
+from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
 from services.call_journal import CallJournal
 from services.crm_context import CallCrmContext
+from services.keypad import Keypad
 from services.live_calls import LiveCalls
 from services.playback import Playback
+from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
 from services.response_gate import ResponseGate
+from services.silence_watchdog import SilenceWatchdog
+from services.tools import CallTools, ToolContext
 from services.transcripts import Transcripts
 from services.twilio_socket import TwilioSocket
 
@@ -82,6 +90,11 @@ class CallSession:
                                   on_first_frame=self.figures.agent_audio_started)
         self._transcripts = Transcripts()
         self._journal = CallJournal(services.db, setup.call_sid, call_logger("store", setup.call_sid))
+        self._ending = CallEnding(self._playback, self.end, self._timing.goodbye_timeout_s, self.log)
+        self._watchdog = SilenceWatchdog(self._timing.silence_s, self._silence_does_not_count,
+                                         self._ask_if_still_there, self._give_up_on_silence)
+        self._keypad = Keypad(self._timing.dtmf_gap_ms / 1000, self._keypad_entered)
+        self._tools: CallTools | None = None
         self._business: Business | None = None
         self._crm: CallCrmContext | None = None
         self._prompts: CallPrompts | None = None
@@ -115,7 +128,8 @@ class CallSession:
         try:
             if not self._set_up():
                 return
-            self._greenlets = [gevent.spawn(self._playback.run), gevent.spawn(self._realtime_main)]
+            self._greenlets = [gevent.spawn(self._playback.run), gevent.spawn(self._realtime_main),
+                               gevent.spawn_later(self._timing.max_call_s, self._time_is_up)]
             self._receive_from_twilio()
         except Exception:
             self.log.exception("call failed")
@@ -138,7 +152,11 @@ class CallSession:
         caller = setup.from_number if setup.direction == "inbound" else setup.to_number
         self._crm = CallCrmContext(self._services.db, setup.business_id, caller, call_sid=setup.call_sid)
         self._crm.start()
+        self._tools = CallTools(ToolContext(self._services.db, self._business, setup.call_sid, caller),
+                                send=self._send_realtime, gate=self._gate, ending=self._ending,
+                                log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time())
+        gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid, self._business.record_calls, self.log)
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
         return True
 
@@ -178,7 +196,7 @@ class CallSession:
                 self.end("caller_hangup")
                 return
             elif isinstance(event, tw.Dtmf):
-                self.log.info("dtmf", extra={"digit": event.digit})
+                self._keypad.press(event.digit)
             else:
                 figures.drop_rx("unexpected_" + type(event).__name__.lower())
 
@@ -224,7 +242,7 @@ class CallSession:
         self._journal.prompt_built(prompt_info)
         self._session_update = rt.session_update(rt.SessionConfig(
             instructions=self._prompts.instructions, voice=self._business.voice,
-            transcription_prompt=self._prompts.transcription_prompt))
+            transcription_prompt=self._prompts.transcription_prompt, tools=self._tools.declarations()))
         self._send_realtime(self._session_update)
         self._timers = [gevent.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
                         gevent.spawn_later(self._timing.session_update_timeout_s, self._session_update_timed_out)]
@@ -256,7 +274,7 @@ class CallSession:
         elif isinstance(event, rt.OutputItemAdded):
             self._on_output_item(event)
         elif isinstance(event, rt.ResponseCreated):
-            self._gate.on_created(event.response_id)
+            self._ending.response_created(event.response_id, self._gate.on_created(event.response_id))
             if self._greeting_requested and self._greeting_response_id is None:
                 self._greeting_response_id = event.response_id
         elif isinstance(event, rt.ResponseDone):
@@ -287,6 +305,7 @@ class CallSession:
         self._send_late_crm()
         self._greeting_requested = True
         self._gate.request("greeting", self._prompts.greeting_instruction)
+        self._greenlets.append(gevent.spawn(self._watchdog.run))
 
     def _send_late_crm(self) -> None:
         facts = self._crm.late_facts()
@@ -317,6 +336,9 @@ class CallSession:
         for item in silent:
             if event.status == "completed":
                 self._store_agent_item(item)
+        self._ending.response_done(event.response_id, tool_calls=bool(event.function_calls))
+        if event.function_calls and event.status == "completed" and self._end_reason is None:
+            self._tools.handle(event.response_id, event.function_calls, self._playback.spoke(event.response_id))
 
     def _agent_item_heard(self, item_id: str) -> None:
         """RX: the caller heard the whole item."""
@@ -324,6 +346,7 @@ class CallSession:
             item = self._transcripts.take(item_id)
         if item is not None:
             self._store_agent_item(item)
+        self._ending.item_heard(item_id)
 
     def _store_agent_item(self, item) -> None:
         text = item.heard_text()
@@ -340,6 +363,9 @@ class CallSession:
         if noise:
             self.log.info("speech during the protected greeting: no response to it")
             return
+        if self._ending.forced:
+            self.log.info("the call is closing: no answer to the caller's last words")
+            return
         self._send_late_crm()
         self._gate.request("caller_turn")
 
@@ -349,11 +375,19 @@ class CallSession:
             started = self._transcripts.caller_started_at(event.item_id, time.time())
         if text:
             self._journal.add_turn("caller", text, started, item_id=event.item_id)
+        if is_farewell(text):
+            # The call ends once the agent's answer to the goodbye has been heard.
+            response_id, request = self._gate.active_request
+            if request == "caller_turn" and response_id is not None:
+                self._ending.begin("caller_goodbye", cancellable=True, response_id=response_id)
+            else:
+                self._ending.begin("caller_goodbye", cancellable=True, awaiting="caller_turn")
 
     # --- barge-in ----------------------------------------------------------------------
 
     def _on_speech_started(self, event: rt.SpeechStarted) -> None:
         now = time.monotonic()
+        self._watchdog.heard_from_caller()
         with self._conversation_lock:
             self._transcripts.caller_started(event.item_id, time.time())
             self._caller_speaking = True
@@ -418,6 +452,42 @@ class CallSession:
                 self._store_agent_item(cut)
         self.log.info("barge-in", extra={"item_id": heard.item_id if heard else None,
                                          "heard_ms": heard.heard_ms if heard else None})
+        self._ending.interrupted()
+
+    # --- call control: silence, the time limit, the keypad -----------------------------
+
+    def _silence_does_not_count(self) -> bool:
+        """The agent is speaking or about to, the caller is speaking, or the call is ending."""
+        with self._conversation_lock:
+            speaking = self._caller_speaking
+        return (speaking or self._playback.is_playing() or self._gate.is_active or self._tools.busy
+                or self._ending.reason is not None)
+
+    def _ask_if_still_there(self) -> None:
+        self.log.info("caller silent: asking whether they are still there")
+        self._tell_model(call_event("Silence check"), "silence_check")
+
+    def _give_up_on_silence(self) -> None:
+        if self._ending.begin("silence", cancellable=True, awaiting="goodbye"):
+            self._tell_model(call_event("Silence goodbye"), "goodbye")
+
+    def _time_is_up(self) -> None:
+        if self._ending.begin("max_duration", cancellable=False, awaiting="goodbye"):
+            self._tell_model(call_event("Time limit"), "goodbye")
+
+    def _keypad_entered(self, digits: str) -> None:
+        self.log.info("keypad", extra={"digits": digits})
+        self._watchdog.heard_from_caller()
+        self._journal.add_turn("dtmf", digits, time.time())
+        self._tell_model(call_event("Keypad", digits=digits), "keypad", from_caller=True)
+
+    def _tell_model(self, text: str, request: str, *, from_caller: bool = False) -> None:
+        """A notice as a conversation item (the caller's, or the server's), then a response to it."""
+        try:
+            self._send_realtime(rt.user_text_message(text) if from_caller else rt.system_message(text))
+            self._gate.request(request)
+        except RealtimeClosed:
+            pass  # the Realtime greenlet ends the call
 
     # --- the end ---------------------------------------------------------------------
 
@@ -437,6 +507,10 @@ class CallSession:
         for greenlet in self._timers + self._greenlets:
             if greenlet is not me:
                 greenlet.kill(block=False)
+        self._ending.close()
+        self._keypad.close()
+        if self._tools is not None:
+            self._tools.close()
         self._realtime.close()
         with self._conversation_lock:
             unfinished = self._transcripts.unfinished()

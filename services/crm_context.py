@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 import time
 from typing import Callable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import gevent
 from sqlalchemy import select
@@ -16,7 +17,9 @@ from sqlalchemy.orm import Session
 from prompts import CrmFacts
 from server.db import Database
 from server.logging_setup import call_logger
-from server.models import Call, Lead, as_utc
+from server.models import Appointment, Business, Call, Lead, as_utc, utcnow
+from services.scheduling import HEBREW_DAY_NAMES
+from prompts.crm import DEFAULT_TIMEZONE as _DEFAULT_TZ
 
 # How long the call waits for the facts before `session.update`. The greeting waits on
 # session.update, so this bound is added to the caller's silence whenever the lookup is slow;
@@ -40,17 +43,33 @@ def load_crm_facts(session: Session, business_id: int, phone: str) -> CrmFacts |
         .order_by(Call.started_at.desc())
         .limit(1)
     )
-    if lead is None and last_call_at is None:
+    upcoming = session.scalar(
+        select(Appointment.starts_at)
+        .where(Appointment.business_id == business_id, Appointment.phone == phone, Appointment.starts_at > utcnow())
+        .order_by(Appointment.starts_at)
+        .limit(1)
+    )
+    if lead is None and last_call_at is None and upcoming is None:
         return None
-    # open_appointment stays None: there is no appointments table yet.
     # Names and genders go raw; the prompt's caller-data layer decides what is usable.
     return CrmFacts(
         name=lead.name if lead else None,
         gender=lead.gender if lead else None,
         last_call_at=as_utc(last_call_at),
-        open_appointment=None,
+        open_appointment=_local(upcoming, session.scalar(select(Business.timezone).where(Business.id == business_id))),
         notes=(lead.notes or None) if lead else None,
     )
+
+
+def _local(at, tz_name: str | None) -> str | None:
+    """An appointment time as the caller would say it: weekday, date and time in the business's zone."""
+    if at is None:
+        return None
+    try:
+        local = as_utc(at).astimezone(ZoneInfo(tz_name or _DEFAULT_TZ))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = as_utc(at).astimezone(ZoneInfo(_DEFAULT_TZ))
+    return f"{HEBREW_DAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M}"
 
 
 class CallCrmContext:

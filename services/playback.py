@@ -173,6 +173,22 @@ class Playback:
         with self._lock:
             return item_id in self._segments
 
+    def spoke(self, response_id: str) -> bool:
+        """The response had audio for the caller."""
+        with self._lock:
+            return any(segment.response_id == response_id for segment in self._segments.values())
+
+    def unheard_items(self, response_id: str) -> list[str]:
+        """The response's items whose end the caller has not heard yet (their mark is still to come).
+
+        A cut response has none: what was cleared will never be heard.
+        """
+        with self._lock:
+            if response_id in self._muted:
+                return []
+            return [segment.item_id for segment in self._segments.values()
+                    if segment.response_id == response_id and not segment.fully_heard]
+
     def playing_item(self) -> str | None:
         with self._lock:
             segment = self._playing_segment(self._clock())

@@ -280,6 +280,15 @@ VAD_SILENCE_MS = 400  # server VAD reports speech_stopped this long after speech
 
 
 @dataclass(frozen=True)
+class FunctionTool:
+    """A function the model may call; `parameters` is its JSON Schema."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class SessionConfig:
     """What one call's `session.update` says."""
 
@@ -290,7 +299,7 @@ class SessionConfig:
     vad_silence_ms: int = VAD_SILENCE_MS
     vad_prefix_padding_ms: int = 300
     transcription_model: str = "gpt-4o-transcribe"
-    tools: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    tools: Sequence[FunctionTool] = field(default_factory=tuple)
 
 
 def session_update(config: SessionConfig) -> str:
@@ -318,7 +327,8 @@ def session_update(config: SessionConfig) -> str:
         },
     }
     if config.tools:
-        session["tools"] = [dict(tool) for tool in config.tools]
+        session["tools"] = [{"type": "function", "name": tool.name, "description": tool.description,
+                             "parameters": dict(tool.parameters)} for tool in config.tools]
         session["tool_choice"] = "auto"
     return _encode({"type": "session.update", "session": session})
 

@@ -13,18 +13,20 @@ class ResponseGate:
     """Shut until `open()` (after `session.updated`); then at most one response active.
 
     A request made while one is active waits in a single slot (a newer request replaces
-    it) and is sent when the active response is done.
+    it) and is sent when the active response is done. Each request has a reason ("greeting",
+    "caller_turn", "goodbye", ...); `on_created` says which request a response answers.
     """
 
     def __init__(self, send: Callable[[str], None], log: logging.LoggerAdapter):
         self._send = send
         self._log = log
-        # Guards: _open, _active, _response_id, _pending. Requests come from the Realtime
-        # greenlet and timers; created/done from the Realtime greenlet.
+        # Guards: _open, _active, _response_id, _reason, _pending. Requests come from the Realtime
+        # greenlet, tool greenlets and timers; created/done from the Realtime greenlet.
         self._lock = threading.Lock()
         self._open = False
         self._active = False  # response.create sent and its response.done not yet seen
         self._response_id: str | None = None
+        self._reason: str | None = None  # the request the active response answers
         self._pending: tuple[str, str | None] | None = None
         self.sent = 0
 
@@ -37,6 +39,12 @@ class ResponseGate:
     def active_response_id(self) -> str | None:
         with self._lock:
             return self._response_id if self._active else None
+
+    @property
+    def active_request(self) -> tuple[str | None, str | None]:
+        """(response id, request reason) of the active response; (None, None) when idle."""
+        with self._lock:
+            return (self._response_id, self._reason) if self._active else (None, None)
 
     @property
     def is_active(self) -> bool:
@@ -56,10 +64,14 @@ class ResponseGate:
         with self._lock:
             self._pending = None
 
-    def on_created(self, response_id: str) -> None:
+    def on_created(self, response_id: str) -> str | None:
+        """The response has started; returns the reason of the request it answers."""
         with self._lock:
+            if self._response_id != response_id and self._response_id is not None:
+                self._reason = None  # not the one we asked for
             self._active = True
             self._response_id = response_id
+            return self._reason
 
     def on_done(self, response_id: str) -> None:
         with self._lock:
@@ -67,11 +79,13 @@ class ResponseGate:
                 return  # a stale done: the active response is another one
             self._active = False
             self._response_id = None
+            self._reason = None
             self._fire_pending()
 
     def _create(self, reason: str, instructions: str | None) -> None:
         self._active = True
         self._response_id = None
+        self._reason = reason
         self.sent += 1
         self._log.info("response.create", extra={"reason": reason})
         self._send(realtime_protocol.response_create(instructions))

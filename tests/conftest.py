@@ -13,6 +13,7 @@ from server import create_app  # noqa: E402
 from server.dev_server import make_server  # noqa: E402
 from server.models import Business, PhoneNumber  # noqa: E402
 from server.settings import CallTiming, Settings  # noqa: E402
+from tests import databases  # noqa: E402
 
 BUSINESS_NUMBER = "+972300000001"
 CALLER_NUMBER = "+972501234567"
@@ -41,11 +42,28 @@ class LiveServer:
         return self.app.config["SETTINGS"]
 
 
+@pytest.fixture(scope="session")
+def _postgres_schemas():
+    url = databases.server_url()
+    if url is None:
+        yield None
+        return
+    schemas = databases.Schemas(url)
+    yield schemas
+    schemas.drop_all()
+
+
 @pytest.fixture
-def settings(tmp_path) -> Settings:
-    """Embedded defaults on a fresh SQLite file; each test may `dataclasses.replace` more."""
+def database_url(tmp_path, _postgres_schemas) -> str:
+    """A fresh database: SQLite in the test's folder, or a new schema on TEST_DATABASE_URL's PostgreSQL."""
+    return _postgres_schemas.new_url() if _postgres_schemas else databases.sqlite_url(tmp_path)
+
+
+@pytest.fixture
+def settings(database_url) -> Settings:
+    """Embedded defaults on a fresh database; each test may `dataclasses.replace` more."""
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'test.db'}",
+        database_url=database_url,
         openai_api_key="sk-test",
         openai_realtime_url="ws://127.0.0.1:9/v1/realtime",  # nothing listens: tests point it at a fake
         secret_key="test-secret",

@@ -68,12 +68,14 @@ def make_harness(make_live_server, settings):
     fakes: list[FakeRealtime] = []
     harnesses: list[Harness] = []
 
-    def make(script: RealtimeScript | None = None, realtime_url: str | None = None, **settings_changes) -> Harness:
+    def make(script: RealtimeScript | None = None, realtime_url: str | None = None, *,
+             timing: CallTiming = TEST_TIMING, business: dict | None = None, **settings_changes) -> Harness:
+        """`business`: fields of the test business beyond the defaults (add_business)."""
         fake = FakeRealtime(script or RealtimeScript()).start()
         fakes.append(fake)
         live = make_live_server(dataclasses.replace(
-            settings, openai_realtime_url=realtime_url or fake.url, timing=TEST_TIMING, **settings_changes))
-        harness = Harness(live, fake, add_business(live))
+            settings, openai_realtime_url=realtime_url or fake.url, timing=timing, **settings_changes))
+        harness = Harness(live, fake, add_business(live, **(business or {})))
         harnesses.append(harness)
         return harness
 

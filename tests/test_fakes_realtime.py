@@ -351,6 +351,22 @@ def test_scripted_function_call(make_fake_realtime, make_client):
         assert_ga_server_event(event)
 
 
+def test_a_reply_may_end_with_a_function_call(make_fake_realtime, make_client):
+    fake, client = ready(make_fake_realtime, make_client,
+                         responses=[Reply("תודה ולהתראות", 200, then_call=ToolCall("end_call", {"reason": "done"}))])
+    client.send(rp.response_create())
+    done = client.wait("response.done")
+    assert [item["type"] for item in done["response"]["output"]] == ["message", "function_call"]
+    args_done = client.of("response.function_call_arguments.done")[0]
+    assert args_done["output_index"] == 1 and args_done["name"] == "end_call"
+    assert args_done["item_id"] != fake.responses[0].item_id
+    assert sum(len(base64.b64decode(e["delta"])) for e in client.of("response.output_audio.delta")) == 200 * 8
+    parsed = rp.parse_server_event(json.dumps(done))
+    assert [c.name for c in parsed.function_calls] == ["end_call"]
+    for _, event in client.events:
+        assert_ga_server_event(event)
+
+
 def test_drop_after_session_updated(make_fake_realtime, make_client):
     fake, client = ready(make_fake_realtime, make_client, drop_after_session_updated_s=0.2)
     updated_at = client.at("session.updated")[0]

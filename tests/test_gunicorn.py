@@ -12,6 +12,7 @@ import requests
 from server.db import Database
 from server.models import Call
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
+from tests.fakes.openai_rest import DEFAULT_SUMMARY, FakeOpenAI
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call
 from tests.fakes.waiting import wait_for
@@ -29,10 +30,12 @@ def _free_port() -> int:
 def gunicorn_server(tmp_path):
     fake = FakeRealtime(RealtimeScript(responses=[Reply("שלום, הגעתם למספרה", 1000), Reply("בשמחה", 600)],
                                        caller_transcripts=["אפשר לקבוע תור?"])).start()
+    openai_rest = FakeOpenAI().start()
     port = _free_port()
     db_url = f"sqlite:///{tmp_path / 'gunicorn.db'}"
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url,
-           "OPENAI_API_KEY": "sk-gunicorn", "SECRET_KEY": "gunicorn-secret", "WEB_CONCURRENCY": "1"}
+           "OPENAI_API_KEY": "sk-gunicorn", "SECRET_KEY": "gunicorn-secret", "WEB_CONCURRENCY": "1",
+           "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1"}
     log = open(tmp_path / "gunicorn.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -56,6 +59,7 @@ def gunicorn_server(tmp_path):
             proc.kill()
         log.close()
         fake.stop()
+        openai_rest.stop()
 
 
 def test_a_call_through_gunicorns_gevent_worker(gunicorn_server):
@@ -83,6 +87,13 @@ def test_a_call_through_gunicorns_gevent_worker(gunicorn_server):
             return call.ended_at is not None and [(t.speaker, t.text) for t in call.turns]
 
     turns = wait_for(ended, timeout=5, message="the call row to be finished")
+
+    def summarised():
+        with db.session() as session:
+            return session.query(Call).filter_by(call_sid="CAgunicorn").one().summary
+
+    # The worker process runs post-call jobs too (started by gunicorn's post_worker_init).
+    assert wait_for(summarised, timeout=5, message="the post-call summary") == DEFAULT_SUMMARY
     db.dispose()
     assert turns == [("agent", "שלום, הגעתם למספרה"), ("caller", "אפשר לקבוע תור?"), ("agent", "בשמחה")]
     metrics = requests.get(f"{base}/metrics", timeout=5).text

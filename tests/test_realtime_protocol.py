@@ -74,3 +74,15 @@ def test_session_update_leaves_responses_to_the_server_logic():
 def test_validator_rejects_what_the_api_would(event):
     with pytest.raises(rt.ProtocolError):
         rt.validate_client_event(event)
+
+
+def test_tools_are_declared_as_ga_function_tools():
+    tool = rt.FunctionTool(name="end_call", description="End the call.",
+                           parameters={"type": "object", "properties": {"reason": {"type": "string"}},
+                                       "required": ["reason"], "additionalProperties": False})
+    text = rt.session_update(rt.SessionConfig(instructions="x", voice="alloy", transcription_prompt="p", tools=[tool]))
+    rt.validate_client_event(text)
+    session = json.loads(text)["session"]
+    assert session["tools"] == [{"type": "function", "name": "end_call", "description": "End the call.",
+                                 "parameters": tool.parameters}]
+    assert session["tool_choice"] == "auto"

@@ -53,3 +53,15 @@ def test_a_stale_done_does_not_release_the_active_response():
     gate.drop_pending()
     gate.on_done("r2")
     assert not gate.is_active
+
+
+def test_each_response_is_known_by_the_request_it_answers():
+    gate, _ = make_gate()
+    gate.open()
+    gate.request("greeting")
+    gate.request("goodbye")  # waits for the greeting
+    assert gate.on_created("r1") == "greeting" and gate.active_request == ("r1", "greeting")
+    gate.on_done("r1")
+    assert gate.on_created("r2") == "goodbye"
+    gate.on_done("r2")
+    assert gate.active_request == (None, None)

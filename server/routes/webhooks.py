@@ -14,9 +14,12 @@ from server.call_records import (
     business_for_number,
     open_call,
 )
-from server.db import request_session
-from server.models import Call
+from server.db import get_db, request_session
+from server.models import Business, Call
 from server.security import StreamToken, signed_url, twilio_signature_valid
+from services.call_limits import CallLimits
+from services.post_call import recording
+from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("webhooks")
@@ -72,6 +75,21 @@ def _form(name: str) -> str:
     return (request.form.get(name) or "").strip()
 
 
+def _admit(call_sid: str, business: Business, direction: str, from_number: str, to_number: str, status: str) -> bool:
+    """Take a slot under the call limits (its own locked transaction) and write the call's row."""
+    # The request's connection goes back to the pool first: a request holding one connection while
+    # waiting for a second would starve the pool when many calls arrive at once.
+    request_session().commit()
+    admission = CallLimits.from_settings(get_db(), _settings()).admit(
+        call_sid=call_sid, business=business, direction=direction, from_number=from_number, to_number=to_number,
+        status=status)
+    return admission.admitted
+
+
+def _call_row(call_sid: str) -> Call | None:
+    return request_session().query(Call).filter_by(call_sid=call_sid).one_or_none() if call_sid else None
+
+
 @bp.post("/webhook/incoming_call")
 @bp.post("/webhook/voice")
 @bp.post("/webhook/incoming-call")
@@ -88,9 +106,8 @@ def incoming_call() -> Response:
                   to_number=to_number, status="completed", end_reason="unknown_number")
         session.commit()
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
-    open_call(session, call_sid=call_sid, business=business, direction="inbound", from_number=from_number,
-              to_number=to_number, status=_form("CallStatus") or "ringing")
-    session.commit()
+    if not _admit(call_sid, business, "inbound", from_number, to_number, _form("CallStatus") or "ringing"):
+        return _xml(twiml.say_and_hangup(twiml.BUSY))
     log.info("inbound call", extra={"call_sid": call_sid, "business_id": business.id})
     return _xml(_stream_twiml(call_sid, business.id, "inbound", from_number, to_number))
 
@@ -106,9 +123,8 @@ def outbound_call() -> Response:
     if business is None:
         log.warning("outbound call from a number of no business", extra={"call_sid": call_sid, "from": from_number})
         return _xml(twiml.hangup())
-    open_call(session, call_sid=call_sid, business=business, direction="outbound", from_number=from_number,
-              to_number=to_number, status=_form("CallStatus") or "in-progress")
-    session.commit()
+    if not _admit(call_sid, business, "outbound", from_number, to_number, _form("CallStatus") or "in-progress"):
+        return _xml(twiml.say_and_hangup(twiml.BUSY))
     log.info("outbound call answered", extra={"call_sid": call_sid, "business_id": business.id})
     return _xml(_stream_twiml(call_sid, business.id, "outbound", from_number, to_number))
 
@@ -116,12 +132,60 @@ def outbound_call() -> Response:
 @bp.post("/webhook/stream_ended")
 def stream_ended() -> Response:
     call_sid = _form("CallSid")
-    call = request_session().query(Call).filter_by(call_sid=call_sid).one_or_none() if call_sid else None
+    call = _call_row(call_sid)
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
     if reason in APOLOGY_END_REASONS:
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
+    if reason == "transfer" and call.transfer_to:
+        # The caller ID the person sees: the caller's number (inbound), the business's (outbound).
+        return _xml(twiml.dial(call.transfer_to, caller_id=call.from_number or None,
+                               timeout_s=_settings().timing.transfer_ring_s,
+                               action_url=f"{_base_url()}/webhook/transfer_ended"))
     return _xml(twiml.hangup())
+
+
+@bp.post("/webhook/transfer_ended")
+def transfer_ended() -> Response:
+    """The <Dial> to a person is over: if no one took the call, say so politely and hang up."""
+    call_sid, outcome = _form("CallSid"), _form("DialCallStatus").lower()
+    call = _call_row(call_sid)
+    if call is not None:
+        call.transfer_status = outcome or None
+        request_session().commit()
+    log.info("transfer ended", extra={"call_sid": call_sid or "-", "dial_status": outcome})
+    if outcome in ("completed", "answered"):
+        return _xml(twiml.hangup())
+    return _xml(twiml.say_and_hangup(twiml.TRANSFER_FAILED))
+
+
+@bp.post("/webhook/amd_status")
+def amd_status() -> Response:
+    """Twilio's asynchronous answering machine detection: on a machine, leave the business's
+    voicemail message after the beep (or hang up) by replacing the live call's TwiML."""
+    call_sid, answered_by = _form("CallSid"), _form("AnsweredBy").lower()
+    if not call_sid or not answered_by:
+        abort(400, "CallSid and AnsweredBy are required")
+    session = request_session()
+    call = _call_row(call_sid)
+    if call is None:
+        log.warning("machine detection for an unknown call", extra={"call_sid": call_sid})
+        return _xml(twiml.empty())
+    call.answered_by = answered_by
+    machine = answered_by.startswith("machine") or answered_by == "fax"
+    message = ""
+    if machine:
+        business = session.get(Business, call.business_id) if call.business_id else None
+        message = (business.voicemail_message or "").strip() if business and answered_by != "fax" else ""
+        call.end_reason = "voicemail"  # before the stream stops: the session keeps it
+    session.commit()
+    log.info("answered by", extra={"call_sid": call_sid, "answered_by": answered_by, "voicemail": bool(message)})
+    if machine:
+        try:
+            TwilioRest(_settings()).update_twiml(call_sid, twiml.say_and_hangup(message) if message else twiml.hangup())
+        except (TwilioNotConfigured, TwilioRestError) as exc:
+            log.error("could not leave the voicemail", extra={"call_sid": call_sid, "error": str(exc)})
+    return _xml(twiml.empty())
 
 
 @bp.post("/webhook/call_status")
@@ -132,6 +196,13 @@ def call_status() -> Response:
     duration = _form("CallDuration")
     session = request_session()
     call = apply_status(session, call_sid, status, float(duration) if duration.isdigit() else None)
+    if call is None and _form("From") and _form("To"):
+        # A call we have no row for (its webhook failed or was never asked): keep it on record.
+        inbound = _form("Direction") == "inbound"
+        business = business_for_number(session, _form("To") if inbound else _form("From"))
+        open_call(session, call_sid=call_sid, business=business, direction="inbound" if inbound else "outbound",
+                  from_number=_form("From"), to_number=_form("To"), status=status)
+        call = apply_status(session, call_sid, status, float(duration) if duration.isdigit() else None)
     session.commit()
     if call is None:
         log.warning("status for an unknown call", extra={"call_sid": call_sid, "status": status})
@@ -144,4 +215,22 @@ def call_status() -> Response:
 def stream_status() -> Response:
     log.info("stream status", extra={"call_sid": _form("CallSid") or "-", "stream_sid": _form("StreamSid"),
                                      "event": _form("StreamEvent"), "error": _form("StreamError")})
+    return _xml(twiml.empty())
+
+
+@bp.post("/webhook/recording_status")
+def recording_status() -> Response:
+    """Twilio's recording callback: the call's recording is ready (or absent), with its URL and length."""
+    call_sid, status = _form("CallSid"), _form("RecordingStatus").lower()
+    if not call_sid or not status:
+        abort(400, "CallSid and RecordingStatus are required")
+    session = request_session()
+    call = recording.store_status(session, call_sid, recording_sid=_form("RecordingSid"), status=status,
+                                  url=_form("RecordingUrl"), duration=_form("RecordingDuration"))
+    session.commit()
+    if call is None:
+        log.warning("recording status for an unknown call", extra={"call_sid": call_sid, "status": status})
+    else:
+        log.info("recording status", extra={"call_sid": call_sid, "status": status,
+                                            "duration_s": call.recording_duration_s})
     return _xml(twiml.empty())

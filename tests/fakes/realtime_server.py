@@ -68,10 +68,12 @@ def new_id(prefix: str) -> str:
 
 @dataclass(frozen=True)
 class Reply:
-    """An audio response: its transcript, and how much audio it streams."""
+    """An audio response: its transcript, and how much audio it streams. With `then_call`, a
+    function call item follows the audio in the same response (say goodbye, then end the call)."""
 
     text: str = DEFAULT_REPLY_TEXT
     audio_ms: int = 1200
+    then_call: "ToolCall | None" = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ class ResponseRecord:
     done_at: float | None = None
     tool_call: ToolCall | None = None
     call_id: str | None = None
+    call_item_id: str | None = None  # the function call item (after the audio item, or the only one)
     # Streaming state, guarded by the connection's lock.
     finished: bool = False
     stage: str = "created"  # created → item → audio → done
@@ -525,13 +528,17 @@ class RealtimeConnection:
             entry = self._next_script_entry()
             index = len(self.responses)
             if isinstance(entry, ToolCall):
-                run = ResponseRecord(id=new_id("resp"), kind="function_call", item_id=new_id("item"),
-                                     create_event=event, tool_call=entry,
+                item_id = new_id("item")
+                run = ResponseRecord(id=new_id("resp"), kind="function_call", item_id=item_id,
+                                     create_event=event, tool_call=entry, call_item_id=item_id,
                                      call_id=entry.call_id or new_id("call"), created_at=time.monotonic())
             else:
+                then = entry.then_call
                 run = ResponseRecord(id=new_id("resp"), kind="audio", item_id=new_id("item"), create_event=event,
                                      transcript=entry.text, audio_ms_planned=int(entry.audio_ms),
-                                     created_at=time.monotonic())
+                                     created_at=time.monotonic(), tool_call=then,
+                                     call_id=(then.call_id or new_id("call")) if then else None,
+                                     call_item_id=new_id("item") if then else None)
             self.responses.append(run)
             self.active = run
         self._spawn(self._stream, run, index)
@@ -553,7 +560,7 @@ class RealtimeConnection:
                 "status": status, "content": content}
 
     def _function_item(self, run: ResponseRecord, status: str, arguments: str) -> dict:
-        return {"id": run.item_id, "object": "realtime.item", "type": "function_call", "status": status,
+        return {"id": run.call_item_id, "object": "realtime.item", "type": "function_call", "status": status,
                 "name": run.tool_call.name, "call_id": run.call_id, "arguments": arguments}
 
     def _usage(self, run: ResponseRecord) -> dict:
@@ -628,22 +635,30 @@ class RealtimeConnection:
         self._after_response()
 
     def _finish_function_call(self, run: ResponseRecord) -> None:
-        arguments = run.tool_call.arguments_json
-        self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": 0,
-                   "item": self._function_item(run, "in_progress", "")})
-        self.send({"type": "conversation.item.added", "item": self._function_item(run, "in_progress", ""),
-                   "previous_item_id": self._last_item_id})
-        self._last_item_id = run.item_id
-        self.send({"type": "response.function_call_arguments.delta", "response_id": run.id, "item_id": run.item_id,
-                   "output_index": 0, "call_id": run.call_id, "delta": arguments})
-        self.send({"type": "response.function_call_arguments.done", "response_id": run.id, "item_id": run.item_id,
-                   "output_index": 0, "call_id": run.call_id, "name": run.tool_call.name, "arguments": arguments})
-        done_item = self._function_item(run, "completed", arguments)
-        self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": 0, "item": done_item})
-        self.send({"type": "conversation.item.done", "item": done_item})
+        done_item = self._send_function_call(run, 0)
         run.stage = "done"
         self._done(run, "completed", [done_item])
         self._after_response()
+
+    def _send_function_call(self, run: ResponseRecord, output_index: int) -> dict:
+        """The function call item's events, at `output_index` of the response; returns the done item."""
+        arguments = run.tool_call.arguments_json
+        item_id = run.call_item_id
+        self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": output_index,
+                   "item": self._function_item(run, "in_progress", "")})
+        self.send({"type": "conversation.item.added", "item": self._function_item(run, "in_progress", ""),
+                   "previous_item_id": self._last_item_id})
+        self._last_item_id = item_id
+        self.send({"type": "response.function_call_arguments.delta", "response_id": run.id, "item_id": item_id,
+                   "output_index": output_index, "call_id": run.call_id, "delta": arguments})
+        self.send({"type": "response.function_call_arguments.done", "response_id": run.id, "item_id": item_id,
+                   "output_index": output_index, "call_id": run.call_id, "name": run.tool_call.name,
+                   "arguments": arguments})
+        done_item = self._function_item(run, "completed", arguments)
+        self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": output_index,
+                   "item": done_item})
+        self.send({"type": "conversation.item.done", "item": done_item})
+        return done_item
 
     def _finish(self, run: ResponseRecord, status: str) -> None:
         """The tail of an audio response, as the API sends it on completion and on cancel. Under the lock."""
@@ -658,6 +673,8 @@ class RealtimeConnection:
             self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": 0, "item": item})
             self.send({"type": "conversation.item.done", "item": item})
             output = [item]
+        if status == "completed" and run.tool_call is not None:
+            output.append(self._send_function_call(run, len(output)))
         run.stage = "done"
         self._done(run, status, output)
 

@@ -12,12 +12,14 @@ from flask import Blueprint, abort, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server.api_schemas import ValidationError
-from server.routes.api import businesses, calls, leads
+from server.routes.api import appointments, businesses, calls, leads, outbound
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.register_blueprint(businesses.bp)
 bp.register_blueprint(calls.bp)
 bp.register_blueprint(leads.bp)
+bp.register_blueprint(outbound.bp)
+bp.register_blueprint(appointments.bp)
 log = logging.getLogger("api")
 
 

@@ -1,0 +1,145 @@
+"""Ending a call politely: the agent's last words are heard to the end, then the line closes.
+
+An ending starts with a reason (`agent_hangup`, `caller_goodbye`, `transfer`, `silence`,
+`max_duration`) and the response that carries the agent's last words: one already spoken, or
+the next one created for a given request ("goodbye", "tool_result", "caller_turn"). Once that
+response is done, the call ends when the caller has heard each of its items (their marks are
+echoed), or at once if it had no audio; a deadline ends it anyway.
+
+If the caller speaks over the last words, a cancellable ending is called off (they had more to
+say); the others (time limit, transfer) end the call at once.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import Callable
+
+import gevent
+
+from services.playback import Playback
+
+# Said by a caller who is leaving, matched as whole words ("ולהתראות" too) in a short utterance
+# without a question. Not "יום טוב" or "ערב טוב": callers open calls with them as often.
+_FAREWELLS = (("להתראות",), ("ביי",), ("bye",), ("goodbye",), ("נתראה",), ("לילה", "טוב"), ("lehitraot",))
+_FAREWELL_MAX_WORDS = 6
+
+
+def is_farewell(text: str) -> bool:
+    """The caller says goodbye: a short utterance with a farewell in it, and no question."""
+    if "?" in text:
+        return False
+    words = [w[1:] if w.startswith("ו") and len(w) > 2 else w for w in re.findall(r"\w+", text.casefold())]
+    if not words or len(words) > _FAREWELL_MAX_WORDS:
+        return False
+    return any(words[i:i + len(phrase)] == list(phrase) for phrase in _FAREWELLS for i in range(len(words)))
+
+
+class CallEnding:
+    """Any greenlet may `begin` an ending; the Realtime greenlet reports responses, RX reports items
+    heard, barge-in reports interruptions, and the deadline greenlet times out."""
+
+    def __init__(self, playback: Playback, end: Callable[[str], None], timeout_s: float, log: logging.LoggerAdapter):
+        self._playback = playback
+        self._end = end
+        self._timeout_s = timeout_s
+        self._log = log
+        # Guards every field below. Written by whoever begins, the Realtime greenlet (responses),
+        # RX (items heard), barge-in and the deadline.
+        self._lock = threading.Lock()
+        self._reason: str | None = None
+        self._cancellable = False
+        self._awaiting: str | None = None  # the request whose response carries the last words
+        self._response_id: str | None = None  # that response, once known
+        self._unheard: set[str] | None = None  # its items still to be heard; None until it is done
+        self._generation = 0  # a deadline or finish of a called-off ending must not end the call
+        self._deadline: gevent.Greenlet | None = None
+
+    @property
+    def reason(self) -> str | None:
+        with self._lock:
+            return self._reason
+
+    @property
+    def forced(self) -> bool:
+        """An ending the caller cannot call off (time limit, transfer) is under way."""
+        with self._lock:
+            return self._reason is not None and not self._cancellable
+
+    def begin(self, reason: str, *, cancellable: bool, awaiting: str | None = None,
+              response_id: str | None = None) -> bool:
+        """End the call after response `response_id`, or after the next response created for the
+        request `awaiting`. False when an ending is already under way (the first one stands)."""
+        with self._lock:
+            if self._reason is not None:
+                return False
+            self._reason, self._cancellable = reason, cancellable
+            self._awaiting, self._response_id, self._unheard = awaiting, response_id, None
+            self._generation += 1
+            self._deadline = gevent.spawn_later(self._timeout_s, self._timed_out, self._generation)
+        self._log.info("call ending after the agent's last words", extra={"end_reason": reason})
+        return True
+
+    def response_created(self, response_id: str, request_reason: str | None) -> None:
+        with self._lock:
+            if self._reason is not None and self._response_id is None and request_reason == self._awaiting:
+                self._response_id = response_id
+
+    def response_done(self, response_id: str, *, tool_calls: bool) -> None:
+        """The awaited response is complete: wait for its audio to be heard, or end now."""
+        with self._lock:
+            if self._reason is None or response_id != self._response_id or self._unheard is not None:
+                return
+            if tool_calls and not self._playback.spoke(response_id):
+                # It answered with a tool call (e.g. end_call): the words come with the tool's result.
+                self._awaiting, self._response_id = "tool_result", None
+                return
+            self._unheard = set(self._playback.unheard_items(response_id))
+            generation = self._generation if not self._unheard else None
+        if generation is not None:
+            self._finish(generation)
+
+    def item_heard(self, item_id: str) -> None:
+        """RX: the caller heard an item to its end."""
+        with self._lock:
+            if self._unheard is None or item_id not in self._unheard:
+                return
+            self._unheard.discard(item_id)
+            generation = self._generation if not self._unheard else None
+        if generation is not None:
+            self._finish(generation)
+
+    def interrupted(self) -> None:
+        """Barge-in, under the session's conversation lock: never ends the call from here."""
+        with self._lock:
+            if self._reason is None:
+                return
+            if not self._cancellable:
+                generation = self._generation
+            else:
+                self._log.info("caller spoke over the goodbye: the call goes on", extra={"end_reason": self._reason})
+                self._reason = self._awaiting = self._response_id = self._unheard = None
+                self._generation += 1
+                deadline, self._deadline = self._deadline, None
+                if deadline is not None:
+                    deadline.kill(block=False)
+                return
+        gevent.spawn(self._finish, generation)
+
+    def close(self) -> None:
+        with self._lock:
+            deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline is not gevent.getcurrent():
+            deadline.kill(block=False)
+
+    def _timed_out(self, generation: int) -> None:
+        self._log.warning("the goodbye was not heard in time: closing anyway", extra={"waited_s": self._timeout_s})
+        self._finish(generation)
+
+    def _finish(self, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation or self._reason is None:
+                return
+            reason = self._reason
+        self._end(reason)

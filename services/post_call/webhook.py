@@ -1,0 +1,123 @@
+"""The business's webhook: one signed `call.completed` event per processed call.
+
+What a business receives:
+
+    POST <webhook_url>
+    Content-Type: application/json; charset=utf-8
+    X-Agent-Event: call.completed
+    X-Agent-Event-Id: evt_…        the same on every retry of one event: deduplicate on it
+    X-Agent-Timestamp: 1738310400  Unix seconds when this attempt was sent
+    X-Agent-Signature: sha256=<hex of HMAC-SHA256(key=the business's webhook secret,
+                                   message=timestamp + "." + the raw body)>
+
+To verify: recompute the HMAC over the raw body bytes, compare in constant time, and
+reject a timestamp more than 5 minutes away from now (a replay). Any 2xx answer is
+success; anything else, or no answer within the timeout, is retried with backoff, and
+every attempt is stored (webhook_deliveries).
+
+The body: {id, type, created_at, call{…}, turns[…], transcript_source, recording_transcript?,
+summary, extraction{…}, lead{…}|null}.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import requests
+
+from server.api_schemas import iso
+from server.models import Call, Lead, Turn, utcnow
+
+EVENT_TYPE = "call.completed"
+SIGNATURE_TOLERANCE_S = 300
+
+
+def build_event(call: Call, turns: Sequence[Turn], lead: Lead | None) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "id": "evt_" + secrets.token_hex(12),
+        "type": EVENT_TYPE,
+        "created_at": iso(utcnow()),
+        "call": {
+            "call_sid": call.call_sid,
+            "business_id": call.business_id,
+            "direction": call.direction,
+            "from": call.from_number,
+            "to": call.to_number,
+            "status": call.status,
+            "started_at": iso(call.started_at),
+            "answered_at": iso(call.answered_at),
+            "ended_at": iso(call.ended_at),
+            "duration_s": call.duration_s,
+            "end_reason": call.end_reason,
+            "recording_duration_s": call.recording_duration_s,
+        },
+        "turns": [{"speaker": t.speaker, "text": t.text, "started_at": iso(t.started_at),
+                   "interrupted": t.interrupted} for t in turns],
+        "transcript_source": "recording" if call.recording_transcript else "live",
+        "summary": call.summary,
+        "extraction": call.extraction,
+        "lead": None if lead is None else {
+            "id": lead.id, "phone": lead.phone, "name": lead.name, "city": lead.city,
+            "created_at": iso(lead.created_at), "last_call_at": iso(lead.last_call_at),
+        },
+    }
+    if call.recording_transcript:
+        event["recording_transcript"] = call.recording_transcript
+    return event
+
+
+def encode(event: dict[str, Any]) -> bytes:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str | None, body: bytes, signature: str | None, now: float | None = None) -> bool:
+    """What a receiver does with our headers (the tests' receiver uses it too)."""
+    if not timestamp or not signature or not timestamp.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(timestamp)) > SIGNATURE_TOLERANCE_S:
+        return False
+    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    ok: bool
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+
+def post(http: requests.Session, url: str, secret: str, event: dict[str, Any], timeout_s: float) -> Attempt:
+    body = encode(event)
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": "hebrew-agent-webhooks/1",
+        "X-Agent-Event": event["type"],
+        "X-Agent-Event-Id": event["id"],
+        "X-Agent-Timestamp": str(timestamp),
+        "X-Agent-Signature": sign(secret, timestamp, body),
+    }
+    started = time.monotonic()
+    try:
+        # No redirects: a redirect would carry the signed event to a host the business did not name.
+        response = http.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
+    except requests.RequestException as exc:
+        return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:500], _ms_since(started))
+    ok = 200 <= response.status_code < 300
+    error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+    return Attempt(ok, response.status_code, error, _ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

@@ -1,0 +1,116 @@
+"""Job workers: greenlets of their own in each process, never a call's greenlets.
+
+Each loops: claim the oldest due job, run its handler, settle it; sleep `poll_s` when
+none is due. Queries are short single statements (SQLite's driver blocks the loop
+while it runs one; psycopg 3 yields). A job is settled in one of four ways: its
+handler completed it; it failed and goes back to the queue after its backoff (or is
+given up after `max_attempts`); it asked to wait (`Postpone`); or its worker is
+stopping and gives it straight back.
+"""
+from __future__ import annotations
+
+import logging
+
+import gevent
+import requests
+from gevent.event import Event
+from flask import Flask
+from sqlalchemy import select
+
+from server.db import Database
+from server.logging_setup import call_logger
+from server.models import Call
+from server.settings import Settings
+from services.post_call import jobs
+from services.post_call.analysis import make_client
+from services.post_call.process import HANDLERS, JobContext, LeaseLost
+
+log = logging.getLogger("jobs")
+
+
+class JobWorker:
+    """`count` greenlets sharing one OpenAI client and one HTTP session (both pool connections)."""
+
+    def __init__(self, db: Database, settings: Settings, count: int | None = None):
+        self._settings = settings.post_call
+        self._count = self._settings.workers if count is None else count
+        self.context = JobContext(db=db, settings=settings, openai=make_client(settings), http=requests.Session())
+        self._greenlets: list[gevent.Greenlet] = []
+        # Set once by `stop`; the worker greenlets wait on it between jobs and leave when it is set.
+        self._stopping = Event()
+
+    def start(self) -> "JobWorker":
+        self._greenlets = [gevent.spawn(self._loop) for _ in range(self._count)]
+        log.info("job workers started", extra={"greenlets": self._count})
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the greenlets: idle ones leave at once; one in a job is killed, and the job goes
+        straight back to the queue."""
+        self._stopping.set()
+        gevent.sleep(0)
+        gevent.killall([g for g in self._greenlets if not g.dead], timeout=timeout)
+        self._greenlets = []
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                ran = self.run_once()
+            except Exception:
+                if self._stopping.is_set():
+                    return  # killed inside a query: the driver may turn GreenletExit into its own error
+                # The database is unreachable or the like: wait and try again, never die.
+                log.exception("job worker error")
+                ran = False
+            if not ran:
+                self._stopping.wait(self._settings.poll_s)
+
+    def run_once(self) -> bool:
+        """Claim one due job and run it; False when none was due."""
+        claim = jobs.claim_next(self.context.db, self._settings.lease_s)
+        if claim is None:
+            return False
+        job_log = call_logger("jobs", self._call_sid(claim.call_id))
+        extra = {"job_id": claim.job_id, "kind": claim.kind, "attempt": claim.attempt}
+        try:
+            HANDLERS[claim.kind](self.context, claim, job_log)
+        except jobs.Postpone as wait:
+            jobs.postpone(self.context.db, claim, wait.delay_s, str(wait))
+            job_log.debug("job postponed", extra={**extra, "why": str(wait), "delay_s": wait.delay_s})
+        except LeaseLost:
+            job_log.warning("job outlived its lease; another worker has it, results dropped", extra=extra)
+        except gevent.GreenletExit:
+            jobs.release(self.context.db, claim)
+            raise
+        except Exception as exc:
+            if self._stopping.is_set():
+                jobs.release(self.context.db, claim)  # killed mid-request by `stop`: not the job's failure
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            status = jobs.fail(self.context.db, claim, error, self._settings.max_attempts, self._settings.backoff_s,
+                               self._settings.backoff_max_s)
+            level = logging.ERROR if status == "failed" else logging.WARNING
+            job_log.log(level, "job attempt failed", extra={**extra, "error": error[:300], "now": status})
+        else:
+            job_log.debug("job done", extra=extra)
+        return True
+
+    def _call_sid(self, call_id: int) -> str | None:
+        with self.context.db.session() as session:
+            return session.scalar(select(Call.call_sid).where(Call.id == call_id))
+
+
+def start_workers(app: Flask) -> JobWorker | None:
+    """Start this process's job workers once (gunicorn's post_worker_init, `python app.py`).
+
+    Never at import or in `create_app`: tests and one-off commands build apps that must not
+    take jobs.
+    """
+    if "job_worker" in app.extensions:
+        return app.extensions["job_worker"]
+    settings: Settings = app.config["SETTINGS"]
+    if settings.post_call.workers == 0:
+        return None
+    worker = JobWorker(app.extensions["db"], settings).start()
+    app.extensions["job_worker"] = worker
+    return worker
