@@ -71,7 +71,8 @@ class CallFigures:
                            u.input_cached + usage.input_cached, u.output_text + usage.output_text,
                            u.output_audio + usage.output_audio)
 
-    def summary(self, frames_out: int, tx_dropped: dict[str, int], model: str) -> tuple[dict, dict, float]:
+    def summary(self, frames_out: int, tx_dropped: dict[str, int], tx_lateness_ms: list[int],
+                model: str) -> tuple[dict, dict, float]:
         """(metrics JSON, usage JSON, cost) for the call row; also feeds the process counters."""
         dropped = dict(self.rx_dropped)
         for reason, count in tx_dropped.items():
@@ -84,6 +85,10 @@ class CallFigures:
                 "frames_in": self.frames_in,
                 "frames_out": frames_out,
                 "frames_dropped": dropped,
+                # How late TX sent frames against its schedule: {ms: frames}, and percentiles.
+                "tx_lateness_ms": {str(ms): n for ms, n in enumerate(tx_lateness_ms) if n},
+                "tx_lateness_p50_ms": histogram_percentile(tx_lateness_ms, 50),
+                "tx_lateness_p99_ms": histogram_percentile(tx_lateness_ms, 99),
             }
         u = self.usage
         usage = {"responses": self.responses, "input_text_tokens": u.input_text, "input_audio_tokens": u.input_audio,
@@ -99,6 +104,20 @@ class CallFigures:
             metrics.TOKENS.labels(kind).inc(value)
         metrics.COST.inc(cost)
         return figures, usage, cost
+
+
+def histogram_percentile(counts: list[int], p: float) -> int | None:
+    """The p-th percentile of a histogram of 1 ms buckets (bucket index = ms)."""
+    total = sum(counts)
+    if not total:
+        return None
+    rank = p / 100 * total
+    seen = 0
+    for ms, count in enumerate(counts):
+        seen += count
+        if seen >= rank:
+            return ms
+    return len(counts) - 1
 
 
 def _round(value: float | None) -> float | None:

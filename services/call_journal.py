@@ -1,7 +1,8 @@
 """Writes a call's row and turns off the audio path.
 
 The call's greenlets hand over small write operations; one writer greenlet per call
-applies them in order, each in its own transaction. A failed write is logged and never
+applies them in order, all that are waiting in one transaction (a DB call blocks the
+worker's event loop, so fewer and larger is better). A failed write is logged and never
 stops the call or the writes after it. The call's end is written with its post-call job.
 """
 from __future__ import annotations
@@ -36,18 +37,30 @@ class CallJournal:
 
     def _run(self) -> None:
         while True:
-            write = self._queue.get()
-            if write is None:
+            batch = [self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            closing = batch[-1] is None
+            writes = [write for write in batch if write is not None]
+            if writes and not self._apply(writes):
+                for write in writes:  # find the bad one; keep the others
+                    self._apply([write])
+            if closing:
                 return
-            try:
-                with self._db.session() as session:
-                    call = session.scalar(select(Call).where(Call.call_sid == self._call_sid))
-                    if call is None:
-                        self._log.error("call row missing; write skipped")
-                        continue
+
+    def _apply(self, writes: list[Write]) -> bool:
+        try:
+            with self._db.session() as session:
+                call = session.scalar(select(Call).where(Call.call_sid == self._call_sid))
+                if call is None:
+                    self._log.error("call row missing; writes skipped", extra={"writes": len(writes)})
+                    return True
+                for write in writes:
                     write(session, call)
-            except Exception:
-                self._log.exception("call write failed")
+            return True
+        except Exception:
+            self._log.exception("call write failed", extra={"writes": len(writes)})
+            return False
 
     def stream_started(self, stream_sid: str, at: float) -> None:
         def write(session: Session, call: Call) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import gevent
@@ -44,6 +45,8 @@ from services.tools import CallTools, ToolContext
 from services.transcripts import Transcripts
 from services.twilio_socket import TwilioSocket
 
+# Caller audio held while the Realtime session is being configured (50 frames = 1 s).
+PRE_SESSION_FRAMES = 50
 # Twilio sends a frame every 20 ms; this long without one means the stream is dead.
 TWILIO_IDLE_TIMEOUT_S = 15.0
 
@@ -164,6 +167,7 @@ class CallSession:
         """RX: caller audio to Realtime, echoed marks to the playback clock."""
         figures = self.figures
         ready = self._session_ready
+        backlog: deque[str] = deque()
         while self._end_reason is None:
             try:
                 message = self._twilio.receive(timeout=TWILIO_IDLE_TIMEOUT_S)
@@ -181,11 +185,21 @@ class CallSession:
                 continue
             if isinstance(event, tw.Media):
                 if not ready.is_set():
-                    figures.drop_rx("session_not_ready")
+                    # Before the session is confirmed the model cannot take audio yet: hold the
+                    # caller's first words (a bounded second) instead of losing them.
+                    backlog.append(event.payload)
+                    if len(backlog) > PRE_SESSION_FRAMES:
+                        backlog.popleft()
+                        figures.drop_rx("session_not_ready")
                     continue
-                figures.frames_in += 1
                 try:
+                    if backlog:
+                        for payload in backlog:
+                            self._realtime.send(rt.audio_append(payload))
+                        figures.frames_in += len(backlog)
+                        backlog.clear()
                     self._realtime.send(rt.audio_append(event.payload))
+                    figures.frames_in += 1
                 except RealtimeClosed:
                     figures.drop_rx("realtime_closed")
             elif isinstance(event, tw.Mark):
@@ -200,9 +214,9 @@ class CallSession:
             else:
                 figures.drop_rx("unexpected_" + type(event).__name__.lower())
 
-    def _send_twilio(self, text: str) -> None:
+    def _send_twilio(self, texts: list[str]) -> None:
         try:
-            self._twilio.send(text)
+            self._twilio.send(*texts)
         except (ConnectionClosed, OSError):
             pass  # RX sees the close and ends the call
 
@@ -440,7 +454,7 @@ class CallSession:
         active = self._gate.active_response_id
         heard = self._playback.clear(mute=(active,) if active else ())
         if heard is not None:
-            self._send_twilio(tw.clear_message(self.setup.stream_sid))
+            self._send_twilio([tw.clear_message(self.setup.stream_sid)])
             self.figures.barge_in((time.monotonic() - speech_at) * 1000)
         if self._gate.is_active:
             self._gate.drop_pending()
@@ -519,8 +533,9 @@ class CallSession:
                 self._store_agent_item(item)
         if self._crm is not None:
             self._crm.close()
-        figures, usage, cost = self.figures.summary(self._playback.frames_out, self._playback.frames_dropped,
-                                                    self._settings.openai_realtime_model)
+        playback = self._playback
+        figures, usage, cost = self.figures.summary(playback.frames_out, playback.frames_dropped,
+                                                    playback.lateness_ms, self._settings.openai_realtime_model)
         self._journal.finish(reason, time.time(), figures, usage, cost)
         self._journal.close()
         metrics.CALLS_ENDED.labels(reason).inc()

@@ -58,7 +58,7 @@ class Playback:
     the call is over.
     """
 
-    def __init__(self, send: Callable[[str], None], stream_sid: str, *,
+    def __init__(self, send: Callable[[list[str]], None], stream_sid: str, *,
                  lead_ms: int = 60, on_first_frame: Callable[[str, float], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._send = send
@@ -78,6 +78,8 @@ class Playback:
         self._frames_total = 0
         self.frames_out = 0
         self.frames_dropped: dict[str, int] = {}
+        # TX's own pacing figure: frames by how late they left, 1 ms buckets, the last one open.
+        self.lateness_ms = [0] * 64
         self._wakeup = Event()
         self._running = True
 
@@ -226,34 +228,56 @@ class Playback:
         self._wakeup.set()
 
     def run(self) -> None:
-        """Send frames on a drift-free 20 ms schedule while there is audio."""
+        """Send frames on a drift-free 20 ms schedule while there is audio.
+
+        Each frame is due `lead` before the caller plays it; a wake-up sends every frame due
+        within the next `FRAME_S` too, so frames leave in pairs: half the wake-ups and writes.
+        """
         next_due = 0.0
         while self._running:
+            texts: list[str] = []
+            media = 0
+            started: list[_Segment] = []
             with self._lock:
-                entry = self._queue.popleft() if self._queue else None
-                if entry is None:
+                now = self._clock()
+                while self._queue:
+                    segment, frame = self._queue[0]
+                    if frame is None:
+                        self._queue.popleft()
+                        texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
+                        continue
+                    if texts and next_due - self._lead_s > now + FRAME_S:
+                        break
+                    self._queue.popleft()
+                    due = self._book(segment, next_due)
+                    self._late(now - (due - self._lead_s))
+                    next_due = due + FRAME_S
+                    texts.append(media_message(self._stream_sid, frame))
+                    media += 1
+                    if segment.first_sent_at is None:
+                        segment.first_sent_at = now
+                        started.append(segment)
+                if not texts:
                     self._wakeup.clear()
-                elif entry[1] is not None:
-                    next_due = self._book(entry[0], next_due)
-            if entry is None:
+            if not texts:
                 self._wakeup.wait()
                 continue
-            segment, frame = entry
-            if frame is None:
-                self._send(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
-                continue
-            self._send(media_message(self._stream_sid, frame))
-            self.frames_out += 1
-            if segment.first_sent_at is None:
-                segment.first_sent_at = self._clock()
-                if self._on_first_frame is not None:
+            self._send(texts)
+            self.frames_out += media
+            if self._on_first_frame is not None:
+                for segment in started:
                     self._on_first_frame(segment.item_id, segment.first_sent_at)
             delay = next_due - self._lead_s - self._clock()
             if delay > 0:
                 gevent.sleep(delay)
 
+    def _late(self, seconds: float) -> None:
+        """Count how late a frame left against its schedule, in 1 ms buckets (early counts as 0)."""
+        bucket = min(len(self.lateness_ms) - 1, int(seconds * 1000)) if seconds > 0 else 0
+        self.lateness_ms[bucket] += 1
+
     def _book(self, segment: _Segment, next_due: float) -> float:
-        """Put one frame of `segment` on the stream timeline; return the next frame's due time.
+        """Put one frame of `segment` on the stream timeline; return when it is due to be heard.
 
         Called by TX under the lock.
         """
@@ -274,4 +298,4 @@ class Playback:
             self._timeline.append(segment)
         segment.sent += 1
         self._frames_total += 1
-        return next_due + FRAME_S
+        return next_due
