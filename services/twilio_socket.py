@@ -1,77 +1,138 @@
-"""The Twilio media websocket, safe to write from several greenlets.
+"""The Twilio media websocket once Flask-Sock has accepted it.
 
-simple-websocket's `send` takes no lock and writes with `socket.send`, which may write
-part of a frame under gevent. TX sends media while barge-in sends `clear`, and the
-library's reader greenlet answers pings: every write goes through one lock and `sendall`.
+simple-websocket does the handshake; then the call's RX greenlet reads frames straight
+from the socket (`services.ws_frames`) instead of through the library's reader greenlet,
+and every write (TX's media, barge-in's `clear`, a pong, the close) goes through one lock
+and `sendall`: simple-websocket's own `send` takes no lock and may write part of a frame.
 """
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 
 from simple_websocket import ConnectionClosed
-from wsproto.events import TextMessage
+
+from services import ws_frames
+from services.ws_frames import FrameDecoder, FrameProtocolError
+
+log = logging.getLogger("media")
 
 
-class _SendAllSocket:
-    """Stands in for the connection's socket: whole writes, one at a time."""
+class NoReaderThread:
+    """Given to simple-websocket as its thread class: nothing reads the socket behind our back."""
 
-    def __init__(self, sock, lock: threading.Lock):
-        self._sock = sock
-        self._lock = lock
+    def __init__(self, target=None, **_kwargs):
+        self.name = "media-rx"
 
-    def send(self, data: bytes) -> int:
-        with self._lock:
-            self._sock.sendall(data)
-        return len(data)
-
-    def __getattr__(self, name):
-        return getattr(self._sock, name)
+    def start(self) -> None:
+        pass
 
 
-def _text_frame(text: str) -> bytes:
-    payload = text.encode()
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x81, size))
-    elif size < 65536:
-        header = bytes((0x81, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x81, 127)) + size.to_bytes(8, "big")
-    return header + payload
+# For `app.config["SOCK_SERVER_OPTIONS"]`.
+SERVER_OPTIONS = {"thread_class": NoReaderThread}
 
 
 class TwilioSocket:
+    """Read by the RX greenlet only; written by any greenlet under `_send_lock`."""
+
     def __init__(self, ws):
         self._ws = ws
-        # Guards: frame encoding (wsproto state) and socket writes. Any greenlet may send.
+        self._sock = ws.sock
+        # Guards: writes to the socket and `_closed`. Any greenlet may send or close.
         self._send_lock = threading.Lock()
-        ws.sock = _SendAllSocket(ws.sock, threading.Lock())
-        # Server frames are not masked: without an extension (Twilio asks for none) a frame is
-        # a two-to-four byte header and the text, cheaper to build here than through wsproto.
-        accepted = getattr(getattr(ws.ws.connection, "_proto", None), "extensions", None)
-        self._plain_frames = accepted == []
-
-    def send(self, *texts: str) -> None:
-        """Send text messages in one write."""
-        with self._send_lock:
-            if not self._ws.connected:
-                raise ConnectionClosed(self._ws.close_reason, self._ws.close_message)
-            if self._plain_frames:
-                data = b"".join(map(_text_frame, texts))
-            else:
-                data = b"".join(self._ws.ws.send(TextMessage(data=text)) for text in texts)
-            self._ws.sock.send(data)
-
-    def receive(self, timeout: float | None = None):
-        return self._ws.receive(timeout)
+        self._closed = False
+        self._decoder = FrameDecoder()
+        self.close_code: int | None = None
 
     @property
     def connected(self) -> bool:
-        return bool(self._ws.connected)
+        return not self._closed
+
+    def send(self, *texts: str) -> None:
+        """Send text messages in one write."""
+        data = b"".join(map(ws_frames.text_frame, texts))
+        with self._send_lock:
+            if self._closed:
+                raise ConnectionClosed(self.close_code or 1000, "")
+            self._sock.sendall(data)
+
+    def receive(self, timeout: float | None = None) -> str | bytes | None:
+        """The next message; None after `timeout` seconds without one; ConnectionClosed at the end."""
+        decoder = self._decoder
+        while True:
+            try:
+                message = decoder.next()
+            except FrameProtocolError as exc:
+                log.warning("media socket protocol error", extra={"error": str(exc), "code": exc.code})
+                self.close(exc.code, str(exc))
+                raise ConnectionClosed(exc.code, str(exc)) from None
+            if message is None:
+                if self._closed:
+                    raise ConnectionClosed(self.close_code or 1005, "")
+                try:
+                    self._sock.settimeout(timeout)
+                    data = self._sock.recv(65536)
+                except socket.timeout:
+                    return None
+                except OSError:
+                    data = b""
+                if not data:
+                    self._mark_closed(1006)
+                    raise ConnectionClosed(1006, "connection lost")
+                decoder.feed(data)
+                continue
+            opcode, payload = message
+            if opcode == ws_frames.OP_TEXT:
+                try:
+                    return payload.decode()
+                except UnicodeDecodeError:
+                    return payload  # the frame parser treats it as junk, like binary
+            if opcode == ws_frames.OP_BINARY:
+                return payload
+            if opcode == ws_frames.OP_PING:
+                self._write(ws_frames.encode(ws_frames.OP_PONG, payload))
+            elif opcode == ws_frames.OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.close(1000)
+                self.close_code = code
+                raise ConnectionClosed(code, payload[2:].decode(errors="replace"))
 
     def close(self, code: int = 1000, message: str | None = None) -> None:
+        """Send a close frame (once) and release the socket."""
         with self._send_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.close_code = code
             try:
-                self._ws.close(reason=code, message=message)
-            except (ConnectionClosed, OSError):
+                self._sock.sendall(ws_frames.close_frame(code, message or ""))
+            except OSError:
                 pass
+        self._release()
+
+    def _write(self, data: bytes) -> None:
+        with self._send_lock:
+            if not self._closed:
+                try:
+                    self._sock.sendall(data)
+                except OSError:
+                    pass
+
+    def _mark_closed(self, code: int) -> None:
+        with self._send_lock:
+            self._closed = True
+            self.close_code = self.close_code or code
+        self._release()
+
+    def _release(self) -> None:
+        # simple-websocket must not write its own close frame after ours.
+        self._ws.connected = False
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self._sock.close()
+        except OSError:
+            pass

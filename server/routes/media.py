@@ -11,7 +11,7 @@ from simple_websocket import ConnectionClosed
 from server.security import StreamToken, twilio_signature_valid
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
-from services.twilio_socket import TwilioSocket
+from services.twilio_socket import SERVER_OPTIONS, TwilioSocket
 
 bp = Blueprint("media", __name__)
 sock = Sock()
@@ -96,4 +96,5 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
 
 
 def init_app(app: Flask) -> None:
+    app.config["SOCK_SERVER_OPTIONS"] = SERVER_OPTIONS
     app.register_blueprint(bp)

@@ -1,0 +1,70 @@
+"""The media socket's frame codec against websocket-client's encoder (a real client's bytes)."""
+import pytest
+from websocket import ABNF
+
+from services import ws_frames
+from services.ws_frames import FrameDecoder, FrameProtocolError
+
+
+def client_frame(payload: bytes, opcode=ABNF.OPCODE_TEXT, fin=1) -> bytes:
+    return ABNF(fin=fin, opcode=opcode, mask_value=1, data=payload).format()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 300, 65535, 65536, 200_000])
+def test_masked_messages_of_every_length_class_come_back_whole(size):
+    payload = bytes(i % 251 for i in range(size))
+    decoder = FrameDecoder()
+    decoder.feed(client_frame(payload, ABNF.OPCODE_BINARY))
+    assert decoder.next() == (ws_frames.OP_BINARY, payload)
+    assert decoder.next() is None
+
+
+def test_bytes_arriving_in_pieces_and_several_frames_in_one_read():
+    data = client_frame(b'{"event":"media"}') + client_frame(b'{"event":"stop"}')
+    decoder = FrameDecoder()
+    for i in range(len(data) - 5):
+        decoder.feed(data[i:i + 1])
+        if i < 10:
+            assert decoder.next() is None
+    decoder.feed(data[len(data) - 5:])
+    assert decoder.next() == (ws_frames.OP_TEXT, b'{"event":"media"}')
+    assert decoder.next() == (ws_frames.OP_TEXT, b'{"event":"stop"}')
+
+
+def test_fragments_are_joined_and_control_frames_may_come_between():
+    decoder = FrameDecoder()
+    decoder.feed(client_frame(b"hello ", fin=0) + client_frame(b"", ABNF.OPCODE_PING)
+                 + client_frame(b"world", ABNF.OPCODE_CONT))
+    assert decoder.next() == (ws_frames.OP_PING, b"")
+    assert decoder.next() == (ws_frames.OP_TEXT, b"hello world")
+
+
+@pytest.mark.parametrize("data, code", [
+    (bytes((0x81, 0x03)) + b"abc", 1002),  # not masked
+    (bytes((0xC1, 0x80)) + b"\0\0\0\0", 1002),  # reserved bit without an extension
+    (client_frame(b"x", ABNF.OPCODE_CONT), 1002),  # continuation of nothing
+    (client_frame(b"x" * 200, ABNF.OPCODE_PING), 1002),  # oversized control frame
+])
+def test_protocol_violations_name_their_close_code(data, code):
+    decoder = FrameDecoder()
+    decoder.feed(data)
+    with pytest.raises(FrameProtocolError) as caught:
+        decoder.next()
+    assert caught.value.code == code
+
+
+def test_a_message_over_the_limit_is_refused_before_it_is_buffered():
+    decoder = FrameDecoder(max_message=1000)
+    decoder.feed(client_frame(b"x" * 2000)[:20])
+    with pytest.raises(FrameProtocolError) as caught:
+        decoder.next()
+    assert caught.value.code == 1009
+
+
+def test_server_frames_are_what_a_client_reads():
+    for text in ("short", "x" * 126, "y" * 70_000):
+        frame = ws_frames.text_frame(text)
+        header = ABNF.OPCODE_TEXT | 0x80
+        assert frame[0] == header and not frame[1] & 0x80
+        assert frame.endswith(text.encode())
+    assert ws_frames.close_frame(1008, "no")[:4] == bytes((0x88, 4, 0x03, 0xF0))
