@@ -12,7 +12,6 @@ from services.tools.appointments import AppointmentBook
 from services.tools.problem import ToolProblem
 from tests.conftest import CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply, ToolCall
-from tests.harness import make_harness  # noqa: F401  (fixture)
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 500)
 EVERY_DAY = {day: [["08:00", "20:00"]] for day in ("sun", "mon", "tue", "wed", "thu", "fri", "sat")}

@@ -1,6 +1,5 @@
 """Barge-in and greeting protection, as the caller hears them."""
 from tests.fakes.realtime_server import RealtimeScript, Reply
-from tests.harness import make_harness  # noqa: F401  (fixture)
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 1200)
 LONG_REPLY = Reply("יש לנו תורים פנויים ביום ראשון בבוקר, ביום שני אחר הצהריים, וביום רביעי בערב, "

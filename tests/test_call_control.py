@@ -10,7 +10,7 @@ import requests
 from services.call_ending import is_farewell
 from tests.fakes.realtime_server import RealtimeScript, Reply, ToolCall
 from tests.fakes.waiting import wait_for
-from tests.harness import TEST_TIMING, make_harness  # noqa: F401  (fixture)
+from tests.harness import TEST_TIMING
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 500)
 GOODBYE = Reply("תודה שהתקשרתם, יום נעים ולהתראות!", 700)

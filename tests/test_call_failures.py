@@ -2,7 +2,6 @@
 import socket
 
 from tests.fakes.realtime_server import RealtimeScript, Reply
-from tests.harness import make_harness  # noqa: F401  (fixture)
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
 

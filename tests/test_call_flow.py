@@ -1,7 +1,6 @@
 """Whole calls over loopback: Twilio caller → our server → fake Realtime API → back."""
 from tests.conftest import CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
-from tests.harness import harness, make_harness  # noqa: F401  (fixtures)
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 1400)
 

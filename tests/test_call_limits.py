@@ -1,11 +1,6 @@
 """Concurrent call limits: per business and per server, agreed on by every worker through the database."""
-import os
-import socket
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from datetime import timedelta
-from pathlib import Path
 
 import gevent
 import pytest
@@ -16,10 +11,8 @@ from server.models import Call, utcnow
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, add_business
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import place_call
-from tests.fakes.waiting import wait_for
-from tests.harness import make_harness  # noqa: F401  (fixture)
+from tests.gunicorn_proc import running_gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 600)
 
 
@@ -87,49 +80,15 @@ def test_a_call_left_live_by_a_crashed_worker_stops_counting_after_the_longest_c
     assert h.place()[1].stream_url
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def two_workers(tmp_path, database_url):
-    port = _free_port()
     db = Database(database_url)
     db.upgrade()
     db.dispose()
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": database_url,
-           "OPENAI_API_KEY": "sk-limits", "SECRET_KEY": "limits-secret", "WEB_CONCURRENCY": "2",
+    env = {"DATABASE_URL": database_url, "OPENAI_API_KEY": "sk-limits", "SECRET_KEY": "limits-secret",
            "MAX_CONCURRENT_CALLS": "3"}
-    log_path = tmp_path / "gunicorn.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def both_up():
-        return proc.poll() is not None or log_path.read_text(errors="replace").count("Booting worker") >= 2
-
-    try:
-        wait_for(both_up, timeout=20, message="two gunicorn workers")
-        wait_for(lambda: _healthy(base), timeout=20, message="gunicorn to answer /healthz")
-        assert proc.poll() is None, log_path.read_text()
-        yield base, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
-    except requests.RequestException:
-        return False
+    with running_gunicorn(tmp_path, env, workers=2) as server:
+        yield server.base_url, server.log_path
 
 
 def test_limits_hold_across_two_gunicorn_workers_under_simultaneous_calls(two_workers):

@@ -1,10 +1,4 @@
 """The production way: `gunicorn -c gunicorn.conf.py app:app` with the gevent worker, one whole call."""
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -16,14 +10,8 @@ from tests.fakes.openai_rest import DEFAULT_SUMMARY, FakeOpenAI
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call
 from tests.fakes.waiting import wait_for
+from tests.gunicorn_proc import running_gunicorn
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -31,33 +19,13 @@ def gunicorn_server(tmp_path):
     fake = FakeRealtime(RealtimeScript(responses=[Reply("שלום, הגעתם למספרה", 1000), Reply("בשמחה", 600)],
                                        caller_transcripts=["אפשר לקבוע תור?"])).start()
     openai_rest = FakeOpenAI().start()
-    port = _free_port()
     db_url = f"sqlite:///{tmp_path / 'gunicorn.db'}"
-    env = {**os.environ, "PORT": str(port), "DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url,
-           "OPENAI_API_KEY": "sk-gunicorn", "SECRET_KEY": "gunicorn-secret", "WEB_CONCURRENCY": "1",
-           "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1"}
-    log = open(tmp_path / "gunicorn.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{base}/healthz", timeout=0.5).status_code == 200
-        except requests.RequestException:
-            return proc.poll() is not None
-
+    env = {"DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-gunicorn",
+           "SECRET_KEY": "gunicorn-secret", "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1"}
     try:
-        wait_for(up, timeout=20, message="gunicorn to answer /healthz")
-        assert proc.poll() is None, (tmp_path / "gunicorn.log").read_text()
-        yield base, port, fake, db_url, tmp_path / "gunicorn.log"
+        with running_gunicorn(tmp_path, env) as server:
+            yield server.base_url, server.port, fake, db_url, server.log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         fake.stop()
         openai_rest.stop()
 

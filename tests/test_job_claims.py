@@ -14,7 +14,6 @@ from sqlalchemy import func, select, update
 from server.models import Call, Job, WebhookDelivery, as_utc, utcnow
 from services.post_call import jobs
 from tests.fakes.waiting import wait_for
-from tests.post_call_world import make_world, world  # noqa: F401  (fixtures)
 from tests.test_post_call import CONVERSATION
 
 ROOT = Path(__file__).resolve().parent.parent

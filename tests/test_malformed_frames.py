@@ -8,7 +8,6 @@ import websocket
 from server.security import StreamToken
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall
-from tests.harness import make_harness  # noqa: F401  (fixture)
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
 JUNK = [

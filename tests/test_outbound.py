@@ -11,7 +11,6 @@ from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml
 from tests.fakes.twilio_rest import FakeTwilioRest
-from tests.harness import make_harness  # noqa: F401  (fixture)
 
 SID = "AC" + "1" * 32
 TOKEN = "twilio-test-token"

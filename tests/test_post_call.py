@@ -12,8 +12,7 @@ from tests.conftest import CALLER_NUMBER
 from tests.fakes.openai_rest import DEFAULT_EXTRACTION, DEFAULT_SUMMARY
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.waiting import wait_for
-from tests.harness import make_harness  # noqa: F401  (fixture)
-from tests.post_call_world import TEST_POST_CALL, WEBHOOK_SECRET, fake_openai, make_world, world  # noqa: F401
+from tests.post_call_world import TEST_POST_CALL, WEBHOOK_SECRET
 
 CONVERSATION = [
     ("agent", "שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?"),

@@ -22,7 +22,7 @@ from tests.fakes.twilio_caller import FakeTwilioCall, place_call, twilio_form
 from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.fakes.waiting import wait_for
 from tests.harness import TEST_TIMING
-from tests.post_call_world import TEST_POST_CALL, make_world  # noqa: F401  (fixture)
+from tests.post_call_world import TEST_POST_CALL
 from tests.test_post_call import CONVERSATION
 
 ACCOUNT_SID = "AC" + "1" * 32

@@ -95,38 +95,37 @@ def _call_row(call_sid: str) -> Call | None:
 @bp.post("/webhook/incoming-call")
 @bp.post("/incoming_call")
 def incoming_call() -> Response:
-    call_sid, from_number, to_number = _form("CallSid"), _form("From"), _form("To")
-    if not call_sid:
-        abort(400, "CallSid is required")
-    session = request_session()
-    business = business_for_number(session, to_number)
-    if business is None:
-        log.warning("call to a number of no business", extra={"call_sid": call_sid, "to": to_number})
-        open_call(session, call_sid=call_sid, business=None, direction="inbound", from_number=from_number,
-                  to_number=to_number, status="completed", end_reason="unknown_number")
-        session.commit()
-        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
-    if not _admit(call_sid, business, "inbound", from_number, to_number, _form("CallStatus") or "ringing"):
-        return _xml(twiml.say_and_hangup(twiml.BUSY))
-    log.info("inbound call", extra={"call_sid": call_sid, "business_id": business.id})
-    return _xml(_stream_twiml(call_sid, business.id, "inbound", from_number, to_number))
+    return _answer("inbound")
 
 
 @bp.post("/webhook/outbound_call")
 def outbound_call() -> Response:
     """TwiML for a call the server placed: the business's number is `From`, the lead is `To`."""
+    return _answer("outbound")
+
+
+def _answer(direction: str) -> Response:
+    """Connect the call to its business's agent, under the call limits."""
     call_sid, from_number, to_number = _form("CallSid"), _form("From"), _form("To")
     if not call_sid:
         abort(400, "CallSid is required")
     session = request_session()
-    business = business_for_number(session, from_number)
+    business_number = to_number if direction == "inbound" else from_number
+    business = business_for_number(session, business_number)
     if business is None:
-        log.warning("outbound call from a number of no business", extra={"call_sid": call_sid, "from": from_number})
-        return _xml(twiml.hangup())
-    if not _admit(call_sid, business, "outbound", from_number, to_number, _form("CallStatus") or "in-progress"):
+        log.warning("call for a number of no business", extra={"call_sid": call_sid, "number": business_number,
+                                                               "direction": direction})
+        if direction == "outbound":
+            return _xml(twiml.hangup())
+        open_call(session, call_sid=call_sid, business=None, direction=direction, from_number=from_number,
+                  to_number=to_number, status="completed", end_reason="unknown_number")
+        session.commit()
+        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
+    status = _form("CallStatus") or ("ringing" if direction == "inbound" else "in-progress")
+    if not _admit(call_sid, business, direction, from_number, to_number, status):
         return _xml(twiml.say_and_hangup(twiml.BUSY))
-    log.info("outbound call answered", extra={"call_sid": call_sid, "business_id": business.id})
-    return _xml(_stream_twiml(call_sid, business.id, "outbound", from_number, to_number))
+    log.info("call answered", extra={"call_sid": call_sid, "business_id": business.id, "direction": direction})
+    return _xml(_stream_twiml(call_sid, business.id, direction, from_number, to_number))
 
 
 @bp.post("/webhook/stream_ended")

@@ -1,0 +1,32 @@
+"""The benchmark runs end to end: gunicorn, the lean fake Realtime API and the lean callers.
+
+A few calls for a few seconds: it must exit 0, print its table and write figures without
+errors. No timing assertions: this machine's load is not the benchmark's business here.
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ROWS = ("greeting_added_ms", "chunk_forwarding_ms", "barge_in_ms_server", "barge_in_ms_seen", "truncate_error_ms",
+        "tx_jitter_ms", "frames dropped (unintended)", "server CPU ms per call-second", "server CPU share of one core",
+        "callers (bench) CPU share of core", "fake Realtime CPU share of core", "load generators CPU share, total",
+        "errors")
+
+
+def test_bench_calls_runs_and_reports(tmp_path):
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.calls", "--calls", "5", "--seconds", "6", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    for row in ROWS:
+        assert row in proc.stdout, f"no {row!r} row in:\n{proc.stdout}"
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == []
+    assert figures["calls"] == 5
+    assert figures["greeting_added_ms"]["n"] == 5  # every call was greeted
+    assert figures["barge_in_ms_seen"]["n"] >= 5  # and interrupted the agent once
+    assert figures["tx_jitter_ms"]["n"] > 0
+    assert figures["load_generators"].startswith("lean")
