@@ -1,12 +1,17 @@
 """N concurrent simulated calls against the real server under gunicorn.
 
-    python -m bench.calls --calls 20 --seconds 15 [--workers 1] [--first-byte-ms 200] [--json FILE]
+    python -m bench.calls --calls 20 --seconds 15 [--workers 1] [--first-byte-ms 200] [--json FILE] [--full-fakes]
 
 Processes: gunicorn (`gunicorn.conf.py`, gevent worker), the fake Realtime API
-(`bench.fake_realtime`), and this one, which runs the N Twilio callers (20 ms real-time
-frames, playout clock, marks echoed). Each call: greeting, a question, an answer the
-caller interrupts once, another question, an answer heard to the end, then more turns
-until the time is up. Prints one table and writes the figures as JSON.
+(`bench.lean_realtime`), and this one, which runs the N Twilio callers
+(`bench.lean_caller`: 20 ms real-time frames, playout clock, marks echoed). Each call:
+greeting, a question, an answer the caller interrupts once, another question, an
+answer heard to the end, then more turns until the time is up. Prints one table and
+writes the figures as JSON.
+
+The load generators (this process and the fake) must not be the bottleneck: the table
+shows their CPU as a share of one core. `--full-fakes` runs the test fakes instead
+(`FakeTwilioCall`, `bench.fake_realtime` over `FakeRealtime`), which cost far more.
 """
 from gevent import monkey
 
@@ -27,6 +32,8 @@ from pathlib import Path  # noqa: E402
 import gevent  # noqa: E402
 import requests  # noqa: E402
 
+from bench.lean_caller import LeanCall, Ticker  # noqa: E402
+from bench.loop_lag import LoopLag  # noqa: E402
 from server.db import Database  # noqa: E402
 from server.models import Call  # noqa: E402
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call  # noqa: E402
@@ -81,9 +88,12 @@ class Run:
     workers: int
     first_byte_ms: int
     tmp: Path
+    full_fakes: bool = False
     port: int = field(default_factory=free_port)
     fake_port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen] = field(default_factory=list)
+    fake: subprocess.Popen | None = None
+    ticker: Ticker = field(default_factory=Ticker)
 
     @property
     def base_url(self) -> str:
@@ -94,9 +104,10 @@ class Run:
         return f"sqlite:///{self.tmp / 'bench.db'}"
 
     def start(self) -> subprocess.Popen:
-        fake = subprocess.Popen([sys.executable, "-m", "bench.fake_realtime", "--port", str(self.fake_port),
-                                 "--stats", str(self.tmp / "fake.json"), "--first-byte-ms", str(self.first_byte_ms)],
-                                cwd=ROOT)
+        module = "bench.fake_realtime" if self.full_fakes else "bench.lean_realtime"
+        fake = self.fake = subprocess.Popen([sys.executable, "-m", module, "--port", str(self.fake_port),
+                                             "--stats", str(self.tmp / "fake.json"),
+                                             "--first-byte-ms", str(self.first_byte_ms)], cwd=ROOT)
         self.procs.append(fake)
         env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": self.db_url, "WEB_CONCURRENCY": str(self.workers),
                "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{self.fake_port}/v1/realtime", "OPENAI_API_KEY": "sk-bench",
@@ -134,12 +145,15 @@ class Run:
 # --- one call ---------------------------------------------------------------------------
 
 
-def one_call(run: Run, index: int, errors: list[str]) -> FakeTwilioCall | None:
+def one_call(run: Run, index: int, errors: list[str]) -> FakeTwilioCall | LeanCall | None:
     call_sid = f"CAbench{index:026d}"
+    url = f"ws://127.0.0.1:{run.port}/ws/twilio-media"
     try:
         placed = place_call(run.base_url, call_sid, f"+97250{index:07d}", BUSINESS_NUMBER)
-        caller = FakeTwilioCall(f"ws://127.0.0.1:{run.port}/ws/twilio-media", call_sid, placed.parameters,
-                                record_arrivals=True).start()
+        if run.full_fakes:
+            caller = FakeTwilioCall(url, call_sid, placed.parameters, record_arrivals=True).start()
+        else:
+            caller = LeanCall(url, call_sid, placed.parameters, ticker=run.ticker).start()
     except Exception as exc:  # noqa: BLE001 - a benchmark counts failures instead of stopping
         errors.append(f"{call_sid}: could not start: {exc!r}")
         return None
@@ -169,19 +183,26 @@ def one_call(run: Run, index: int, errors: list[str]) -> FakeTwilioCall | None:
 # --- figures ----------------------------------------------------------------------------
 
 
-def tx_jitter_ms(callers: list[FakeTwilioCall]) -> list[float]:
+def arrival_runs(caller: FakeTwilioCall | LeanCall) -> list[list[float]]:
+    """Media arrival times, one list per agent segment."""
+    if isinstance(caller, LeanCall):
+        return caller.arrival_runs()
+    by_segment: dict[int, list[float]] = {}
+    for t, segment in caller.arrivals or ():
+        by_segment.setdefault(segment, []).append(t)
+    return list(by_segment.values())
+
+
+def tx_jitter_ms(callers: list[FakeTwilioCall | LeanCall]) -> list[float]:
     jitter = []
     for caller in callers:
-        by_segment: dict[int, list[float]] = {}
-        for t, segment in caller.arrivals or ():
-            by_segment.setdefault(segment, []).append(t)
-        for times in by_segment.values():
+        for times in arrival_runs(caller):
             steady = times[LEAD_FRAMES:]
             jitter.extend(abs((b - a) * 1000 - 20) for a, b in zip(steady, steady[1:]))
     return jitter
 
 
-def join_fake(callers: list[FakeTwilioCall], fake_records: list[dict]) -> list[tuple[FakeTwilioCall, dict]]:
+def join_fake(callers: list, fake_records: list[dict]) -> list[tuple[FakeTwilioCall | LeanCall, dict]]:
     """Pair each caller with its Realtime connection by the agent items its marks name."""
     by_item = {r["item_id"]: rec for rec in fake_records for r in rec["responses"]}
     pairs = []
@@ -194,8 +215,9 @@ def join_fake(callers: list[FakeTwilioCall], fake_records: list[dict]) -> list[t
     return pairs
 
 
-def figures(run: Run, callers: list[FakeTwilioCall], fake_records: list[dict], cpu: dict, rss: dict,
+def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: dict, load: dict,
             elapsed: float, errors: list[str]) -> dict:
+    """`load`: the load generators' CPU ms over the run (`bench_cpu_ms`, `fake_cpu_ms`) and loop lags."""
     db = Database(run.db_url)
     with db.session() as session:
         rows = session.query(Call).all()
@@ -235,6 +257,11 @@ def figures(run: Run, callers: list[FakeTwilioCall], fake_records: list[dict], c
     def p(values):
         return {"p50": percentile(values, 50), "p99": percentile(values, 99), "n": len(values)}
 
+    def share(ms):
+        return round(ms / (elapsed * 1000), 3)
+
+    lean = [c for c in callers if isinstance(c, LeanCall)]
+
     return {
         "calls": run.calls, "seconds": run.seconds, "workers": run.workers, "first_byte_ms": run.first_byte_ms,
         "elapsed_s": round(elapsed, 1),
@@ -250,6 +277,13 @@ def figures(run: Run, callers: list[FakeTwilioCall], fake_records: list[dict], c
         "server_cpu_share_of_one_core": round(sum(cpu.values()) / (elapsed * 1000), 3),
         "per_worker_cpu_ms": cpu,
         "rss_kb_per_call": round(sum(rss.values()) / run.calls, 1) if run.calls else None,
+        "load_generators": "full test fakes" if run.full_fakes else "lean (bench.lean_caller, bench.lean_realtime)",
+        "bench_process_cpu_share_of_one_core": share(load["bench_cpu_ms"]),
+        "fake_realtime_cpu_share_of_one_core": share(load["fake_cpu_ms"]),
+        "load_generators_cpu_share_of_one_core": share(load["bench_cpu_ms"] + load["fake_cpu_ms"]),
+        "bench_loop_lag_ms": load["bench_loop_lag_ms"],
+        "fake_loop_lag_ms": load["fake_loop_lag_ms"],
+        "caller_send_stalls": sum(c.send_stalls for c in lean) if lean else None,
         "errors": errors,
     }
 
@@ -270,6 +304,16 @@ def print_table(result: dict) -> None:
     print(f"{'server CPU share of one core':34} {result['server_cpu_share_of_one_core']:>8}")
     print(f"{'server RSS KB per call':34} {fmt(result['rss_kb_per_call']):>8}")
     print(f"{'per-worker CPU ms':34} {result['per_worker_cpu_ms']}")
+    print(f"load generators: {result['load_generators']}")
+    print(f"{'callers (bench) CPU share of core':34} {result['bench_process_cpu_share_of_one_core']:>8}")
+    print(f"{'fake Realtime CPU share of core':34} {result['fake_realtime_cpu_share_of_one_core']:>8}")
+    print(f"{'load generators CPU share, total':34} {result['load_generators_cpu_share_of_one_core']:>8}")
+    for key, label in (("bench_loop_lag_ms", "callers (bench) loop lag ms"),
+                       ("fake_loop_lag_ms", "fake Realtime loop lag ms")):
+        lag = result[key] or {"p50": None, "p99": None, "max": None}
+        print(f"{label:34} {fmt(lag['p50']):>8} {fmt(lag['p99']):>8}   max {fmt(lag['max'])}")
+    if result["caller_send_stalls"]:
+        print(f"{'caller sends the server made wait':34} {result['caller_send_stalls']:>8}")
     print(f"{'errors':34} {len(result['errors']):>8}")
     for error in result["errors"][:10]:
         print(f"  {error}")
@@ -283,17 +327,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-byte-ms", type=int, default=200)
     parser.add_argument("--ramp-s", type=float, default=2.0, help="spread the call starts over this long")
     parser.add_argument("--json", default=None, help="where to write the figures (default bench/results/)")
+    parser.add_argument("--full-fakes", action="store_true",
+                        help="drive the calls with the test fakes (FakeTwilioCall, FakeRealtime) for comparison")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        run = Run(args.calls, args.seconds, args.workers, args.first_byte_ms, Path(tmp))
+        run = Run(args.calls, args.seconds, args.workers, args.first_byte_ms, Path(tmp), full_fakes=args.full_fakes)
         server = run.start()
         try:
             workers = worker_pids(server.pid)
+            load_pids = {"bench_cpu_ms": os.getpid(), "fake_cpu_ms": run.fake.pid}
+            load_before = {name: cpu_ms(pid) for name, pid in load_pids.items()}
             cpu_before = {pid: cpu_ms(pid) for pid in workers}
             rss_before = {pid: rss_kb(pid) for pid in workers}
             rss_peak = dict(rss_before)
             errors: list[str] = []
+            bench_lag = LoopLag().start()
             started = time.monotonic()
             greenlets = [gevent.spawn_later(i * args.ramp_s / max(1, args.calls), one_call, run, i, errors)
                          for i in range(args.calls)]
@@ -303,19 +352,29 @@ def main(argv: list[str] | None = None) -> int:
                     rss_peak[pid] = max(rss_peak[pid], rss_kb(pid))
             elapsed = time.monotonic() - started
             cpu = {pid: round(cpu_ms(pid) - cpu_before[pid]) for pid in workers}
+            load = {name: cpu_ms(pid) - load_before[name] for name, pid in load_pids.items()}
+            run.ticker.stop()
+            bench_lag.stop()
             rss = {pid: rss_peak[pid] - rss_before[pid] for pid in workers}
             callers = [g.value for g in greenlets if g.value is not None]
             gevent.sleep(1.0)  # the last calls' rows are written as their streams close
         finally:
             run.stop()
-        fake_records = json.loads((run.tmp / "fake.json").read_text()) if (run.tmp / "fake.json").exists() else []
+        fake_stats = json.loads((run.tmp / "fake.json").read_text()) if (run.tmp / "fake.json").exists() else []
+        if isinstance(fake_stats, dict):  # bench.lean_realtime
+            fake_records, fake_lag = fake_stats["connections"], fake_stats["loop_lag_ms"]
+        else:  # bench.fake_realtime
+            fake_records, fake_lag = fake_stats, None
+        if not fake_stats:
+            errors.append("the fake Realtime API wrote no figures")
         server_log = (run.tmp / "server.log").read_text(errors="replace")
         if "Traceback" in server_log or "level=ERROR" in server_log:
             kept = ROOT / "bench" / "results" / "server.log"
             kept.parent.mkdir(parents=True, exist_ok=True)
             kept.write_text(server_log)
             errors.append(f"the server logged errors: see {kept}")
-        result = figures(run, callers, fake_records, cpu, rss, elapsed, errors)
+        load.update(bench_loop_lag_ms=bench_lag.summary(), fake_loop_lag_ms=fake_lag)
+        result = figures(run, callers, fake_records, cpu, rss, load, elapsed, errors)
 
     print_table(result)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / f"calls-{args.calls}x{args.workers}.json"

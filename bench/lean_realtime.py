@@ -1,0 +1,553 @@
+"""A lean fake Realtime API (GA events) for the benchmark, in its own process.
+
+`python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]`
+serves until SIGTERM, then writes {"connections": [one record per connection, the shape
+`bench.fake_realtime` writes], "loop_lag_ms": {...}} to FILE.
+
+It speaks what the server uses of tests/fakes/realtime_server.py (session.created/updated,
+response.created, output items, audio and transcript deltas in one burst after the
+first-byte delay, response.done with usage, server VAD with speech_started/stopped,
+committed and the caller's transcription, cancel, truncate, item create), but each
+appended frame costs almost nothing: a raw gevent StreamServer, a minimal websocket
+codec, and `input_audio_buffer.append` recognised by comparing the whole unmasked
+message with the two payloads the lean caller sends (silence, speech). Only the rare
+events are parsed as JSON and validated with `services.realtime_protocol`.
+
+One greenlet per connection (its reader) and one per response (the first-byte wait).
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import base64  # noqa: E402
+import binascii  # noqa: E402
+import copy  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+from functools import lru_cache  # noqa: E402
+from urllib.parse import parse_qs, urlsplit  # noqa: E402
+
+import gevent  # noqa: E402
+import gevent.event  # noqa: E402
+import gevent.lock  # noqa: E402
+from gevent.server import StreamServer  # noqa: E402
+
+from bench import wsframes as wf  # noqa: E402
+from bench.loop_lag import LoopLag  # noqa: E402
+from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
+from tests.fakes.realtime_server import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
+                                         SILENT_BYTES, _deep_merge, _text_pieces, agent_audio_byte,
+                                         default_session, new_id)
+from tests.fakes.twilio_caller import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
+
+log = logging.getLogger("lean_realtime")
+
+APPEND_PREFIX = b'{"type":"input_audio_buffer.append","audio":"'
+APPEND_SUFFIX = b'"}'
+SILENCE_MSG = APPEND_PREFIX + base64.b64encode(SILENCE_FRAME) + APPEND_SUFFIX
+SPEECH_MSG = APPEND_PREFIX + base64.b64encode(SPEECH_FRAME) + APPEND_SUFFIX
+FRAME_BYTES = len(SILENCE_FRAME)
+CHUNK_MS = 100
+GREETING_TEXT = "שלום, הגעתם לעסק הבדיקה, איך אפשר לעזור?"
+REPLY_TEXT = "תשובה לדוגמה מהסוכן, עם כמה מילים בעברית."
+CALLER_TRANSCRIPT = "שלום"
+
+
+@lru_cache(maxsize=None)
+def audio_b64(byte: int, ms: int) -> str:
+    return base64.b64encode(bytes([byte]) * (ms * 8)).decode("ascii")
+
+
+@lru_cache(maxsize=None)
+def pieces(text: str, n: int) -> tuple[str, ...]:
+    return tuple(_text_pieces(text, n))
+
+
+def dumps(event: dict) -> bytes:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class Response:
+    __slots__ = ("id", "item_id", "index", "text", "audio_ms", "created_at", "first_audio_at", "status",
+                 "stage", "finished", "audio_ms_sent", "transcript_sent", "instructions")
+
+    def __init__(self, index: int, text: str, audio_ms: int, instructions: str | None) -> None:
+        self.id, self.item_id, self.index = new_id("resp"), new_id("item"), index
+        self.text, self.audio_ms, self.instructions = text, audio_ms, instructions
+        self.created_at = time.monotonic()
+        self.first_audio_at: float | None = None
+        self.status = "in_progress"
+        self.stage = "created"  # created → item → done
+        self.finished = False
+        self.audio_ms_sent = 0
+        self.transcript_sent = ""
+
+
+class Connection:
+    """One server websocket. The reader greenlet owns the VAD and the script position;
+    `_wlock` orders writes (the reader and the response greenlets both send)."""
+
+    numbers = itertools.count(1)
+
+    def __init__(self, fake: "LeanRealtime", sock, target: str, headers: dict[str, str]) -> None:
+        self.fake = fake
+        self.sock = sock
+        self.no = next(self.numbers)
+        self._eid = itertools.count(1)
+        self._wlock = gevent.lock.Semaphore()
+        query = {k: v[0] for k, v in parse_qs(urlsplit(target).query).items()}
+        self.session = default_session(query.get("model") or "gpt-realtime")
+        self.headers = headers
+        self.closed = False
+        # VAD state and input audio.
+        self.input_ms = 0
+        self._td: dict | None = self._turn_detection()
+        self._speech_item: str | None = None
+        self._speech_start_ms = 0
+        self._silence_ms = 0
+        self._last_item_id: str | None = None
+        # Records.
+        self.speech_started: list[float] = []
+        self.responses: list[Response] = []
+        self.active: Response | None = None
+        self.truncates: list[dict] = []
+        self.invalid_events = 0
+        self.double_responses = 0
+        self.errors: list[str] = []
+        self.appended_frames = 0
+
+    # --- writing ---
+
+    def _event_id(self) -> str:
+        return f"event_{self.no}_{next(self._eid)}"
+
+    def frame(self, event: dict) -> bytes:
+        event = {"type": event["type"], "event_id": self._event_id(), **event}
+        return wf.server_frame(dumps(event))
+
+    def send(self, *frames: bytes) -> None:
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        with self._wlock:
+            self.sock.sendall(data)
+
+    def send_event(self, event: dict) -> None:
+        self.send(self.frame(event))
+
+    def send_error(self, code: str, message: str, client_event_id: str | None = None, param: str | None = None):
+        self.errors.append(code)
+        self.send_event({"type": "error", "error": {"type": "invalid_request_error", "code": code,
+                                                    "message": message, "param": param, "event_id": client_event_id}})
+
+    # --- reading ---
+
+    def serve(self, rest: bytes) -> None:
+        self.send_event({"type": "session.created", "session": copy.deepcopy(self.session)})
+        recv = self.sock.recv
+        unmask = wf.unmask
+        silence, speech = SILENCE_MSG, SPEECH_MSG
+        buf = rest
+        while True:
+            n = len(buf)
+            pos = 0
+            while n - pos >= 6:
+                b0, b1 = buf[pos], buf[pos + 1]
+                length, hl = b1 & 0x7F, 2
+                if length == 126:
+                    if n - pos < 8:
+                        break
+                    length, hl = (buf[pos + 2] << 8) | buf[pos + 3], 4
+                elif length == 127:
+                    if n - pos < 14:
+                        break
+                    length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+                if not b1 & 0x80:
+                    self._invalid(None, "unmasked client frame")
+                    self.close(1002, "unmasked frame")
+                    return
+                start = pos + hl + 4
+                end = start + length
+                if end > n:
+                    break
+                payload = unmask(buf[start:end], buf[start - 4:start])
+                pos = end
+                op = b0 & 0x0F
+                if op == wf.OP_TEXT and b0 & 0x80:
+                    if payload == silence:
+                        self._on_audio(FRAME_BYTES, False)
+                    elif payload == speech:
+                        self._on_audio(FRAME_BYTES, True)
+                    else:
+                        self._on_text(payload)
+                elif op == wf.OP_CLOSE:
+                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
+                    self.close(code)
+                    return
+                elif op == wf.OP_PING:
+                    self.send(wf.server_frame(payload, wf.OP_PONG))
+                elif op == wf.OP_PONG:
+                    pass
+                else:  # binary, or fragments: the server sends neither
+                    self._invalid(None, f"frame with opcode {op}, fin {bool(b0 & 0x80)}")
+            buf = buf[pos:] if pos else buf
+            data = recv(262144)
+            if not data:
+                return
+            buf = buf + data if buf else data
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.send(wf.server_frame(wf.close_payload(code, reason), wf.OP_CLOSE))
+        except OSError:
+            pass
+
+    def _invalid(self, event, reason: str, client_event_id: str | None = None) -> None:
+        log.warning("invalid client event: %s", reason)
+        self.invalid_events += 1
+        code = "unknown_parameter" if "does not define" in reason else "invalid_value"
+        self.send_error(code, reason, client_event_id)
+
+    def _on_text(self, payload: bytes) -> None:
+        if payload.startswith(APPEND_PREFIX) and payload.endswith(APPEND_SUFFIX):
+            audio_b64 = payload[len(APPEND_PREFIX):-len(APPEND_SUFFIX)]
+            if b'"' not in audio_b64:  # the server's own shape, other audio: decode it
+                try:
+                    audio = base64.b64decode(audio_b64, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    self._invalid(None, f"audio is not base64: {exc}")
+                    return
+                self._on_audio(len(audio), bool(audio.strip(SILENT_BYTES)))
+                return
+        try:
+            event = json.loads(payload)
+        except ValueError as exc:
+            self._invalid(None, f"not JSON: {exc}")
+            return
+        if not isinstance(event, dict):
+            self._invalid(None, "not a JSON object")
+            return
+        try:
+            validate_client_event(event)
+        except ProtocolError as exc:
+            self._invalid(event, str(exc), event.get("event_id"))
+            return
+        handler = self._HANDLERS.get(event["type"])
+        if handler is not None:
+            handler(self, event)
+
+    # --- input audio and VAD ---
+
+    def _turn_detection(self) -> dict | None:
+        td = ((self.session.get("audio") or {}).get("input") or {}).get("turn_detection")
+        return td if isinstance(td, dict) and td.get("type") in ("server_vad", "semantic_vad") else None
+
+    def _on_audio(self, nbytes: int, speech: bool) -> None:
+        self.appended_frames += 1
+        start_ms = self.input_ms
+        self.input_ms += nbytes // 8
+        td = self._td
+        if td is None:
+            return
+        if speech:
+            self._silence_ms = 0
+            if self._speech_item is None:
+                self._speech_item = new_id("item")
+                padding = int(td.get("prefix_padding_ms") or DEFAULT_PREFIX_PADDING_MS)
+                self._speech_start_ms = max(0, start_ms - padding)
+                self.speech_started.append(time.monotonic())
+                self.send_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": self._speech_start_ms,
+                                 "item_id": self._speech_item})
+        elif self._speech_item is not None:
+            self._silence_ms += nbytes // 8
+            if self._silence_ms >= int(td.get("silence_duration_ms") or DEFAULT_SILENCE_MS):
+                item_id, self._speech_item = self._speech_item, None
+                self.send_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.input_ms,
+                                 "item_id": item_id})
+                self._commit(item_id)
+
+    def _commit(self, item_id: str) -> None:
+        previous, self._last_item_id = self._last_item_id, item_id
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
+                "content": [{"type": "input_audio", "transcript": None}]}
+        frames = [self.frame({"type": "input_audio_buffer.committed", "item_id": item_id,
+                              "previous_item_id": previous}),
+                  self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": previous}),
+                  self.frame({"type": "conversation.item.done", "item": item, "previous_item_id": previous})]
+        if ((self.session.get("audio") or {}).get("input") or {}).get("transcription") is not None:
+            tokens = max(1, len(CALLER_TRANSCRIPT) // 3)
+            frames.append(self.frame({
+                "type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
+                "content_index": 0, "transcript": CALLER_TRANSCRIPT,
+                "usage": {"type": "tokens", "total_tokens": 20 + tokens, "input_tokens": 20, "output_tokens": tokens,
+                          "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}}))
+        self.send(*frames)
+
+    def _on_append_event(self, event: dict) -> None:
+        """An append in another shape than the server's usual one (with an event_id, say)."""
+        try:
+            audio = base64.b64decode(event["audio"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            self._invalid(event, f"audio is not base64: {exc}", event.get("event_id"))
+            return
+        self._on_audio(len(audio), bool(audio.strip(SILENT_BYTES)))
+
+    def _on_input_clear(self, event: dict) -> None:
+        self._speech_item = None
+        self._silence_ms = 0
+        self.send_event({"type": "input_audio_buffer.cleared"})
+
+    def _on_input_commit(self, event: dict) -> None:
+        item_id, self._speech_item = self._speech_item or new_id("item"), None
+        self._commit(item_id)
+
+    # --- session ---
+
+    def _on_session_update(self, event: dict) -> None:
+        self.session = _deep_merge(self.session, event["session"])
+        self._td = self._turn_detection()
+        self.send_event({"type": "session.updated", "session": copy.deepcopy(self.session)})
+
+    # --- responses ---
+
+    def _response_object(self, run: Response, status: str, output: list, usage: dict | None = None) -> dict:
+        out = self.session["audio"]["output"]
+        obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
+               "output": output, "conversation_id": "conv_" + self.session["id"][5:], "output_modalities": ["audio"],
+               "max_output_tokens": "inf", "audio": {"output": {"format": out["format"], "voice": out.get("voice")}},
+               "usage": usage, "metadata": None}
+        if status == "cancelled":
+            obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
+        return obj
+
+    def _message_item(self, run: Response, status: str, with_content: bool) -> dict:
+        content = [{"type": "output_audio", "transcript": run.transcript_sent}] if with_content else []
+        return {"id": run.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+                "status": status, "content": content}
+
+    def _usage(self, run: Response) -> dict:
+        instructions = run.instructions or self.session.get("instructions") or ""
+        in_text = 50 + len(instructions) // 3
+        in_audio = self.input_ms // 100
+        cached = in_text // 2 if len(self.responses) > 1 else 0
+        out_audio = run.audio_ms_sent // 50
+        out_text = max(1, len(run.transcript_sent) // 3)
+        return {"total_tokens": in_text + in_audio + out_audio + out_text, "input_tokens": in_text + in_audio,
+                "output_tokens": out_audio + out_text,
+                "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "cached_tokens": cached},
+                "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
+
+    def _on_response_create(self, event: dict) -> None:
+        if self.active is not None:
+            self.double_responses += 1
+            self.send_error("conversation_already_has_active_response",
+                            f"Conversation already has an active response in progress: {self.active.id}. "
+                            "Wait until the response is finished before creating a new one.", event.get("event_id"))
+            return
+        index = len(self.responses)
+        text, ms = (GREETING_TEXT, self.fake.greeting_ms) if index == 0 else (REPLY_TEXT, self.fake.audio_ms)
+        run = Response(index, text, ms, (event.get("response") or {}).get("instructions"))
+        self.responses.append(run)
+        self.active = run
+        item = self._message_item(run, "in_progress", with_content=False)
+        self.send(self.frame({"type": "response.created", "response": self._response_object(run, "in_progress", [])}),
+                  self.frame({"type": "response.output_item.added", "response_id": run.id, "output_index": 0,
+                              "item": item}),
+                  self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item_id}),
+                  self.frame({"type": "response.content_part.added", "response_id": run.id, "item_id": run.item_id,
+                              "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}}))
+        self._last_item_id = run.item_id
+        run.stage = "item"
+        gevent.spawn_later(self.fake.first_byte_ms / 1000, self._burst, run)
+
+    def _burst(self, run: Response) -> None:
+        """The response's audio, a 100 ms delta (and its transcript piece) at a time as fast as the
+        socket takes it (as FakeRealtime with speed=None: faster than real time), then its end."""
+        n = math.ceil(run.audio_ms / CHUNK_MS)
+        texts = pieces(run.text, n)
+        head = (f'{{"type":"response.output_audio.delta","event_id":"event_{self.no}_%d","response_id":"{run.id}",'
+                f'"item_id":"{run.item_id}","output_index":0,"content_index":0,"delta":"')
+        byte = agent_audio_byte(run.index)
+        try:
+            for k in range(n):
+                if run.finished or self.closed:
+                    return
+                ms = min(CHUNK_MS, run.audio_ms - run.audio_ms_sent)
+                frames = [wf.server_frame((head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
+                if texts[k]:
+                    frames.append(self.frame({"type": "response.output_audio_transcript.delta", "response_id": run.id,
+                                              "item_id": run.item_id, "output_index": 0, "content_index": 0,
+                                              "delta": texts[k]}))
+                if run.first_audio_at is None:
+                    run.first_audio_at = time.monotonic()
+                self.send(*frames)
+                run.audio_ms_sent += ms
+                run.transcript_sent += texts[k]
+                gevent.sleep(0)  # let the reader take a cancel between chunks
+            if not run.finished:
+                run.transcript_sent = run.text
+                self.send(*self._finish(run, "completed"))
+        except OSError:
+            pass
+
+    def _finish(self, run: Response, status: str) -> list[bytes]:
+        """The tail of an audio response, as the API sends it on completion and on cancel."""
+        frames, output = [], []
+        if run.stage == "item":
+            base = {"response_id": run.id, "item_id": run.item_id, "output_index": 0, "content_index": 0}
+            item = self._message_item(run, "completed" if status == "completed" else "incomplete", with_content=True)
+            frames += [self.frame({"type": "response.output_audio.done", **base}),
+                       self.frame({"type": "response.output_audio_transcript.done", **base,
+                                   "transcript": run.transcript_sent}),
+                       self.frame({"type": "response.content_part.done", **base,
+                                   "part": {"type": "audio", "transcript": run.transcript_sent}}),
+                       self.frame({"type": "response.output_item.done", "response_id": run.id, "output_index": 0,
+                                   "item": item}),
+                       self.frame({"type": "conversation.item.done", "item": item})]
+            output = [item]
+        run.stage = "done"
+        run.finished = True
+        run.status = status
+        if self.active is run:
+            self.active = None
+        frames.append(self.frame({"type": "response.done",
+                                  "response": self._response_object(run, status, output, self._usage(run))}))
+        return frames
+
+    def _on_response_cancel(self, event: dict) -> None:
+        wanted = event.get("response_id")
+        run = self.active
+        if run is None or (wanted and wanted != run.id):
+            self.send_error("response_cancel_not_active", "Cancellation failed: no active response found",
+                            event.get("event_id"))
+            return
+        self.send(*self._finish(run, "cancelled"))
+
+    # --- conversation items ---
+
+    def _on_truncate(self, event: dict) -> None:
+        item_id, end_ms = event["item_id"], int(event["audio_end_ms"])
+        self.truncates.append({"t": time.monotonic(), "item_id": item_id, "audio_end_ms": end_ms})
+        run = next((r for r in self.responses if r.item_id == item_id), None)
+        error = None
+        if run is None:
+            error = f"Item with item_id {item_id} not found"
+        elif end_ms > run.audio_ms_sent:
+            error = f"Audio content of {run.audio_ms_sent}ms is already shorter than {end_ms}ms"
+        if error:
+            self.send_error("invalid_value", error, event.get("event_id"), param="audio_end_ms")
+            return
+        self.send_event({"type": "conversation.item.truncated", "item_id": item_id, "content_index": 0,
+                         "audio_end_ms": end_ms})
+
+    def _on_item_create(self, event: dict) -> None:
+        item = {"id": new_id("item"), "object": "realtime.item", "status": "completed", **event["item"]}
+        previous = event.get("previous_item_id") or self._last_item_id
+        self._last_item_id = item["id"]
+        self.send(self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": previous}),
+                  self.frame({"type": "conversation.item.done", "item": item, "previous_item_id": previous}))
+
+    _HANDLERS = {
+        "session.update": _on_session_update,
+        "input_audio_buffer.append": _on_append_event,
+        "input_audio_buffer.clear": _on_input_clear,
+        "input_audio_buffer.commit": _on_input_commit,
+        "response.create": _on_response_create,
+        "response.cancel": _on_response_cancel,
+        "conversation.item.truncate": _on_truncate,
+        "conversation.item.create": _on_item_create,
+    }
+
+    # --- figures ---
+
+    def summary(self) -> dict:
+        return {
+            "speech_started": self.speech_started,
+            "responses": [{"item_id": r.item_id, "created_at": r.created_at, "first_audio_at": r.first_audio_at,
+                           "status": r.status} for r in self.responses],
+            "truncates": self.truncates,
+            "invalid_events": self.invalid_events,
+            "double_responses": self.double_responses,
+            "errors": self.errors,
+            "appended_frames": self.appended_frames,
+        }
+
+
+class LeanRealtime:
+    def __init__(self, port: int, first_byte_ms: int = 200, greeting_ms: int = 1500, audio_ms: int = 2500,
+                 host: str = "127.0.0.1") -> None:
+        self.first_byte_ms, self.greeting_ms, self.audio_ms = first_byte_ms, greeting_ms, audio_ms
+        self.connections: list[Connection] = []
+        self.server = StreamServer((host, port), self._handle)
+
+    def _handle(self, sock, address) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would bunch the deltas
+        conn = None
+        try:
+            request = wf.read_request(sock)
+            if request is None:
+                return
+            target, headers, rest = request
+            if urlsplit(target).path != PATH or headers.get("upgrade", "").lower() != "websocket":
+                sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            wf.server_accept(sock, headers)
+            conn = Connection(self, sock, target, headers)
+            self.connections.append(conn)
+            conn.serve(rest)
+        except OSError:
+            pass
+        except Exception:  # noqa: BLE001 - a fake's own failure must show in the figures
+            log.exception("lean realtime handler failed")
+            if conn is not None:
+                conn.errors.append("fake_failed")
+                conn.close(1011)
+        finally:
+            if conn is not None:
+                conn.closed = True
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def start(self) -> "LeanRealtime":
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.close()
+        for conn in self.connections:
+            conn.close(1001, "server stopping")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--stats", required=True)
+    parser.add_argument("--first-byte-ms", type=int, default=200)
+    parser.add_argument("--greeting-ms", type=int, default=1500)
+    parser.add_argument("--audio-ms", type=int, default=2500)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    lag = LoopLag().start()
+    done = gevent.event.Event()
+    gevent.signal_handler(signal.SIGTERM, done.set)
+    done.wait()
+    lag.stop()
+    records = [conn.summary() for conn in fake.connections]
+    with open(args.stats, "w") as fh:
+        json.dump({"connections": records, "loop_lag_ms": lag.summary()}, fh)
+    with gevent.Timeout(2, False):
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()
