@@ -16,13 +16,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config["SETTINGS"] = settings
     app.json.ensure_ascii = False  # Hebrew stays readable in API answers.
-    db_module.init_app(app, settings.database_url)
+    db = db_module.init_app(app, settings.database_url)
 
     from server import cli
-    from services.live_calls import LiveCalls
     from server.routes import api, health, media, webhooks
+    from services.call_journal import JournalWriter
+    from services.live_calls import LiveCalls
 
     app.extensions["live_calls"] = LiveCalls()
+    app.extensions["journal"] = JournalWriter(db)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

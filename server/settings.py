@@ -28,6 +28,8 @@ class CallTiming:
     session_update_retry_s: float = 3.0
     session_update_timeout_s: float = 8.0
     greeting_protect_ms: int = 500
+    # Twilio sends a frame every 20 ms; a stream silent this long is dead.
+    twilio_idle_s: float = 15.0
     # Speech that starts in the protected start of the greeting cuts it only if it lasts
     # this long: VAD says "stopped" only after its silence window, so we wait for that.
     greeting_noise_max_ms: int = 300

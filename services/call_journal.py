@@ -1,9 +1,11 @@
-"""Writes a call's row and turns off the audio path.
+"""Writes calls' rows and turns off the audio path.
 
-The call's greenlets hand over small write operations; one writer greenlet per call
-applies them in order, all that are waiting in one transaction (a DB call blocks the
-worker's event loop, so fewer and larger is better). A failed write is logged and never
-stops the call or the writes after it. The call's end is written with its post-call job.
+A call's greenlets hand over small write operations to its `CallJournal`; one
+`JournalWriter` per process applies every call's writes in order, as many as are
+waiting in one transaction: a DB call blocks the worker's event loop, so at hundreds
+of calls few large transactions beat many small ones. A failed write is logged and
+stops neither its call, nor the writes after it, nor other calls' writes. The call's
+end is written with its post-call job.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import gevent
+from gevent.event import Event
 from gevent.queue import Queue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,46 +24,83 @@ from server.models import Call, Turn, as_utc
 from services.post_call.jobs import enqueue_post_call
 
 Write = Callable[[Session, Call], None]
+# Writes applied in one transaction at most; more wait for the next one.
+MAX_BATCH = 500
 
 
 def _utc(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, timezone.utc)
 
 
-class CallJournal:
-    def __init__(self, db: Database, call_sid: str, log: logging.LoggerAdapter):
+class JournalWriter:
+    """The process's one writer greenlet for call rows (started on first use)."""
+
+    def __init__(self, db: Database):
         self._db = db
-        self._call_sid = call_sid
-        self._log = log
         self._queue: Queue = Queue()
-        self._writer = gevent.spawn(self._run)
+        self._greenlet: gevent.Greenlet | None = None
+
+    def submit(self, call_sid: str, write: Write, log: logging.LoggerAdapter) -> None:
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+        self._queue.put((call_sid, write, log))
+
+    def flush(self, call_sid: str, timeout: float) -> bool:
+        """Wait until everything submitted so far for the call is applied."""
+        done = Event()
+        self.submit(call_sid, done, None)
+        return done.wait(timeout)
 
     def _run(self) -> None:
         while True:
             batch = [self._queue.get()]
-            while not self._queue.empty():
+            while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            closing = batch[-1] is None
-            writes = [write for write in batch if write is not None]
+            writes = [entry for entry in batch if not isinstance(entry[1], Event)]
             if writes and not self._apply(writes):
-                for write in writes:  # find the bad one; keep the others
-                    self._apply([write])
-            if closing:
-                return
+                self._apply_one_by_one(writes)
+            for _, marker, _ in batch:
+                if isinstance(marker, Event):
+                    marker.set()
 
-    def _apply(self, writes: list[Write]) -> bool:
+    def _apply_one_by_one(self, writes: list) -> None:
+        """A batch failed: apply each call's writes alone, and a failing call's one by one."""
+        by_call: dict[str, list] = {}
+        for entry in writes:
+            by_call.setdefault(entry[0], []).append(entry)
+        for entries in by_call.values():
+            if not self._apply(entries):
+                for entry in entries:
+                    self._apply([entry])
+
+    def _apply(self, writes: list) -> bool:
         try:
             with self._db.session() as session:
-                call = session.scalar(select(Call).where(Call.call_sid == self._call_sid))
-                if call is None:
-                    self._log.error("call row missing; writes skipped", extra={"writes": len(writes)})
-                    return True
-                for write in writes:
+                sids = {sid for sid, _, _ in writes}
+                calls = {call.call_sid: call for call in session.scalars(select(Call).where(Call.call_sid.in_(sids)))}
+                for sid, write, log in writes:
+                    call = calls.get(sid)
+                    if call is None:
+                        log.error("call row missing; write skipped")
+                        continue
                     write(session, call)
             return True
         except Exception:
-            self._log.exception("call write failed", extra={"writes": len(writes)})
+            if len(writes) == 1:
+                writes[0][2].exception("call write failed")
             return False
+
+
+class CallJournal:
+    """One call's writes, handed to the process's writer."""
+
+    def __init__(self, writer: JournalWriter, call_sid: str, log: logging.LoggerAdapter):
+        self._writer = writer
+        self._call_sid = call_sid
+        self._log = log
+
+    def _put(self, write: Write) -> None:
+        self._writer.submit(self._call_sid, write, self._log)
 
     def stream_started(self, stream_sid: str, at: float) -> None:
         def write(session: Session, call: Call) -> None:
@@ -70,13 +110,13 @@ class CallJournal:
             if call.status in ("queued", "initiated", "ringing"):
                 call.status = "in-progress"
 
-        self._queue.put(write)
+        self._put(write)
 
     def prompt_built(self, prompt_info: dict) -> None:
         def write(session: Session, call: Call) -> None:
             call.prompt_info = prompt_info
 
-        self._queue.put(write)
+        self._put(write)
 
     def add_turn(self, speaker: str, text: str, started_at: float, *, item_id: str | None = None,
                  interrupted: bool = False, latency_ms: float | None = None) -> None:
@@ -85,7 +125,7 @@ class CallJournal:
                              item_id=item_id, interrupted=interrupted,
                              latency_ms=None if latency_ms is None else round(latency_ms, 1)))
 
-        self._queue.put(write)
+        self._put(write)
 
     def finish(self, end_reason: str, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
         def write(session: Session, call: Call) -> None:
@@ -105,12 +145,9 @@ class CallJournal:
             # In the same transaction as the call's end: no ended call without its post-call job.
             enqueue_post_call(session, call.id)
 
-        self._queue.put(write)
+        self._put(write)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Apply every write handed over so far, then stop the writer."""
-        self._queue.put(None)
-        self._writer.join(timeout)
-        if not self._writer.dead:
-            self._log.error("call writes still pending at close", extra={"pending": self._queue.qsize()})
-            self._writer.kill(block=False)
+        """Wait until every write handed over so far is applied."""
+        if not self._writer.flush(self._call_sid, timeout):
+            self._log.error("call writes still pending at close", extra={"waited_s": timeout})

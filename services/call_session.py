@@ -32,7 +32,7 @@ from services import realtime_protocol as rt
 from services import twilio_protocol as tw
 from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
-from services.call_journal import CallJournal
+from services.call_journal import CallJournal, JournalWriter
 from services.crm_context import CallCrmContext
 from services.keypad import Keypad
 from services.live_calls import LiveCalls
@@ -47,8 +47,6 @@ from services.twilio_socket import TwilioSocket
 
 # Caller audio held while the Realtime session is being configured (50 frames = 1 s).
 PRE_SESSION_FRAMES = 50
-# Twilio sends a frame every 20 ms; this long without one means the stream is dead.
-TWILIO_IDLE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +68,7 @@ class CallServices:
     db: Database
     settings: Settings
     live_calls: LiveCalls
+    journal: JournalWriter
 
 
 class CallSession:
@@ -92,7 +91,7 @@ class CallSession:
         self._playback = Playback(self._send_twilio, setup.stream_sid, lead_ms=self._timing.tx_lead_ms,
                                   on_first_frame=self.figures.agent_audio_started)
         self._transcripts = Transcripts()
-        self._journal = CallJournal(services.db, setup.call_sid, call_logger("store", setup.call_sid))
+        self._journal = CallJournal(services.journal, setup.call_sid, call_logger("store", setup.call_sid))
         self._ending = CallEnding(self._playback, self.end, self._timing.goodbye_timeout_s, self.log)
         self._watchdog = SilenceWatchdog(self._timing.silence_s, self._silence_does_not_count,
                                          self._ask_if_still_there, self._give_up_on_silence)
@@ -103,6 +102,7 @@ class CallSession:
         self._prompts: CallPrompts | None = None
         self._session_update: str | None = None
         self._session_ready = Event()  # set once by the Realtime greenlet; RX reads it per frame
+        self._rx_messages = 0  # counted by RX; the idle watch reads it
         self._timers: list[gevent.Greenlet] = []
         self._greeting_requested = False
         self._greeting_response_id: str | None = None
@@ -132,7 +132,8 @@ class CallSession:
             if not self._set_up():
                 return
             self._greenlets = [gevent.spawn(self._playback.run), gevent.spawn(self._realtime_main),
-                               gevent.spawn_later(self._timing.max_call_s, self._time_is_up)]
+                               gevent.spawn_later(self._timing.max_call_s, self._time_is_up),
+                               gevent.spawn(self._watch_twilio_idle)]
             self._receive_from_twilio()
         except Exception:
             self.log.exception("call failed")
@@ -170,13 +171,11 @@ class CallSession:
         backlog: deque[str] = deque()
         while self._end_reason is None:
             try:
-                message = self._twilio.receive(timeout=TWILIO_IDLE_TIMEOUT_S)
+                # No timeout here: a timer per read would cost more than the read.
+                message = self._twilio.receive()
             except ConnectionClosed:
                 return  # without a `stop`: the caller's side vanished
-            if message is None:
-                if self._twilio.connected:
-                    self.end("twilio_idle")
-                return
+            self._rx_messages += 1
             try:
                 event = tw.parse_frame(message)
             except tw.FrameError as exc:
@@ -213,6 +212,18 @@ class CallSession:
                 self._keypad.press(event.digit)
             else:
                 figures.drop_rx("unexpected_" + type(event).__name__.lower())
+
+    def _watch_twilio_idle(self) -> None:
+        """Twilio sends a frame every 20 ms; a stream silent this long is dead: end the call,
+        which closes the socket and so releases RX from its read."""
+        seen = -1
+        while self._end_reason is None:
+            gevent.sleep(self._timing.twilio_idle_s)
+            if self._rx_messages == seen:
+                self.log.warning("no frame from Twilio", extra={"for_s": self._timing.twilio_idle_s})
+                self.end("twilio_idle")
+                return
+            seen = self._rx_messages
 
     def _send_twilio(self, texts: list[str]) -> None:
         try:

@@ -50,7 +50,7 @@ class World:
             business = session.get(Business, self.business_id)
             open_call(session, call_sid=call_sid, business=business, direction="inbound", from_number=caller,
                       to_number="+972300000001", status="in-progress")
-        journal = CallJournal(self.live.db, call_sid, call_logger("store", call_sid))
+        journal = CallJournal(self.live.app.extensions["journal"], call_sid, call_logger("store", call_sid))
         start = time.time() - len(turns) - 1  # the call ends now
         journal.stream_started("MZ" + call_sid[2:], start)
         for i, (speaker, text) in enumerate(turns):

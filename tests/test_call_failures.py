@@ -1,7 +1,12 @@
 """When something on the Realtime side fails, the caller never gets dead air and the row says why."""
+import dataclasses
+import json
 import socket
 
+import websocket
+
 from tests.fakes.realtime_server import RealtimeScript, Reply
+from tests.harness import TEST_TIMING
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
 
@@ -91,3 +96,15 @@ def test_a_caller_vanishing_without_stop_ends_the_call(make_harness):
     stored = h.wait_ended(caller.call_sid)
     assert stored.row.end_reason == "stream_closed"
     assert h.fake.wait_for(lambda: h.fake.connections[0].closed, timeout=3)
+
+
+def test_a_stream_that_goes_quiet_without_closing_is_ended(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING]), timing=dataclasses.replace(TEST_TIMING, twilio_idle_s=0.5))
+    call_sid, placed = h.place()
+    ws = websocket.create_connection(h.live.media_url, timeout=5)
+    ws.send(json.dumps({"event": "connected"}))
+    ws.send(json.dumps({"event": "start", "streamSid": "MZidle", "start": {
+        "streamSid": "MZidle", "callSid": call_sid, "customParameters": placed.parameters}}))
+    stored = h.wait_ended(call_sid, timeout=5)
+    assert stored.row.end_reason == "twilio_idle"
+    ws.close()

@@ -47,7 +47,8 @@ def twilio_media(ws) -> None:
             twilio.close(1008, "stream not authorised")
             return
         services = CallServices(db=current_app.extensions["db"], settings=current_app.config["SETTINGS"],
-                                live_calls=current_app.extensions["live_calls"])
+                                live_calls=current_app.extensions["live_calls"],
+                                journal=current_app.extensions["journal"])
         CallSession(services, twilio, setup).run()
     except ConnectionClosed:
         pass
