@@ -16,7 +16,7 @@ from typing import Callable
 import gevent
 from gevent.event import Event
 from gevent.queue import Queue
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from server.db import Database
@@ -33,14 +33,19 @@ def _utc(epoch: float) -> datetime:
 
 
 class JournalWriter:
-    """The process's one writer greenlet for call rows (started on first use)."""
+    """The process's one writer greenlet for call rows (started on first use).
+
+    A write is a function of (session, the call's row), or a dict of a turn to insert: turns
+    are most of the writes, and inserting them by call id spares loading the call row.
+    """
 
     def __init__(self, db: Database):
         self._db = db
         self._queue: Queue = Queue()
         self._greenlet: gevent.Greenlet | None = None
+        self._call_ids: dict[str, int] = {}  # owned by the writer greenlet; forgotten at flush
 
-    def submit(self, call_sid: str, write: Write, log: logging.LoggerAdapter) -> None:
+    def submit(self, call_sid: str, write: Write | dict, log: logging.LoggerAdapter | None) -> None:
         if self._greenlet is None or self._greenlet.dead:
             self._greenlet = gevent.spawn(self._run)
         self._queue.put((call_sid, write, log))
@@ -59,8 +64,9 @@ class JournalWriter:
             writes = [entry for entry in batch if not isinstance(entry[1], Event)]
             if writes and not self._apply(writes):
                 self._apply_one_by_one(writes)
-            for _, marker, _ in batch:
+            for sid, marker, _ in batch:
                 if isinstance(marker, Event):
+                    self._call_ids.pop(sid, None)
                     marker.set()
 
     def _apply_one_by_one(self, writes: list) -> None:
@@ -76,19 +82,37 @@ class JournalWriter:
     def _apply(self, writes: list) -> bool:
         try:
             with self._db.session() as session:
-                sids = {sid for sid, _, _ in writes}
-                calls = {call.call_sid: call for call in session.scalars(select(Call).where(Call.call_sid.in_(sids)))}
-                for sid, write, log in writes:
-                    call = calls.get(sid)
-                    if call is None:
-                        log.error("call row missing; write skipped")
-                        continue
-                    write(session, call)
+                turns = [entry for entry in writes if isinstance(entry[1], dict)]
+                if turns:
+                    self._insert_turns(session, turns)
+                updates = [entry for entry in writes if not isinstance(entry[1], dict)]
+                if updates:
+                    sids = {sid for sid, _, _ in updates}
+                    calls = {c.call_sid: c for c in session.scalars(select(Call).where(Call.call_sid.in_(sids)))}
+                    for sid, write, log in updates:
+                        if sid in calls:
+                            write(session, calls[sid])
+                        else:
+                            log.error("call row missing; write skipped")
             return True
         except Exception:
             if len(writes) == 1:
                 writes[0][2].exception("call write failed")
             return False
+
+    def _insert_turns(self, session: Session, turns: list) -> None:
+        missing = {sid for sid, _, _ in turns if sid not in self._call_ids}
+        if missing:
+            self._call_ids.update((sid, id_) for id_, sid in session.execute(
+                select(Call.id, Call.call_sid).where(Call.call_sid.in_(missing))))
+        rows = []
+        for sid, turn, log in turns:
+            if sid in self._call_ids:
+                rows.append({**turn, "call_id": self._call_ids[sid]})
+            else:
+                log.error("call row missing; turn skipped")
+        if rows:
+            session.execute(insert(Turn), rows)
 
 
 class CallJournal:
@@ -120,12 +144,10 @@ class CallJournal:
 
     def add_turn(self, speaker: str, text: str, started_at: float, *, item_id: str | None = None,
                  interrupted: bool = False, latency_ms: float | None = None) -> None:
-        def write(session: Session, call: Call) -> None:
-            session.add(Turn(call_id=call.id, speaker=speaker, text=text, started_at=_utc(started_at),
-                             item_id=item_id, interrupted=interrupted,
-                             latency_ms=None if latency_ms is None else round(latency_ms, 1)))
-
-        self._put(write)
+        self._writer.submit(self._call_sid, {
+            "speaker": speaker, "text": text, "started_at": _utc(started_at), "item_id": item_id,
+            "interrupted": interrupted, "latency_ms": None if latency_ms is None else round(latency_ms, 1)},
+            self._log)
 
     def finish(self, end_reason: str, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
         def write(session: Session, call: Call) -> None:

@@ -1,9 +1,11 @@
 """The call's connection to the OpenAI Realtime API (websocket-client, cooperative under gevent)."""
 from __future__ import annotations
 
+from random import randbytes
+
 import websocket
 
-from services import realtime_protocol
+from services import realtime_protocol, ws_frames
 from services.realtime_protocol import ServerEvent
 
 
@@ -35,9 +37,19 @@ class RealtimeConnection:
         self._ws = ws
 
     def send(self, text: str) -> None:
+        """Send one text message. Frames are built here (50 a second per call: websocket-client's
+        generic framing costs several times more) and written under websocket-client's own
+        send lock, so they never interleave with a frame it writes (a close, a pong). Mask keys
+        come from `random`: masking protects proxies from browser scripts, not a TLS link
+        between two servers."""
+        ws = self._ws
+        if ws is None or not ws.connected:
+            raise RealtimeClosed("send after close")
+        frame = ws_frames.masked_text_frame(text, randbytes(4))
         try:
-            self._ws.send(text)
-        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+            with ws.lock:
+                ws.sock.sendall(frame)
+        except (OSError, AttributeError) as exc:
             raise RealtimeClosed(f"send failed: {exc}") from None
 
     def receive(self) -> ServerEvent:

@@ -1,7 +1,9 @@
-"""RFC 6455 frames on the media socket, without extensions: what Twilio speaks.
+"""RFC 6455 frames without extensions: what Twilio and the Realtime API speak.
 
-The handshake stays with Flask-Sock/simple-websocket; once the socket is open the call's
-RX greenlet reads frames here directly. simple-websocket's reader greenlet and wsproto's
+The handshakes stay with the libraries (Flask-Sock/simple-websocket for Twilio's socket,
+websocket-client for the Realtime one); once a socket is open, the per-frame paths use
+these: the call's RX greenlet reads Twilio's frames here directly, and caller audio goes
+to the Realtime API as frames built here. simple-websocket's reader greenlet and wsproto's
 parser cost a greenlet switch and a generator pipeline per 20 ms frame, which at hundreds
 of calls per worker is a large share of the CPU. Pure: bytes in, frames out.
 """
@@ -42,6 +44,19 @@ def encode(opcode: int, payload: bytes) -> bytes:
 
 def text_frame(text: str) -> bytes:
     return encode(OP_TEXT, text.encode())
+
+
+def masked_text_frame(text: str, key: bytes) -> bytes:
+    """A client frame (we are the client of the Realtime API): final, masked with `key`."""
+    payload = text.encode()
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | OP_TEXT, 0x80 | size))
+    elif size < 65536:
+        header = bytes((0x80 | OP_TEXT, 0x80 | 126)) + size.to_bytes(2, "big")
+    else:
+        header = bytes((0x80 | OP_TEXT, 0x80 | 127)) + size.to_bytes(8, "big")
+    return header + key + unmask(key, payload)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -68,3 +68,10 @@ def test_server_frames_are_what_a_client_reads():
         assert frame[0] == header and not frame[1] & 0x80
         assert frame.endswith(text.encode())
     assert ws_frames.close_frame(1008, "no")[:4] == bytes((0x88, 4, 0x03, 0xF0))
+
+
+def test_client_frames_are_what_a_server_reads():
+    for text in ("x", "שלום " * 40, "y" * 70_000):
+        decoder = FrameDecoder(max_message=1 << 20)
+        decoder.feed(ws_frames.masked_text_frame(text, b"\x01\x02\x03\x04"))
+        assert decoder.next() == (ws_frames.OP_TEXT, text.encode())
