@@ -36,14 +36,13 @@ from bench.lean_caller import LeanCall, Ticker  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
 from server.db import Database  # noqa: E402
 from server.models import Call  # noqa: E402
+from services.call_figures import histogram_percentile  # noqa: E402
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call  # noqa: E402
 from tests.fakes.waiting import wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_NUMBER = "+972300000001"
 CLOCK_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-# The pacer may send this many frames at once when audio starts (its jitter lead).
-LEAD_FRAMES = 4
 
 
 def free_port() -> int:
@@ -193,13 +192,26 @@ def arrival_runs(caller: FakeTwilioCall | LeanCall) -> list[list[float]]:
     return list(by_segment.values())
 
 
-def tx_jitter_ms(callers: list[FakeTwilioCall | LeanCall]) -> list[float]:
-    jitter = []
+def playout_gaps_ms(callers: list[FakeTwilioCall | LeanCall]) -> list[float]:
+    """Silences inside an agent item as the caller plays it: a frame that arrives after the one
+    before it has finished playing. The stutter a caller hears; 0 when TX keeps ahead."""
+    gaps = []
     for caller in callers:
         for times in arrival_runs(caller):
-            steady = times[LEAD_FRAMES:]
-            jitter.extend(abs((b - a) * 1000 - 20) for a, b in zip(steady, steady[1:]))
-    return jitter
+            playout_end = times[0]
+            for arrival in times:
+                if arrival > playout_end:
+                    gaps.append((arrival - playout_end) * 1000)
+                playout_end = max(arrival, playout_end) + 0.020
+    return gaps
+
+
+def merged_histogram(stored: list[tuple[str, str, dict]], key: str) -> list[int]:
+    counts = [0] * 64
+    for _, _, m in stored:
+        for ms, n in (m.get(key) or {}).items():
+            counts[min(int(ms), 63)] += n
+    return counts
 
 
 def join_fake(callers: list, fake_records: list[dict]) -> list[tuple[FakeTwilioCall | LeanCall, dict]]:
@@ -252,7 +264,8 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
                           f"{record['double_responses']} double responses")
 
     call_seconds = sum((c.closed_at or c.started_at) - c.started_at for c in callers)
-    jitter = tx_jitter_ms(callers)
+    lateness = merged_histogram(stored, "tx_lateness_ms")
+    gaps = playout_gaps_ms(callers)
 
     def p(values):
         return {"p50": percentile(values, 50), "p99": percentile(values, 99), "n": len(values)}
@@ -270,7 +283,10 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
         "barge_in_ms_server": p(barge_in_server),
         "barge_in_ms_seen": p(barge_in_seen),
         "truncate_error_ms": p(truncate_error),
-        "tx_jitter_ms": p(jitter),
+        # TX's own figure: how late frames left against their 20 ms schedule (server-side).
+        "tx_jitter_ms": {"p50": histogram_percentile(lateness, 50), "p99": histogram_percentile(lateness, 99),
+                         "n": sum(lateness)},
+        "playout_gaps": {"count": len(gaps), "p99_ms": percentile(gaps, 99), "max_ms": max(gaps, default=None)},
         "frames_dropped": unintended,
         "frames_cleared_by_barge_in": dropped.get("barge_in", 0),
         "server_cpu_ms_per_call_second": round(sum(cpu.values()) / call_seconds, 2) if call_seconds else None,
@@ -299,6 +315,8 @@ def print_table(result: dict) -> None:
                 "truncate_error_ms", "tx_jitter_ms"):
         v = result[key]
         print(f"{key:34} {fmt(v['p50']):>8} {fmt(v['p99']):>8} {v['n']:>7}")
+    gaps = result["playout_gaps"]
+    print(f"{'playout gaps heard by callers':34} {gaps['count']:>8} p99 {fmt(gaps['p99_ms'])} ms, max {fmt(gaps['max_ms'])} ms")
     print(f"{'frames dropped (unintended)':34} {sum(result['frames_dropped'].values()):>8} {result['frames_dropped']}")
     print(f"{'server CPU ms per call-second':34} {fmt(result['server_cpu_ms_per_call_second']):>8}")
     print(f"{'server CPU share of one core':34} {result['server_cpu_share_of_one_core']:>8}")
@@ -325,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--first-byte-ms", type=int, default=200)
-    parser.add_argument("--ramp-s", type=float, default=2.0, help="spread the call starts over this long")
+    parser.add_argument("--ramp-s", type=float, default=None,
+                        help="spread the call starts over this long (default: 10 new calls a second per worker)")
     parser.add_argument("--json", default=None, help="where to write the figures (default bench/results/)")
     parser.add_argument("--full-fakes", action="store_true",
                         help="drive the calls with the test fakes (FakeTwilioCall, FakeRealtime) for comparison")
@@ -344,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             errors: list[str] = []
             bench_lag = LoopLag().start()
             started = time.monotonic()
-            greenlets = [gevent.spawn_later(i * args.ramp_s / max(1, args.calls), one_call, run, i, errors)
+            ramp_s = args.ramp_s if args.ramp_s is not None else args.calls / (10 * args.workers)
+            greenlets = [gevent.spawn_later(i * ramp_s / max(1, args.calls), one_call, run, i, errors)
                          for i in range(args.calls)]
             while not all(g.ready() for g in greenlets):
                 gevent.sleep(0.5)
