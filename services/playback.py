@@ -250,7 +250,8 @@ class Playback:
                         break
                     self._queue.popleft()
                     due = self._book(segment, next_due)
-                    self._late(now - (due - self._lead_s))
+                    # A stretch's first frames are due before it began: they leave at once, on time.
+                    self._late(now - max(due - self._lead_s, self._t0))
                     next_due = due + FRAME_S
                     texts.append(media_message(self._stream_sid, frame))
                     media += 1
