@@ -388,10 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         if not fake_stats:
             errors.append("the fake Realtime API wrote no figures")
         server_log = (run.tmp / "server.log").read_text(errors="replace")
+        kept = ROOT / "bench" / "results" / "server.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(server_log)
         if "Traceback" in server_log or "level=ERROR" in server_log:
-            kept = ROOT / "bench" / "results" / "server.log"
-            kept.parent.mkdir(parents=True, exist_ok=True)
-            kept.write_text(server_log)
             errors.append(f"the server logged errors: see {kept}")
         load.update(bench_loop_lag_ms=bench_lag.summary(), fake_loop_lag_ms=fake_lag)
         result = figures(run, callers, fake_records, cpu, rss, load, elapsed, errors)
