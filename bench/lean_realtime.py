@@ -43,7 +43,7 @@ from bench.loop_lag import LoopLag  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
 from tests.fakes.realtime_server import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
                                          SILENT_BYTES, _deep_merge, _text_pieces, agent_audio_byte,
-                                         default_session, new_id)
+                                         default_session, message_item, new_id, response_object)
 from tests.fakes.twilio_caller import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
 
 log = logging.getLogger("lean_realtime")
@@ -317,21 +317,6 @@ class Connection:
 
     # --- responses ---
 
-    def _response_object(self, run: Response, status: str, output: list, usage: dict | None = None) -> dict:
-        out = self.session["audio"]["output"]
-        obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
-               "output": output, "conversation_id": "conv_" + self.session["id"][5:], "output_modalities": ["audio"],
-               "max_output_tokens": "inf", "audio": {"output": {"format": out["format"], "voice": out.get("voice")}},
-               "usage": usage, "metadata": None}
-        if status == "cancelled":
-            obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
-        return obj
-
-    def _message_item(self, run: Response, status: str, with_content: bool) -> dict:
-        content = [{"type": "output_audio", "transcript": run.transcript_sent}] if with_content else []
-        return {"id": run.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-                "status": status, "content": content}
-
     def _usage(self, run: Response) -> dict:
         instructions = run.instructions or self.session.get("instructions") or ""
         in_text = 50 + len(instructions) // 3
@@ -356,8 +341,8 @@ class Connection:
         run = Response(index, text, ms, (event.get("response") or {}).get("instructions"))
         self.responses.append(run)
         self.active = run
-        item = self._message_item(run, "in_progress", with_content=False)
-        self.send(self.frame({"type": "response.created", "response": self._response_object(run, "in_progress", [])}),
+        item = message_item(run, "in_progress", with_content=False)
+        self.send(self.frame({"type": "response.created", "response": response_object(self.session, run, "in_progress", [])}),
                   self.frame({"type": "response.output_item.added", "response_id": run.id, "output_index": 0,
                               "item": item}),
                   self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item_id}),
@@ -402,7 +387,7 @@ class Connection:
         frames, output = [], []
         if run.stage == "item":
             base = {"response_id": run.id, "item_id": run.item_id, "output_index": 0, "content_index": 0}
-            item = self._message_item(run, "completed" if status == "completed" else "incomplete", with_content=True)
+            item = message_item(run, "completed" if status == "completed" else "incomplete", with_content=True)
             frames += [self.frame({"type": "response.output_audio.done", **base}),
                        self.frame({"type": "response.output_audio_transcript.done", **base,
                                    "transcript": run.transcript_sent}),
@@ -418,7 +403,7 @@ class Connection:
         if self.active is run:
             self.active = None
         frames.append(self.frame({"type": "response.done",
-                                  "response": self._response_object(run, status, output, self._usage(run))}))
+                                  "response": response_object(self.session, run, status, output, self._usage(run))}))
         return frames
 
     def _on_response_cancel(self, event: dict) -> None:

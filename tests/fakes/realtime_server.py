@@ -243,6 +243,25 @@ def _text_pieces(text: str, n: int) -> list[str]:
     return pieces
 
 
+def response_object(session: dict, run, status: str, output: list, usage: dict | None = None) -> dict:
+    """A GA `response` object for `run` (anything with `.id`), in the session's audio format."""
+    out = session["audio"]["output"]
+    obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
+           "output": output, "conversation_id": "conv_" + session["id"][5:], "output_modalities": ["audio"],
+           "max_output_tokens": "inf", "audio": {"output": {"format": out["format"], "voice": out.get("voice")}},
+           "usage": usage, "metadata": None}
+    if status == "cancelled":
+        obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
+    return obj
+
+
+def message_item(run, status: str, with_content: bool) -> dict:
+    """The assistant message item of `run` (anything with `.item_id` and `.transcript_sent`)."""
+    content = [{"type": "output_audio", "transcript": run.transcript_sent}] if with_content else []
+    return {"id": run.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
+            "status": status, "content": content}
+
+
 class RealtimeConnection:
     """One client websocket: what it sent, what the fake answered, and the call's state.
 
@@ -543,22 +562,6 @@ class RealtimeConnection:
             self.active = run
         self._spawn(self._stream, run, index)
 
-    def _response_object(self, run: ResponseRecord, status: str, output: list, usage: dict | None = None) -> dict:
-        obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
-               "output": output, "conversation_id": "conv_" + self.session["id"][5:], "output_modalities": ["audio"],
-               "max_output_tokens": "inf",
-               "audio": {"output": {"format": self.session["audio"]["output"]["format"],
-                                    "voice": self.session["audio"]["output"].get("voice")}},
-               "usage": usage, "metadata": None}
-        if status == "cancelled":
-            obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
-        return obj
-
-    def _message_item(self, run: ResponseRecord, status: str, with_content: bool) -> dict:
-        content = [{"type": "output_audio", "transcript": run.transcript_sent}] if with_content else []
-        return {"id": run.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-                "status": status, "content": content}
-
     def _function_item(self, run: ResponseRecord, status: str, arguments: str) -> dict:
         return {"id": run.call_item_id, "object": "realtime.item", "type": "function_call", "status": status,
                 "name": run.tool_call.name, "call_id": run.call_id, "arguments": arguments}
@@ -589,11 +592,11 @@ class RealtimeConnection:
         with self.lock:
             if run.finished:
                 return
-            self.send({"type": "response.created", "response": self._response_object(run, "in_progress", [])})
+            self.send({"type": "response.created", "response": response_object(self.session, run, "in_progress", [])})
             if run.kind == "function_call":
                 self._finish_function_call(run)
                 return
-            item = self._message_item(run, "in_progress", with_content=False)
+            item = message_item(run, "in_progress", with_content=False)
             self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": 0, "item": item})
             self.send({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item_id})
             self._last_item_id = run.item_id
@@ -669,7 +672,7 @@ class RealtimeConnection:
             self.send({"type": "response.output_audio_transcript.done", **base, "transcript": run.transcript_sent})
             self.send({"type": "response.content_part.done", **base,
                        "part": {"type": "audio", "transcript": run.transcript_sent}})
-            item = self._message_item(run, "completed" if status == "completed" else "incomplete", with_content=True)
+            item = message_item(run, "completed" if status == "completed" else "incomplete", with_content=True)
             self.send({"type": "response.output_item.done", "response_id": run.id, "output_index": 0, "item": item})
             self.send({"type": "conversation.item.done", "item": item})
             output = [item]
@@ -685,7 +688,7 @@ class RealtimeConnection:
         run.wake.set()
         if self.active is run:
             self.active = None  # before response.done: a create right after it must succeed
-        self.send({"type": "response.done", "response": self._response_object(run, status, output, self._usage(run))})
+        self.send({"type": "response.done", "response": response_object(self.session, run, status, output, self._usage(run))})
 
     def _after_response(self) -> None:
         limit = self.script.drop_after_responses
