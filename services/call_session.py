@@ -160,7 +160,8 @@ class CallSession:
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time())
-        gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid, self._business.record_calls, self.log)
+        gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid,
+                     self._business.record_calls, self.log)
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
         return True
 
@@ -282,7 +283,8 @@ class CallSession:
 
     def _session_update_timed_out(self) -> None:
         if not self._session_ready.is_set():
-            self.log.error("Realtime never confirmed the session", extra={"waited_s": self._timing.session_update_timeout_s})
+            self.log.error("Realtime never confirmed the session",
+                           extra={"waited_s": self._timing.session_update_timeout_s})
             self.end("realtime_session_timeout")
 
     def _on_realtime_event(self, event: rt.ServerEvent) -> None:
