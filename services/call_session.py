@@ -107,18 +107,16 @@ class CallSession:
         self._greeting_requested = False
         self._greeting_response_id: str | None = None
         self._greeting_item_id: str | None = None
-        # Guards: _transcripts, _caller_speaking, _speech_started_at, _protected_speech,
+        # Guards: _transcripts, _caller_speaking, _protected_speech,
         # _ignore_commit and barge-in as a whole. Written by the Realtime greenlet, RX (items
         # heard to the end) and the greeting-guard timer.
         self._conversation_lock = threading.Lock()
         self._caller_speaking = False
-        self._speech_started_at = 0.0
         self._protected_speech: str | None = None
         self._ignore_commit: str | None = None
         # Guards: _end_reason. Any greenlet may end the call; the first reason wins.
         self._end_lock = threading.Lock()
         self._end_reason: str | None = None
-        self._ended = Event()
         self._greenlets: list[gevent.Greenlet] = []
 
     # --- the call --------------------------------------------------------------------
@@ -418,7 +416,6 @@ class CallSession:
         with self._conversation_lock:
             self._transcripts.caller_started(event.item_id, time.time())
             self._caller_speaking = True
-            self._speech_started_at = now
             if not (self._playback.is_playing() or self._gate.is_active):
                 return
             protect_left = self._greeting_protection_left_ms()
@@ -556,4 +553,3 @@ class CallSession:
                                            "frames_out": figures["frames_out"],
                                            "greeting_ms": figures["greeting_latency_ms"]})
         self._twilio.close(1000)
-        self._ended.set()
