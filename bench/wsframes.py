@@ -1,5 +1,6 @@
-"""Just enough RFC 6455 for the benchmark's lean fakes: handshakes and frame codecs.
+"""Just enough RFC 6455 for the benchmark's lean fakes: handshakes and frame parsing.
 
+Frames are built and unmasked by the server's own `services.ws_frames`.
 Text frames only (plus close, ping, pong); no extensions, no fragmentation on send.
 A client masks every frame; the lean caller uses one fixed mask key, which lets it
 build each call's media frame once (the server does not check the key's randomness).
@@ -10,8 +11,10 @@ import base64
 import hashlib
 import os
 
+from services import ws_frames
+from services.ws_frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT  # noqa: F401
+
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0, 1, 2, 8, 9, 10
 FIXED_MASK = b"\x5a\x3c\xa5\xc3"
 
 
@@ -23,32 +26,19 @@ def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
 
 
-def _header(opcode: int, n: int, mask_bit: int) -> bytes:
-    if n < 126:
-        return bytes((0x80 | opcode, mask_bit | n))
-    if n < 65536:
-        return bytes((0x80 | opcode, mask_bit | 126)) + n.to_bytes(2, "big")
-    return bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
-
-
 def unmask(data: bytes, key: bytes) -> bytes:
-    """XOR with the 4-byte key (big-integer XOR: ~1 µs for a media-sized payload)."""
-    n = len(data)
-    if not n:
-        return data
-    stream = (key * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(n, "big")
+    return ws_frames.unmask(key, data)
 
 
 mask = unmask
 
 
 def client_frame(payload: bytes, opcode: int = OP_TEXT, key: bytes = FIXED_MASK) -> bytes:
-    return _header(opcode, len(payload), 0x80) + key + mask(payload, key)
+    return ws_frames.encode(opcode, payload, key)
 
 
 def server_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
-    return _header(opcode, len(payload), 0) + payload
+    return ws_frames.encode(opcode, payload)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

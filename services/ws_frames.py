@@ -30,16 +30,19 @@ def unmask(key: bytes, payload: bytes) -> bytes:
     return (int.from_bytes(payload, _BYTE_ORDER) ^ int.from_bytes(mask, _BYTE_ORDER)).to_bytes(size, _BYTE_ORDER)
 
 
-def encode(opcode: int, payload: bytes) -> bytes:
-    """A server frame: final, unmasked."""
-    size = len(payload)
+def _header(opcode: int, size: int, mask_bit: int) -> bytes:
     if size < 126:
-        header = bytes((0x80 | opcode, size))
-    elif size < 65536:
-        header = bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big")
-    return header + payload
+        return bytes((0x80 | opcode, mask_bit | size))
+    if size < 65536:
+        return bytes((0x80 | opcode, mask_bit | 126)) + size.to_bytes(2, "big")
+    return bytes((0x80 | opcode, mask_bit | 127)) + size.to_bytes(8, "big")
+
+
+def encode(opcode: int, payload: bytes, key: bytes | None = None) -> bytes:
+    """A final frame: unmasked as a server sends it, or masked with `key` as a client does."""
+    if key is None:
+        return _header(opcode, len(payload), 0) + payload
+    return _header(opcode, len(payload), 0x80) + key + unmask(key, payload)
 
 
 def text_frame(text: str) -> bytes:
@@ -47,16 +50,8 @@ def text_frame(text: str) -> bytes:
 
 
 def masked_text_frame(text: str, key: bytes) -> bytes:
-    """A client frame (we are the client of the Realtime API): final, masked with `key`."""
-    payload = text.encode()
-    size = len(payload)
-    if size < 126:
-        header = bytes((0x80 | OP_TEXT, 0x80 | size))
-    elif size < 65536:
-        header = bytes((0x80 | OP_TEXT, 0x80 | 126)) + size.to_bytes(2, "big")
-    else:
-        header = bytes((0x80 | OP_TEXT, 0x80 | 127)) + size.to_bytes(8, "big")
-    return header + key + unmask(key, payload)
+    """A client frame (we are the client of the Realtime API), masked with `key`."""
+    return encode(OP_TEXT, text.encode(), key)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
