@@ -19,15 +19,18 @@ app = create_app()
 
 def main() -> None:
     from server.dev_server import serve
-    from services.post_call.worker import start_workers
+    from server.serving import start_serving, stop_serving
 
     settings = app.config["SETTINGS"]
     if settings.is_sqlite:
         app.extensions["db"].upgrade()
-    start_workers(app)
+    start_serving(app)
     port = int(os.environ.get("PORT", "5000"))
     logging.getLogger("server").info("serving on gevent WSGI", extra={"port": port})
-    serve(app, "0.0.0.0", port)
+    try:
+        serve(app, "0.0.0.0", port)
+    finally:
+        stop_serving()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,13 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    """Start the worker's post-call job greenlets, once gevent has patched and the app is loaded."""
-    from services.post_call.worker import start_workers
+    """Once gevent has patched and the app is loaded: see `server.serving`."""
+    from server.serving import start_serving
 
-    start_workers(worker.wsgi)
+    start_serving(worker.wsgi)
+
+
+def worker_exit(server, worker):
+    from server.serving import stop_serving
+
+    stop_serving()

@@ -20,6 +20,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import base64  # noqa: E402
 import binascii  # noqa: E402
 import copy  # noqa: E402
@@ -522,6 +523,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     lag = LoopLag().start()
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)

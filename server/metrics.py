@@ -17,6 +17,9 @@ RESPONSE_LATENCY = Histogram("call_response_latency_seconds", "Caller speech sto
                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 BARGE_IN_LATENCY = Histogram("call_barge_in_latency_seconds", "Caller speech started to clear sent",
                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+FORWARDING_LATENCY = Histogram("call_forwarding_latency_seconds",
+                               "First audio of an agent item read from Realtime to its first frame sent to Twilio",
+                               buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), registry=REGISTRY)
 FRAMES = Counter("call_frames_total", "Media frames by direction", ["direction"], registry=REGISTRY)
 FRAMES_DROPPED = Counter("call_frames_dropped_total", "Media frames dropped, by reason", ["reason"], registry=REGISTRY)
 CALLS_ACTIVE = Gauge("calls_active", "Media streams open in this process", registry=REGISTRY)

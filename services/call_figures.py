@@ -19,6 +19,7 @@ class CallFigures:
     greeting_ms: float | None = None
     response_ms: list[float] = field(default_factory=list)
     barge_in_ms: list[float] = field(default_factory=list)
+    forwarding_ms: list[float] = field(default_factory=list)
     item_latency_ms: dict[str, float] = field(default_factory=dict)
     frames_in: int = 0
     rx_dropped: dict[str, int] = field(default_factory=dict)
@@ -26,7 +27,7 @@ class CallFigures:
     responses: int = 0
 
     def __post_init__(self) -> None:
-        # Guards: _speech_stopped_at, _greeting_pending, greeting_ms, response_ms,
+        # Guards: _speech_stopped_at, _greeting_pending, greeting_ms, response_ms, forwarding_ms,
         # item_latency_ms. Written by the Realtime greenlet (speech stopped) and TX (first frame).
         self._marks_lock = threading.Lock()
         self._speech_stopped_at: float | None = None
@@ -41,9 +42,13 @@ class CallFigures:
         with self._marks_lock:
             self._speech_stopped_at = at
 
-    def agent_audio_started(self, item_id: str, at: float) -> None:
-        """TX sent the first frame of an agent item."""
+    def agent_audio_started(self, item_id: str, at: float, forwarding_ms: float | None = None) -> None:
+        """TX sent the first frame of an agent item; `forwarding_ms` since its first audio was
+        read, when nothing was playing before it (otherwise the wait is pacing, not delay)."""
         with self._marks_lock:
+            if forwarding_ms is not None:
+                self.forwarding_ms.append(forwarding_ms)
+                metrics.FORWARDING_LATENCY.observe(forwarding_ms / 1000)
             if self._greeting_pending:
                 self._greeting_pending = False
                 self.greeting_ms = (at - self.stream_started_at) * 1000
@@ -82,6 +87,7 @@ class CallFigures:
                 "greeting_latency_ms": _round(self.greeting_ms),
                 "response_latency_ms": [_round(v) for v in self.response_ms],
                 "barge_in_latency_ms": [_round(v) for v in self.barge_in_ms],
+                "forwarding_ms": [round(v, 2) for v in self.forwarding_ms],
                 "frames_in": self.frames_in,
                 "frames_out": frames_out,
                 "frames_dropped": dropped,

@@ -37,6 +37,8 @@ class _Segment:
     sent: int = 0  # frames put on the stream
     fully_heard: bool = False  # its mark came back, or the stream went idle after it
     first_sent_at: float | None = None
+    # When its first audio was read, if TX was idle then: the start of the forwarding figure.
+    audio_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,7 @@ class Playback:
     """
 
     def __init__(self, send: Callable[[list[str]], None], stream_sid: str, *,
-                 lead_ms: int = 60, on_first_frame: Callable[[str, float], None] | None = None,
+                 lead_ms: int = 60, on_first_frame: Callable[[str, float, float | None], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self._send = send
         self._stream_sid = stream_sid
@@ -85,11 +87,15 @@ class Playback:
 
     # --- Realtime side -------------------------------------------------------------
 
-    def enqueue(self, response_id: str, item_id: str, audio: bytes) -> None:
+    def enqueue(self, response_id: str, item_id: str, audio: bytes, received_at: float | None = None) -> bool:
+        """Queue audio read off the Realtime socket at `received_at` (default: now).
+
+        True when it woke an idle TX: its first frame can leave at once.
+        """
         with self._lock:
             if response_id in self._muted:
                 self._drop("cancelled_response", max(1, len(audio) // FRAME_BYTES))
-                return
+                return False
             segment = self._segments.get(item_id)
             if segment is None:
                 segment = self._segments[item_id] = _Segment(item_id=item_id, response_id=response_id)
@@ -99,12 +105,16 @@ class Playback:
             buffer += audio
             whole = len(buffer) - len(buffer) % FRAME_BYTES
             if whole == 0:
-                return
+                return False
+            was_idle = not self._queue
+            if was_idle and segment.sent == 0 and segment.audio_at is None:
+                segment.audio_at = received_at if received_at is not None else self._clock()
             view = memoryview(buffer)
             self._queue.extend((segment, bytes(view[i:i + FRAME_BYTES])) for i in range(0, whole, FRAME_BYTES))
             view.release()
             del buffer[:whole]
         self._wakeup.set()
+        return was_idle
 
     def end_item(self, response_id: str, item_id: str) -> None:
         """All audio of the item has arrived: pad its last frame and queue its mark."""
@@ -265,9 +275,11 @@ class Playback:
                 continue
             self._send(texts)
             self.frames_out += media
-            if self._on_first_frame is not None:
+            if started and self._on_first_frame is not None:
+                sent_at = self._clock()
                 for segment in started:
-                    self._on_first_frame(segment.item_id, segment.first_sent_at)
+                    forwarding_ms = (sent_at - segment.audio_at) * 1000 if segment.audio_at is not None else None
+                    self._on_first_frame(segment.item_id, sent_at, forwarding_ms)
             delay = next_due - self._lead_s - self._clock()
             if delay > 0:
                 gevent.sleep(delay)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from random import randbytes
+from time import monotonic
 
 import websocket
 
@@ -26,6 +27,7 @@ class RealtimeConnection:
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._ws: websocket.WebSocket | None = None
+        self.received_at = 0.0  # monotonic time the last event was read, before it was parsed
 
     def connect(self) -> None:
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
@@ -60,6 +62,7 @@ class RealtimeConnection:
             raise RealtimeClosed(f"{type(exc).__name__}: {exc}") from None
         if not text:
             raise RealtimeClosed("closed by the server")
+        self.received_at = monotonic()
         return realtime_protocol.parse_server_event(text)
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-ROWS = ("greeting_added_ms", "chunk_forwarding_ms", "barge_in_ms_server", "barge_in_ms_seen", "truncate_error_ms",
+ROWS = ("greeting_added_ms", "chunk_forwarding_ms_server", "chunk_forwarding_ms_seen", "barge_in_ms_server", "barge_in_ms_seen", "truncate_error_ms",
         "tx_jitter_ms", "frames dropped (unintended)", "server CPU ms per call-second", "server CPU share of one core",
         "callers (bench) CPU share of core", "fake Realtime CPU share of core", "load generators CPU share, total",
         "errors")
@@ -29,4 +29,8 @@ def test_bench_calls_runs_and_reports(tmp_path):
     assert figures["greeting_added_ms"]["n"] == 5  # every call was greeted
     assert figures["barge_in_ms_seen"]["n"] >= 5  # and interrupted the agent once
     assert figures["tx_jitter_ms"]["n"] > 0
+    # The server times every response's first audio (greeting, the interrupted answer, the next);
+    # the callers time those they heard to their end mark (the greeting at least).
+    assert figures["chunk_forwarding_ms_server"]["n"] >= 10
+    assert figures["chunk_forwarding_ms_seen"]["n"] >= 5
     assert figures["load_generators"].startswith("lean")

@@ -34,6 +34,8 @@ def test_a_whole_call_greets_first_answers_twice_and_is_stored(make_harness):
     assert row.duration_s > 4 and row.answered_at is not None and row.stream_sid == caller.stream_sid
     assert row.metrics["greeting_latency_ms"] is not None
     assert len(row.metrics["response_latency_ms"]) == 2
+    # Each of the three responses started from silence: its forwarding was timed.
+    assert len(row.metrics["forwarding_ms"]) == 3 and all(0 <= v < 1000 for v in row.metrics["forwarding_ms"])
     assert row.metrics["frames_out"] >= 3400 // 20 and row.metrics["frames_in"] > 100
     assert row.usage["responses"] == 3 and row.usage["total_tokens"] > 0 and row.cost_usd > 0
     assert row.prompt_info["layer_chars"]["system"] > 0

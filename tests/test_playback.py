@@ -103,3 +103,27 @@ def test_an_echoed_mark_says_the_item_was_heard_to_its_end(playback):
     heard = pb.clear()
     assert heard.item_id == "i2"
     assert heard.heard_ms <= 60  # re-anchored at i1's end just now
+
+
+def test_forwarding_is_timed_from_the_first_audio_read_to_its_first_frame_out():
+    sent = Sent()
+    first_frames = []
+    pb = Playback(sent, "MZ1", lead_ms=40, on_first_frame=lambda *args: first_frames.append(args))
+    tx = gevent.spawn(pb.run)
+    try:
+        read_at = time.monotonic() - 0.005  # read off the socket 5 ms before it was queued
+        assert pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10, received_at=read_at) is True
+        assert pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10) is False  # TX already has audio
+        pb.end_item("r1", "i1")
+        # A second item queued behind the first waits on purpose: pacing, not forwarding delay.
+        pb.enqueue("r2", "i2", b"\x02" * FRAME_BYTES * 5)
+        pb.end_item("r2", "i2")
+        gevent.sleep(0.6)
+    finally:
+        pb.stop()
+        tx.join(1)
+    assert [(item, forwarding is None) for item, _, forwarding in first_frames] == [("i1", False), ("i2", True)]
+    item, sent_at, forwarding_ms = first_frames[0]
+    assert forwarding_ms == pytest.approx((sent_at - read_at) * 1000)
+    assert 5 <= forwarding_ms < 50
+    assert sent_at <= sent.media_times()[0] + 0.001
