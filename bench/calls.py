@@ -235,6 +235,11 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
     with db.session() as session:
         rows = session.query(Call).all()
         stored = [(row.call_sid, row.end_reason, row.metrics or {}) for row in rows]
+        calls_by_pid: dict[int, int] = {}
+        for row in rows:
+            if row.served_by:
+                pid = int(row.served_by.rsplit(":", 1)[1])
+                calls_by_pid[pid] = calls_by_pid.get(pid, 0) + 1
     db.dispose()
     greeting_added = [m["greeting_latency_ms"] - run.first_byte_ms for _, _, m in stored
                       if m.get("greeting_latency_ms") is not None]
@@ -294,7 +299,10 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
         "frames_cleared_by_barge_in": dropped.get("barge_in", 0),
         "server_cpu_ms_per_call_second": round(sum(cpu.values()) / call_seconds, 2) if call_seconds else None,
         "server_cpu_share_of_one_core": round(sum(cpu.values()) / (elapsed * 1000), 3),
-        "per_worker_cpu_ms": cpu,
+        # Each worker's share: calls whose stream it carried, its CPU over the run, its RSS growth.
+        "per_worker": {str(pid): {"calls": calls_by_pid.get(pid, 0), "cpu_ms": ms,
+                                  "cpu_share_of_one_core": round(ms / (elapsed * 1000), 3), "rss_kb": rss.get(pid)}
+                       for pid, ms in cpu.items()},
         "rss_kb_per_call": round(sum(rss.values()) / run.calls, 1) if run.calls else None,
         "load_generators": "full test fakes" if run.full_fakes else "lean (bench.lean_caller, bench.lean_realtime)",
         "bench_process_cpu_share_of_one_core": share(load["bench_cpu_ms"]),
@@ -324,7 +332,9 @@ def print_table(result: dict) -> None:
     print(f"{'server CPU ms per call-second':34} {fmt(result['server_cpu_ms_per_call_second']):>8}")
     print(f"{'server CPU share of one core':34} {result['server_cpu_share_of_one_core']:>8}")
     print(f"{'server RSS KB per call':34} {fmt(result['rss_kb_per_call']):>8}")
-    print(f"{'per-worker CPU ms':34} {result['per_worker_cpu_ms']}")
+    for pid, w in result["per_worker"].items():
+        print(f"{'worker ' + pid:34} {w['calls']:>5} calls, CPU {w['cpu_share_of_one_core']} of a core, "
+              f"RSS +{w['rss_kb']} KB")
     print(f"load generators: {result['load_generators']}")
     print(f"{'callers (bench) CPU share of core':34} {result['bench_process_cpu_share_of_one_core']:>8}")
     print(f"{'fake Realtime CPU share of core':34} {result['fake_realtime_cpu_share_of_one_core']:>8}")

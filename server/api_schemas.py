@@ -312,6 +312,7 @@ def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
         "ended_at": iso(call.ended_at),
         "duration_s": call.duration_s,
         "end_reason": call.end_reason,
+        "served_by": call.served_by,
         "metrics": call.metrics,
         "usage": call.usage,
         "cost_usd": call.cost_usd,

@@ -95,6 +95,8 @@ class Call(Base):
     to_number: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(24), default="ringing", index=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
+    # "host:pid" of the worker whose websocket carried the stream: a call lives in one process.
+    served_by: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -126,9 +126,10 @@ class CallJournal:
     def _put(self, write: Write) -> None:
         self._writer.submit(self._call_sid, write, self._log)
 
-    def stream_started(self, stream_sid: str, at: float) -> None:
+    def stream_started(self, stream_sid: str, at: float, served_by: str) -> None:
         def write(session: Session, call: Call) -> None:
             call.stream_sid = stream_sid
+            call.served_by = served_by
             if call.answered_at is None:
                 call.answered_at = _utc(at)
             if call.status in ("queued", "initiated", "ringing"):

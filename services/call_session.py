@@ -35,7 +35,7 @@ from services.call_figures import CallFigures
 from services.call_journal import CallJournal, JournalWriter
 from services.crm_context import CallCrmContext
 from services.keypad import Keypad
-from services.live_calls import LiveCalls
+from services.live_calls import LiveCalls, this_process
 from services.playback import Playback
 from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
@@ -157,7 +157,7 @@ class CallSession:
         self._tools = CallTools(ToolContext(self._services.db, self._business, setup.call_sid, caller),
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
-        self._journal.stream_started(setup.stream_sid, time.time())
+        self._journal.stream_started(setup.stream_sid, time.time(), this_process())
         gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid,
                      self._business.record_calls, self.log)
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})

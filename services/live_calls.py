@@ -1,11 +1,18 @@
 """The calls this process is carrying now."""
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from services.call_session import CallSession
+
+
+def this_process() -> str:
+    """"host:pid": where a call's stream, and so the whole call, lives (asked after the fork)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class LiveCalls:

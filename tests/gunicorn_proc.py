@@ -23,10 +23,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@dataclass(frozen=True)
+@dataclass
 class Gunicorn:
     port: int
     log_path: Path
+    pid: int = 0  # the master
+
+    def worker_pids(self) -> list[int]:
+        return [int(p) for p in Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()]
 
     @property
     def base_url(self) -> str:
@@ -41,13 +45,16 @@ class Gunicorn:
 
 
 @contextmanager
-def running_gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 1) -> Iterator[Gunicorn]:
-    """Start gunicorn with `env` on a free port; wait until every worker booted and it answers."""
-    server = Gunicorn(port=free_port(), log_path=tmp_path / "gunicorn.log")
+def running_gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 1,
+                     name: str = "gunicorn") -> Iterator[Gunicorn]:
+    """Start gunicorn with `env` on a free port; wait until every worker booted and it answers.
+    `name` names its log file, for tests that run several."""
+    server = Gunicorn(port=free_port(), log_path=tmp_path / f"{name}.log")
     full_env = {**os.environ, **env, "PORT": str(server.port), "WEB_CONCURRENCY": str(workers)}
     with open(server.log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                                 cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+        server.pid = proc.pid
 
         def up() -> bool:
             if proc.poll() is not None:

@@ -52,7 +52,7 @@ class World:
                       to_number="+972300000001", status="in-progress")
         journal = CallJournal(self.live.app.extensions["journal"], call_sid, call_logger("store", call_sid))
         start = time.time() - len(turns) - 1  # the call ends now
-        journal.stream_started("MZ" + call_sid[2:], start)
+        journal.stream_started("MZ" + call_sid[2:], start, "test-host:1")
         for i, (speaker, text) in enumerate(turns):
             journal.add_turn(speaker, text, start + 1 + i)
         journal.finish(end_reason, start + len(turns) + 1, {}, {}, 0.0)

@@ -1,4 +1,5 @@
 """Whole calls over loopback: Twilio caller → our server → fake Realtime API → back."""
+from services.live_calls import this_process
 from tests.conftest import CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 
@@ -32,6 +33,7 @@ def test_a_whole_call_greets_first_answers_twice_and_is_stored(make_harness):
     row = stored.row
     assert row.status == "completed" and row.end_reason == "caller_hangup"
     assert row.duration_s > 4 and row.answered_at is not None and row.stream_sid == caller.stream_sid
+    assert row.served_by == this_process()
     assert row.metrics["greeting_latency_ms"] is not None
     assert len(row.metrics["response_latency_ms"]) == 2
     # Each of the three responses started from silence: its forwarding was timed.

@@ -248,10 +248,16 @@ def test_every_delivery_attempt_is_stored(world):
     call_sid = world.end_call(CONVERSATION)
     world.wait_processed(call_sid)
     wait_for(lambda: world.receiver.accepted(), 8, message="the event")
-    with world.live.db.session() as session:
-        rows = session.query(WebhookDelivery).order_by(WebhookDelivery.id).all()
-        seen = [(r.attempt, r.status_code, r.ok, r.url) for r in rows]
-        errors = [r.error for r in rows]
+
+    def deliveries():
+        # The attempt is stored once the receiver's answer is back: after `accepted()` turned true.
+        with world.live.db.session() as session:
+            rows = session.query(WebhookDelivery).order_by(WebhookDelivery.id).all()
+            return len(rows) == 2 and [(r.attempt, r.status_code, r.ok, r.url, r.error) for r in rows]
+
+    stored = wait_for(deliveries, 5, message="both attempts stored")
+    seen = [row[:4] for row in stored]
+    errors = [row[4] for row in stored]
     assert seen == [(1, 502, False, world.receiver.url), (2, 200, True, world.receiver.url)]
     assert "HTTP 502" in errors[0] and errors[1] is None
     with world.live.db.session() as session:

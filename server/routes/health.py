@@ -5,13 +5,15 @@ from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from server.metrics import REGISTRY
+from services.live_calls import this_process
 
 bp = Blueprint("health", __name__)
 
 
 @bp.get("/healthz")
 def healthz():
-    return jsonify(status="ok", active_calls=len(current_app.extensions["live_calls"]))
+    """This process's own view: the calls it carries now (each worker answers for itself)."""
+    return jsonify(status="ok", active_calls=len(current_app.extensions["live_calls"]), worker=this_process())
 
 
 @bp.get("/metrics")
