@@ -13,7 +13,8 @@ from services.realtime_protocol import Usage
 class CallFigures:
     """Owners: `frames_in` and `rx_dropped` are written by RX; latencies, usage and the
     response-latency marks by the Realtime greenlet, except `agent_audio_started`, which
-    TX calls under `_marks_lock`. Everything is read once the call's greenlets are done."""
+    Playback calls (from TX or the Realtime greenlet) under `_marks_lock`. Everything is
+    read once the call's greenlets are done."""
 
     stream_started_at: float
     greeting_ms: float | None = None
@@ -28,7 +29,7 @@ class CallFigures:
 
     def __post_init__(self) -> None:
         # Guards: _speech_stopped_at, _greeting_pending, greeting_ms, response_ms, forwarding_ms,
-        # item_latency_ms. Written by the Realtime greenlet (speech stopped) and TX (first frame).
+        # item_latency_ms. Written by the Realtime greenlet (speech stopped) and Playback (first frame).
         self._marks_lock = threading.Lock()
         self._speech_stopped_at: float | None = None
         self._greeting_pending = True

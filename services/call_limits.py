@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterator
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.orm import Session
 
 from server import metrics
@@ -29,6 +29,15 @@ from server.settings import Settings
 # The advisory lock's key: any constant all processes agree on ("calls" in ASCII).
 _ADVISORY_KEY = 0x63616C6C73
 log = logging.getLogger("limits")
+
+# A call holds a slot while this is true of its row (and it started after the stale cut-off).
+_LIVE = (Call.ended_at.is_(None), Call.status.not_in(TERMINAL_STATUSES))
+# The deployment's live calls and the business's, but for the call being admitted (a retried
+# webhook must not count itself), in one statement built once: admissions are serialised.
+_LIVE_COUNTS = select(
+    func.count(),
+    func.coalesce(func.sum(case((Call.business_id == bindparam("business_id"), 1), else_=0)), 0),
+).select_from(Call).where(*_LIVE, Call.started_at >= bindparam("since"), Call.call_sid != bindparam("call_sid"))
 
 
 @dataclass(frozen=True)
@@ -58,8 +67,8 @@ class CallLimits:
             existing = session.scalar(select(Call).where(Call.call_sid == call_sid))
             if existing is not None and existing.end_reason == "limit":
                 return Admission(admitted=False, limit="already_refused")
-            live_business = self.live_calls(session, business_id=business.id, excluding=call_sid)
-            live_server = self.live_calls(session, excluding=call_sid)
+            live_server, live_business = session.execute(_LIVE_COUNTS, {
+                "business_id": business.id, "call_sid": call_sid, "since": self._stale_before()}).one()
             limit = None
             if live_business >= business.max_concurrent_calls:
                 limit = "business"
@@ -91,14 +100,15 @@ class CallLimits:
         return Admission(admitted=limit is None, limit=limit, live_business=live_business, live_server=live_server)
 
     def live_calls(self, session: Session, *, business_id: int | None = None, excluding: str | None = None) -> int:
-        query = select(func.count()).select_from(Call).where(
-            Call.ended_at.is_(None), Call.status.not_in(TERMINAL_STATUSES),
-            Call.started_at >= utcnow() - timedelta(seconds=self._stale_after_s))
+        query = select(func.count()).select_from(Call).where(*_LIVE, Call.started_at >= self._stale_before())
         if business_id is not None:
             query = query.where(Call.business_id == business_id)
         if excluding is not None:
             query = query.where(Call.call_sid != excluding)
         return session.scalar(query) or 0
+
+    def _stale_before(self):
+        return utcnow() - timedelta(seconds=self._stale_after_s)
 
     @contextmanager
     def _locked(self, business_id: int) -> Iterator[Session]:

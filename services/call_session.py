@@ -287,10 +287,7 @@ class CallSession:
 
     def _on_realtime_event(self, event: rt.ServerEvent) -> None:
         if isinstance(event, rt.AudioDelta):
-            if self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at):
-                # The API sends audio in bursts; without this TX would wait for the whole
-                # burst to be read before sending the first frame.
-                gevent.sleep(0)
+            self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at)
         elif isinstance(event, rt.TranscriptDelta):
             with self._conversation_lock:
                 self._transcripts.agent_delta(event.item_id, event.delta)

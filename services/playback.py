@@ -36,9 +36,8 @@ class _Segment:
     start: int | None = None  # stream frame index of its first frame, in the current stretch
     sent: int = 0  # frames put on the stream
     fully_heard: bool = False  # its mark came back, or the stream went idle after it
-    first_sent_at: float | None = None
-    # When its first audio was read, if TX was idle then: the start of the forwarding figure.
-    audio_at: float | None = None
+    started: bool = False  # its first frame has been sent
+    audio_at: float | None = None  # when its first audio was read off the Realtime socket
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +55,9 @@ class Playback:
 
     Three greenlets touch it, always under `_lock`: the Realtime greenlet queues audio
     (`enqueue`, `end_item`), TX sends it (`run`), RX reports echoed marks (`on_mark`),
-    and barge-in clears it (`clear`). `frames_out` and `frames_dropped` are read once
-    the call is over.
+    and barge-in clears it (`clear`). Frames leave through `_send_due` only: from TX, or
+    from `enqueue` when audio comes for an idle stream. `frames_out` and `frames_dropped`
+    are read once the call is over.
     """
 
     def __init__(self, send: Callable[[list[str]], None], stream_sid: str, *,
@@ -82,20 +82,23 @@ class Playback:
         self.frames_dropped: dict[str, int] = {}
         # TX's own pacing figure: frames by how late they left, 1 ms buckets, the last one open.
         self.lateness_ms = [0] * 64
+        self._next_due = 0.0  # when the next frame of the stretch is due to be heard
         self._wakeup = Event()
         self._running = True
 
     # --- Realtime side -------------------------------------------------------------
 
-    def enqueue(self, response_id: str, item_id: str, audio: bytes, received_at: float | None = None) -> bool:
+    def enqueue(self, response_id: str, item_id: str, audio: bytes, received_at: float | None = None) -> None:
         """Queue audio read off the Realtime socket at `received_at` (default: now).
 
-        True when it woke an idle TX: its first frame can leave at once.
+        Audio for an idle stream leaves from here, at once: the API sends a response's audio
+        in one burst, and waking TX would make its first frame wait for the loop to come round
+        (behind every other call's ready sockets). TX paces the rest.
         """
         with self._lock:
             if response_id in self._muted:
                 self._drop("cancelled_response", max(1, len(audio) // FRAME_BYTES))
-                return False
+                return
             segment = self._segments.get(item_id)
             if segment is None:
                 segment = self._segments[item_id] = _Segment(item_id=item_id, response_id=response_id)
@@ -105,16 +108,17 @@ class Playback:
             buffer += audio
             whole = len(buffer) - len(buffer) % FRAME_BYTES
             if whole == 0:
-                return False
-            was_idle = not self._queue
-            if was_idle and segment.sent == 0 and segment.audio_at is None:
+                return
+            if segment.audio_at is None:
                 segment.audio_at = received_at if received_at is not None else self._clock()
+            idle = not self._queue
             view = memoryview(buffer)
             self._queue.extend((segment, bytes(view[i:i + FRAME_BYTES])) for i in range(0, whole, FRAME_BYTES))
             view.release()
             del buffer[:whole]
+        if idle:
+            self._send_due()
         self._wakeup.set()
-        return was_idle
 
     def end_item(self, response_id: str, item_id: str) -> None:
         """All audio of the item has arrived: pad its last frame and queue its mark."""
@@ -238,65 +242,82 @@ class Playback:
         self._wakeup.set()
 
     def run(self) -> None:
-        """Send frames on a drift-free 20 ms schedule while there is audio.
-
-        Each frame is due `lead` before the caller plays it; a wake-up sends every frame due
-        within the next `FRAME_S` too, so frames leave in pairs: half the wake-ups and writes.
-        """
-        next_due = 0.0
+        """TX: send frames on a drift-free 20 ms schedule while there is audio."""
         while self._running:
-            texts: list[str] = []
-            media = 0
-            started: list[_Segment] = []
-            with self._lock:
-                now = self._clock()
-                while self._queue:
-                    segment, frame = self._queue[0]
-                    if frame is None:
-                        self._queue.popleft()
-                        texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
-                        continue
-                    if texts and next_due - self._lead_s > now + FRAME_S:
-                        break
-                    self._queue.popleft()
-                    due = self._book(segment, next_due)
-                    # A stretch's first frames are due before it began: they leave at once, on time.
-                    self._late(now - max(due - self._lead_s, self._t0))
-                    next_due = due + FRAME_S
-                    texts.append(media_message(self._stream_sid, frame))
-                    media += 1
-                    if segment.first_sent_at is None:
-                        segment.first_sent_at = now
-                        started.append(segment)
-                if not texts:
-                    self._wakeup.clear()
-            if not texts:
+            wait_s = self._send_due()
+            if wait_s is None:
                 self._wakeup.wait()
-                continue
+            elif wait_s > 0:
+                gevent.sleep(wait_s)
+
+    def _send_due(self) -> float | None:
+        """Send the frames due now: each is due `lead` before the caller plays it, and those due
+        within the next `FRAME_S` go too, so frames leave in pairs (half the wake-ups and writes).
+
+        Returns the seconds until the next frame is due, or None when nothing is queued. Frames
+        are taken under the lock and written in the order taken: nothing yields between releasing
+        the lock and `_send` taking the socket's lock, whose waiters are served in turn.
+        """
+        texts: list[str] = []
+        media = 0
+        started: list[tuple[str, float | None]] = []  # (item, when its first audio was read)
+        with self._lock:
+            now = self._clock()
+            while self._queue:
+                segment, frame = self._queue[0]
+                if frame is None:
+                    self._queue.popleft()
+                    texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
+                    continue
+                if not self._stretch_over(now) and self._next_due - self._lead_s > now + FRAME_S:
+                    break
+                self._queue.popleft()
+                due = self._book(segment, now)
+                # A stretch's first frames are due before it began: they leave at once, on time.
+                send_at = max(due - self._lead_s, self._t0)
+                self._late(now - send_at)
+                self._next_due = due + FRAME_S
+                texts.append(media_message(self._stream_sid, frame))
+                media += 1
+                if not segment.started:
+                    segment.started = True
+                    # Forwarding counts only when its first frame was due as its audio came (or
+                    # starts a stretch): a wait behind audio still playing is pacing, not delay.
+                    due_at_once = segment.audio_at is not None and due - self._lead_s <= max(segment.audio_at,
+                                                                                              self._t0)
+                    started.append((segment.item_id, segment.audio_at if due_at_once else None))
+            if not self._queue:
+                self._wakeup.clear()
+                wait_s = None
+            else:
+                wait_s = self._next_due - self._lead_s - now
+        if texts:
             self._send(texts)
             self.frames_out += media
             if started and self._on_first_frame is not None:
                 sent_at = self._clock()
-                for segment in started:
-                    forwarding_ms = (sent_at - segment.audio_at) * 1000 if segment.audio_at is not None else None
-                    self._on_first_frame(segment.item_id, sent_at, forwarding_ms)
-            delay = next_due - self._lead_s - self._clock()
-            if delay > 0:
-                gevent.sleep(delay)
+                for item_id, audio_at in started:
+                    self._on_first_frame(item_id, sent_at, None if audio_at is None else (sent_at - audio_at) * 1000)
+            if wait_s is not None:
+                wait_s -= self._clock() - now
+        return wait_s
 
     def _late(self, seconds: float) -> None:
         """Count how late a frame left against its schedule, in 1 ms buckets (early counts as 0)."""
         bucket = min(len(self.lateness_ms) - 1, int(seconds * 1000)) if seconds > 0 else 0
         self.lateness_ms[bucket] += 1
 
-    def _book(self, segment: _Segment, next_due: float) -> float:
+    def _stretch_over(self, now: float) -> bool:
+        """Idle, or the caller has heard all that was sent: the next frame starts a new stretch."""
+        return self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S
+
+    def _book(self, segment: _Segment, now: float) -> float:
         """Put one frame of `segment` on the stream timeline; return when it is due to be heard.
 
-        Called by TX under the lock.
+        Called under the lock.
         """
-        now = self._clock()
-        if self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S:
-            # Idle, or the caller has heard all that was sent: a new stretch starts now.
+        next_due = self._next_due
+        if self._stretch_over(now):
             for done in self._timeline:
                 done.fully_heard = done is not segment
             self._timeline.clear()

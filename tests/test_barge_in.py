@@ -41,7 +41,8 @@ def test_caller_speaking_over_the_agent_cuts_it_and_the_model_learns_what_was_he
     cut = [t for t in stored.turns if t[2]]
     assert len(cut) == 1 and cut[0][0] == "agent"
     assert 0 < len(cut[0][1]) < len(LONG_REPLY.text) and LONG_REPLY.text.startswith(cut[0][1])
-    assert stored.row.metrics["barge_in_latency_ms"] and stored.row.metrics["frames_dropped"].get("barge_in", 0) > 0
+    # Streaming in real time, the server holds back at most a frame or two: what it drops may be nothing.
+    assert stored.row.metrics["barge_in_latency_ms"]
     assert h.fake.invalid_events == [] and h.fake.double_responses == []
 
 
@@ -57,6 +58,10 @@ def test_barge_in_while_the_answer_is_buffered_truncates_without_cancelling(make
     assert h.fake.client_events("response.cancel") == []
     assert clear.dropped_ms < 200, "the server holds the audio back; Twilio's buffer stays short"
     assert h.fake.invalid_events == [] and h.fake.double_responses == []
+    caller.stop()
+    # The rest of the answer, queued on the server, was dropped there and counted as barge-in's.
+    dropped = h.wait_ended(caller.call_sid).row.metrics["frames_dropped"]
+    assert dropped.get("barge_in", 0) * 20 >= 5000 - 2200 - 500
 
 
 def test_line_noise_in_the_first_half_second_does_not_cut_the_greeting(make_harness):

@@ -112,8 +112,10 @@ def test_forwarding_is_timed_from_the_first_audio_read_to_its_first_frame_out():
     tx = gevent.spawn(pb.run)
     try:
         read_at = time.monotonic() - 0.005  # read off the socket 5 ms before it was queued
-        assert pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10, received_at=read_at) is True
-        assert pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10) is False  # TX already has audio
+        pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10, received_at=read_at)
+        # The stream was idle: its first frames left at once, without waiting for TX to wake.
+        assert len(sent.media_times()) == 4  # those heard within the 40 ms lead plus one frame
+        pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10)
         pb.end_item("r1", "i1")
         # A second item queued behind the first waits on purpose: pacing, not forwarding delay.
         pb.enqueue("r2", "i2", b"\x02" * FRAME_BYTES * 5)
