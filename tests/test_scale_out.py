@@ -23,18 +23,20 @@ GREETING = Reply("שלום, כאן המספרה", 800)
 
 
 @pytest.fixture
-def two_hosts(tmp_path):
+def two_hosts(tmp_path, database_url):
+    """SQLite in the test's folder, or PostgreSQL with TEST_DATABASE_URL (as a real deployment)."""
+    db = Database(database_url)
+    db.upgrade()
     fake = FakeRealtime(RealtimeScript(responses=[GREETING])).start()
-    db_url = f"sqlite:///{tmp_path / 'shared.db'}"
-    env = {"DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-scale",
+    env = {"DATABASE_URL": database_url, "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-scale",
            "SECRET_KEY": "one-secret-for-every-host", "MAX_CONCURRENT_CALLS": "3", "POST_CALL_WORKERS": "0"}
     try:
-        # One after the other: the first master brings the shared SQLite schema up.
         with running_gunicorn(tmp_path, env, workers=2, name="host-a") as host_a:
             with running_gunicorn(tmp_path, env, workers=1, name="host-b") as host_b:
-                yield host_a, host_b, Database(db_url)
+                yield host_a, host_b, db
     finally:
         fake.stop()
+        db.dispose()
 
 
 def _rows(db: Database) -> dict[str, Call]:
