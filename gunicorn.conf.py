@@ -5,6 +5,15 @@ event loop is blocked (and then every call on it is lost), so it is generous; on
 deploy live calls get `graceful_timeout` to finish.
 """
 import os
+import shutil
+import tempfile
+
+# Prometheus figures from every worker: each writes its own files here and /metrics sums them.
+# Set before anything imports prometheus_client (the workers inherit it); a directory named by
+# the operator is kept, one made here is removed on exit.
+_made_metrics_dir = None
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-metrics-")
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
@@ -20,8 +29,11 @@ logconfig_dict = {"version": 1, "disable_existing_loggers": False, "root": {"lev
 
 
 def on_starting(server):
-    """Bring the SQLite schema up once, in the master, before workers start."""
+    """Once, in the master, before workers start: a clean metrics directory, the SQLite schema."""
+    from server.metrics import clear_worker_files
     from server.settings import Settings
+
+    clear_worker_files(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
     settings = Settings.from_env()
     if settings.is_sqlite:
@@ -43,3 +55,14 @@ def worker_exit(server, worker):
     from server.serving import stop_serving
 
     stop_serving()
+
+
+def child_exit(server, worker):
+    from server.metrics import worker_gone
+
+    worker_gone(worker.pid)
+
+
+def on_exit(server):
+    if _made_metrics_dir:
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

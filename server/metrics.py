@@ -1,12 +1,18 @@
-"""Prometheus figures for the whole process (`/metrics`).
+"""Prometheus figures (`/metrics`).
 
 They live in their own registry so that several apps in one test process share them
-without double registration.
+without double registration. Under gunicorn every worker also writes them to files in
+`PROMETHEUS_MULTIPROC_DIR` (gunicorn.conf.py sets it up), and `/metrics` answers the sum
+of every worker's, whichever worker takes the scrape.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from pathlib import Path
 
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -22,7 +28,7 @@ FORWARDING_LATENCY = Histogram("call_forwarding_latency_seconds",
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), registry=REGISTRY)
 FRAMES = Counter("call_frames_total", "Media frames by direction", ["direction"], registry=REGISTRY)
 FRAMES_DROPPED = Counter("call_frames_dropped_total", "Media frames dropped, by reason", ["reason"], registry=REGISTRY)
-CALLS_ACTIVE = Gauge("calls_active", "Media streams open in this process", registry=REGISTRY)
+CALLS_ACTIVE = Gauge("calls_active", "Media streams open", multiprocess_mode="livesum", registry=REGISTRY)
 CALLS_ENDED = Counter("calls_ended_total", "Calls ended, by end reason", ["end_reason"], registry=REGISTRY)
 CALLS_REFUSED = Counter("calls_refused_total", "Calls refused at the webhook, by the limit they hit", ["limit"],
                         registry=REGISTRY)
@@ -30,3 +36,23 @@ TOOL_CALLS = Counter("call_tool_calls_total", "Function calls the model made, by
                      ["tool", "outcome"], registry=REGISTRY)  # outcome: ok | problem | failed
 TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
 COST = Counter("realtime_cost_usd_total", "Estimated Realtime cost in USD", registry=REGISTRY)
+
+
+def exposition() -> bytes:
+    """The figures in Prometheus text format: every worker's when they share a directory."""
+    if not os.environ.get(MULTIPROC_ENV):
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)
+
+
+def clear_worker_files(path: str) -> None:
+    """Before the first worker starts: figures left by an earlier run must not be summed in."""
+    for stale in Path(path).glob("*.db"):
+        stale.unlink()
+
+
+def worker_gone(pid: int) -> None:
+    """A worker exited: its live gauges (calls_active) no longer count; its counters still do."""
+    multiprocess.mark_process_dead(pid)

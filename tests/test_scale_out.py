@@ -47,6 +47,13 @@ def _rows(db: Database) -> dict[str, Call]:
     return {row.call_sid: row for row in rows}
 
 
+def _metric(host, name: str) -> float:
+    text = requests.get(f"{host.base_url}/metrics", timeout=5).text
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert len(values) == 1, f"{name} in:\n{text}"
+    return values[0]
+
+
 def _open(webhook_host, stream_host, call_sid: str, caller: str) -> FakeTwilioCall:
     placed = place_call(webhook_host.base_url, call_sid, caller, BUSINESS_NUMBER)
     assert placed.stream_url, placed.twiml
@@ -78,6 +85,10 @@ def test_a_call_lives_where_its_stream_landed_and_limits_count_every_host(two_ho
         # A process answers for the calls it carries: host B's one worker holds CAscale1's stream.
         health_b = requests.get(f"{host_b.base_url}/healthz", timeout=5).json()
         assert health_b["active_calls"] == 1
+        # /metrics sums a host's workers, whichever of them answers the scrape.
+        for _ in range(4):
+            assert _metric(host_a, "calls_active") == 2.0
+        assert _metric(host_b, "calls_active") == 1.0
 
         hostname = socket.gethostname()
         (worker_b,) = [f"{hostname}:{pid}" for pid in host_b.worker_pids()]
@@ -100,6 +111,8 @@ def test_a_call_lives_where_its_stream_landed_and_limits_count_every_host(two_ho
         return all(rows[sid].ended_at is not None for sid in ("CAscale2", "CAscale3", "CAscale5")) and rows
 
     rows = wait_for(all_ended, timeout=8, message="every call row to be finished")
+    assert _metric(host_a, "call_greeting_latency_seconds_count") == 2.0  # CAscale2 and 3, on either worker
+    assert _metric(host_a, "calls_active") == 0.0
     assert rows["CAscale4"].end_reason == "limit"
     assert {rows[sid].end_reason for sid in ("CAscale1", "CAscale2", "CAscale3", "CAscale5")} == {"caller_hangup"}
     assert rows["CAscale5"].served_by == worker_b

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.metrics import REGISTRY
+from server.metrics import exposition
 from services.live_calls import this_process
 
 bp = Blueprint("health", __name__)
@@ -18,4 +18,4 @@ def healthz():
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+    return Response(exposition(), mimetype=CONTENT_TYPE_LATEST)
