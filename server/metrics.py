@@ -49,7 +49,9 @@ def exposition() -> bytes:
 
 def clear_worker_files(path: str) -> None:
     """Before the first worker starts: figures left by an earlier run must not be summed in."""
-    for stale in Path(path).glob("*.db"):
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
         stale.unlink()
 
 

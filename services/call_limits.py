@@ -33,7 +33,7 @@ log = logging.getLogger("limits")
 # A call holds a slot while this is true of its row (and it started after the stale cut-off).
 _LIVE = (Call.ended_at.is_(None), Call.status.not_in(TERMINAL_STATUSES))
 # The deployment's live calls and the business's, but for the call being admitted (a retried
-# webhook must not count itself), in one statement built once: admissions are serialised.
+# webhook must not count itself): one statement, built once, as the webhook runs on the loop.
 _LIVE_COUNTS = select(
     func.count(),
     func.coalesce(func.sum(case((Call.business_id == bindparam("business_id"), 1), else_=0)), 0),

@@ -283,9 +283,9 @@ class Playback:
                     segment.started = True
                     # Forwarding counts only when its first frame was due as its audio came (or
                     # starts a stretch): a wait behind audio still playing is pacing, not delay.
-                    due_at_once = segment.audio_at is not None and due - self._lead_s <= max(segment.audio_at,
-                                                                                              self._t0)
-                    started.append((segment.item_id, segment.audio_at if due_at_once else None))
+                    audio_at = segment.audio_at
+                    due_at_once = audio_at is not None and due - self._lead_s <= max(audio_at, self._t0)
+                    started.append((segment.item_id, audio_at if due_at_once else None))
             if not self._queue:
                 self._wakeup.clear()
                 wait_s = None
