@@ -7,14 +7,9 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
 
-import gevent  # noqa: E402
-import gevent.event  # noqa: E402
-
+from bench.lean_realtime import fake_arguments, serve_until_sigterm  # noqa: E402
 from tests.fakes.realtime_server import FakeRealtime, RealtimeConnection, RealtimeScript, Reply  # noqa: E402
 
 
@@ -31,23 +26,14 @@ def summarize(conn: RealtimeConnection) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--stats", required=True)
-    parser.add_argument("--first-byte-ms", type=int, default=200)
-    parser.add_argument("--greeting-ms", type=int, default=1500)
-    parser.add_argument("--audio-ms", type=int, default=2500)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = fake_arguments()
     records: list[dict] = []
     script = RealtimeScript(responses=[Reply("שלום, הגעתם לעסק הבדיקה, איך אפשר לעזור?", args.greeting_ms)],
                             default_reply=Reply("תשובה לדוגמה מהסוכן, עם כמה מילים בעברית.", args.audio_ms),
                             first_byte_ms=args.first_byte_ms)
     fake = FakeRealtime(script, port=args.port, history=False, on_closed=lambda c: records.append(summarize(c)))
     fake.start()
-    done = gevent.event.Event()
-    gevent.signal_handler(signal.SIGTERM, done.set)
-    done.wait()
+    serve_until_sigterm()
     fake.stop()
     with open(args.stats, "w") as fh:
         json.dump(records, fh)

@@ -513,21 +513,31 @@ class LeanRealtime:
             conn.close(1001, "server stopping")
 
 
-def main() -> None:
+def fake_arguments() -> argparse.Namespace:
+    """The command line of both fakes the benchmark can run (this one and bench.fake_realtime)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stats", required=True)
     parser.add_argument("--first-byte-ms", type=int, default=200)
     parser.add_argument("--greeting-ms", type=int, default=1500)
     parser.add_argument("--audio-ms", type=int, default=2500)
-    args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    return parser.parse_args()
+
+
+def serve_until_sigterm() -> None:
+    """Once the fake is up: serve until the benchmark sends SIGTERM."""
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
-    lag = LoopLag().start()
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)
     done.wait()
+
+
+def main() -> None:
+    args = fake_arguments()
+    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    lag = LoopLag().start()
+    serve_until_sigterm()
     lag.stop()
     records = [conn.summary() for conn in fake.connections]
     with open(args.stats, "w") as fh:
