@@ -44,8 +44,8 @@ class CallFigures:
             self._speech_stopped_at = at
 
     def agent_audio_started(self, item_id: str, at: float, forwarding_ms: float | None = None) -> None:
-        """TX sent the first frame of an agent item; `forwarding_ms` since its first audio was
-        read, when nothing was playing before it (otherwise the wait is pacing, not delay)."""
+        """Playback sent the first frame of an agent item; `forwarding_ms` since its first audio
+        was read, when that frame was due at once (otherwise the wait was pacing, not delay)."""
         with self._marks_lock:
             if forwarding_ms is not None:
                 self.forwarding_ms.append(forwarding_ms)

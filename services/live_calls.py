@@ -11,7 +11,10 @@ if TYPE_CHECKING:
 
 
 def this_process() -> str:
-    """"host:pid": where a call's stream, and so the whole call, lives (asked after the fork)."""
+    """This process as host:pid: where a call's stream, and so the whole call, lives.
+
+    Asked for when needed, never kept from import: gunicorn forks workers after loading.
+    """
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
