@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def this_process() -> str:
     """This process as host:pid: where a call's stream, and so the whole call, lives.
 
-    Asked for when needed, never kept from import: gunicorn forks workers after loading.
+    Read when asked, never at import: gunicorn's master imports this module before it forks.
     """
     return f"{socket.gethostname()}:{os.getpid()}"
 
