@@ -129,3 +129,22 @@ def test_forwarding_is_timed_from_the_first_audio_read_to_its_first_frame_out():
     assert forwarding_ms == pytest.approx((sent_at - read_at) * 1000)
     assert 5 <= forwarding_ms < 50
     assert sent_at <= sent.media_times()[0] + 0.001
+
+
+def test_audio_for_a_stream_still_playing_keeps_to_the_schedule(playback):
+    pb, sent = playback
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 10)  # 200 ms
+    pb.end_item("r1", "i1")
+    gevent.sleep(0.17)  # every frame of it sent (40 ms lead); the caller is still hearing it
+    assert len(sent.media_times()) == 10 and pb.is_playing()
+    pb.enqueue("r2", "i2", b"\x02" * FRAME_BYTES * 10)
+    pb.end_item("r2", "i2")
+    gevent.sleep(0.3)
+    times = sent.media_times()
+    assert len(times) == 20
+    # One timeline: frame k is heard at t0 + k·20 ms and never leaves more than the lead
+    # plus one frame before that, however the next item's audio came.
+    t0 = times[0]
+    assert all(t >= t0 + k * 0.020 - 0.040 - 0.020 - 0.002 for k, t in enumerate(times))
+    assert times[-1] - t0 >= 0.380 - 0.060 - 0.002
+    assert sent.marks() == ["item:i1", "item:i2"]
