@@ -36,7 +36,6 @@ class _Segment:
     start: int | None = None  # stream frame index of its first frame, in the current stretch
     sent: int = 0  # frames put on the stream
     fully_heard: bool = False  # its mark came back, or the stream went idle after it
-    started: bool = False  # its first frame has been sent
     audio_at: float | None = None  # when its first audio was read off the Realtime socket
 
 
@@ -269,19 +268,19 @@ class Playback:
                     self._queue.popleft()
                     texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
                     continue
-                if not self._stretch_over(now) and self._next_due - self._lead_s > now + FRAME_S:
+                fresh = self._stretch_over(now)
+                if not fresh and self._next_due - self._lead_s > now + FRAME_S:
                     break
                 self._queue.popleft()
-                due = self._book(segment, now)
+                due = self._book(segment, now, fresh)
                 # A stretch's first frames are due before it began: they leave at once, on time.
                 send_at = max(due - self._lead_s, self._t0)
                 self._late(now - send_at)
                 self._next_due = due + FRAME_S
                 texts.append(media_message(self._stream_sid, frame))
                 media += 1
-                if not segment.started:
-                    segment.started = True
-                    # Forwarding counts only when its first frame was due as its audio came (or
+                if segment.sent == 1:
+                    # Its first frame. Forwarding counts only when it was due as its audio came (or
                     # starts a stretch): a wait behind audio still playing is pacing, not delay.
                     audio_at = segment.audio_at
                     due_at_once = audio_at is not None and due - self._lead_s <= max(audio_at, self._t0)
@@ -311,13 +310,12 @@ class Playback:
         """Idle, or the caller has heard all that was sent: the next frame starts a new stretch."""
         return self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S
 
-    def _book(self, segment: _Segment, now: float) -> float:
-        """Put one frame of `segment` on the stream timeline; return when it is due to be heard.
-
-        Called under the lock.
+    def _book(self, segment: _Segment, now: float, fresh: bool) -> float:
+        """Put one frame of `segment` on the stream timeline (starting a new stretch when
+        `fresh`); return when it is due to be heard. Called under the lock.
         """
         next_due = self._next_due
-        if self._stretch_over(now):
+        if fresh:
             for done in self._timeline:
                 done.fully_heard = done is not segment
             self._timeline.clear()
