@@ -30,14 +30,14 @@ logconfig_dict = {"version": 1, "disable_existing_loggers": False, "root": {"lev
 
 def on_starting(server):
     """Once, in the master, before workers start: a clean metrics directory, the SQLite schema."""
-    from server.metrics import clear_worker_files
-    from server.settings import Settings
+    from services.metrics import clear_worker_files
+    from services.settings import Settings
 
     clear_worker_files(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
     settings = Settings.from_env()
     if settings.is_sqlite:
-        from server.db import Database
+        from services.store.db import Database
 
         db = Database(settings.database_url)
         db.upgrade()
@@ -58,7 +58,7 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    from server.metrics import worker_gone
+    from services.metrics import worker_gone
 
     worker_gone(worker.pid)
 

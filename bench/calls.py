@@ -35,8 +35,8 @@ import requests  # noqa: E402
 
 from bench.lean_caller import LeanCall, Ticker  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
-from server.db import Database  # noqa: E402
-from server.models import Call  # noqa: E402
+from services.store.db import Database  # noqa: E402
+from services.store.models import Call  # noqa: E402
 from services.call_figures import histogram_percentile  # noqa: E402
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call  # noqa: E402
 from tests.fakes.waiting import wait_for  # noqa: E402

@@ -4,9 +4,9 @@ from __future__ import annotations
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from server import db as db_module
-from server.logging_setup import configure_logging
-from server.settings import Settings
+from server import request_db
+from services.logging_setup import configure_logging
+from services.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -16,7 +16,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config["SETTINGS"] = settings
     app.json.ensure_ascii = False  # Hebrew stays readable in API answers.
-    db = db_module.init_app(app, settings.database_url)
+    db = request_db.init_app(app, settings.database_url)
 
     from server import cli
     from server.routes import api, health, media, webhooks
@@ -36,9 +36,3 @@ def create_app(settings: Settings | None = None) -> Flask:
         return jsonify(error=exc.description or exc.name), exc.code
 
     return app
-
-
-def get_settings() -> Settings:
-    from flask import current_app
-
-    return current_app.config["SETTINGS"]

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from prompts import build_business_layer
-from server.call_records import KNOWN_STATUSES
-from server.models import Appointment, Business, Call, Lead, Turn, as_utc
+from services.store.call_records import KNOWN_STATUSES
+from services.store.models import Appointment, Business, Call, Lead, Turn, as_utc, iso
 
 Validator = Callable[[Any], Any]
 
@@ -255,11 +255,6 @@ def clean_query(args: Mapping[str, str], validators: Mapping[str, Validator]) ->
 
 
 # --- serializers ------------------------------------------------------------------------
-
-def iso(value: datetime | None) -> str | None:
-    value = as_utc(value)
-    return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
 
 def business_json(business: Business) -> dict[str, Any]:
     return {

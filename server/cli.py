@@ -5,7 +5,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup
 
-from server.db import get_db
+from server.request_db import get_db
 from server.demo import create_demo_business
 
 db_cli = AppGroup("db", help="Database schema.")

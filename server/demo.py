@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from server.call_records import business_for_number
-from server.models import Business, PhoneNumber
+from services.store.call_records import business_for_number
+from services.store.models import Business, PhoneNumber
 
 DEMO_NAME = "מספרת הדגמה"
 DEMO_PROMPT = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from server import metrics
+from services import metrics
 from services.pricing import estimate_cost_usd
 from services.realtime_protocol import Usage
 

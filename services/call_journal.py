@@ -19,8 +19,8 @@ from gevent.queue import Queue
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from server.db import Database
-from server.models import Call, Turn, as_utc
+from services.store.db import Database
+from services.store.models import Call, Turn, as_utc
 from services.post_call.jobs import enqueue_post_call
 
 Write = Callable[[Session, Call], None]

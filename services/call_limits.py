@@ -20,11 +20,11 @@ from typing import Iterator
 from sqlalchemy import bindparam, case, func, select, text
 from sqlalchemy.orm import Session
 
-from server import metrics
-from server.call_records import TERMINAL_STATUSES, open_call
-from server.db import Database
-from server.models import Business, Call, utcnow
-from server.settings import Settings
+from services import metrics
+from services.store.call_records import TERMINAL_STATUSES, open_call
+from services.store.db import Database
+from services.store.models import Business, Call, utcnow
+from services.settings import Settings
 
 # The advisory lock's key: any constant all processes agree on ("calls" in ASCII).
 _ADVISORY_KEY = 0x63616C6C73

@@ -23,11 +23,11 @@ from simple_websocket import ConnectionClosed
 
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
-from server import metrics
-from server.db import Database
-from server.logging_setup import call_logger
-from server.models import Business
-from server.settings import Settings
+from services import metrics
+from services.store.db import Database
+from services.logging_setup import call_logger
+from services.store.models import Business
+from services.settings import Settings
 from services import realtime_protocol as rt
 from services import twilio_protocol as tw
 from services.call_ending import CallEnding, is_farewell

@@ -15,9 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from prompts import CrmFacts
-from server.db import Database
-from server.logging_setup import call_logger
-from server.models import Appointment, Business, Call, Lead, as_utc, utcnow
+from services.store.db import Database
+from services.logging_setup import call_logger
+from services.store.models import Appointment, Business, Call, Lead, as_utc, utcnow
 from services.scheduling import HEBREW_DAY_NAMES
 from prompts.crm import DEFAULT_TIMEZONE as _DEFAULT_TZ
 

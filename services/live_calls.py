@@ -4,10 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING, Iterator
-
-if TYPE_CHECKING:
-    from services.call_session import CallSession
+from typing import Protocol
 
 
 def this_process() -> str:
@@ -18,13 +15,19 @@ def this_process() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+class LiveCall(Protocol):
+    """What the process may ask of a call it carries."""
+
+    def end(self, reason: str) -> None: ...
+
+
 class LiveCalls:
     def __init__(self) -> None:
         # Guards: _calls. Written by media handlers as streams open and close; read by /healthz.
         self._lock = threading.Lock()
-        self._calls: dict[str, "CallSession"] = {}
+        self._calls: dict[str, LiveCall] = {}
 
-    def add(self, call_sid: str, session: "CallSession") -> None:
+    def add(self, call_sid: str, session: LiveCall) -> None:
         with self._lock:
             self._calls[call_sid] = session
 
@@ -35,7 +38,3 @@ class LiveCalls:
     def __len__(self) -> int:
         with self._lock:
             return len(self._calls)
-
-    def __iter__(self) -> Iterator["CallSession"]:
-        with self._lock:
-            return iter(list(self._calls.values()))

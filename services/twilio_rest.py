@@ -15,7 +15,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from server.settings import Settings
+from services.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 REQUEST_TIMEOUT_S = 10.0

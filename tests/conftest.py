@@ -11,8 +11,8 @@ import pytest  # noqa: E402
 
 from server import create_app  # noqa: E402
 from server.dev_server import make_server  # noqa: E402
-from server.models import Business, PhoneNumber  # noqa: E402
-from server.settings import CallTiming, Settings  # noqa: E402
+from services.store.models import Business, PhoneNumber  # noqa: E402
+from services.settings import CallTiming, Settings  # noqa: E402
 from tests import databases  # noqa: E402
 
 BUSINESS_NUMBER = "+972300000001"

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
 
-from server.db import normalize_url
+from services.store.db import normalize_url
 
 ENV = "TEST_DATABASE_URL"
 

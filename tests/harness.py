@@ -7,8 +7,8 @@ import itertools
 import pytest
 import requests
 
-from server.models import Call
-from server.settings import CallTiming
+from services.store.models import Call
+from services.settings import CallTiming
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, LiveServer, add_business
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript
 from tests.fakes.twilio_caller import FakeTwilioCall, PlacedCall, place_call

@@ -9,10 +9,10 @@ import time
 import pytest
 from sqlalchemy import select
 
-from server.call_records import open_call
-from server.logging_setup import call_logger
-from server.models import Business, Call, Job, Lead
-from server.settings import PostCall, Settings
+from services.store.call_records import open_call
+from services.logging_setup import call_logger
+from services.store.models import Business, Call, Job, Lead
+from services.settings import PostCall, Settings
 from services.call_journal import CallJournal
 from services.post_call.worker import JobWorker
 from tests.conftest import CALLER_NUMBER, LiveServer, add_business

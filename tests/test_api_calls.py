@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import requests
 
-from server.models import Call, Turn
+from services.store.models import Call, Turn
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, add_business
 
 T0 = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import gevent
 import requests
 
-from server.models import Appointment, Business
+from services.store.models import Appointment, Business
 from services.tools.appointments import AppointmentBook
 from services.tools.problem import ToolProblem
 from tests.conftest import CALLER_NUMBER

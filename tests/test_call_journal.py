@@ -2,8 +2,8 @@
 import logging
 import time
 
-from server.db import Database
-from server.models import Call
+from services.store.db import Database
+from services.store.models import Call
 from services.call_journal import CallJournal, JournalWriter
 
 LOG = logging.LoggerAdapter(logging.getLogger("store"), {"call_sid": "-"})

@@ -6,8 +6,8 @@ import gevent
 import pytest
 import requests
 
-from server.db import Database
-from server.models import Call, utcnow
+from services.store.db import Database
+from services.store.models import Call, utcnow
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, add_business
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import place_call

@@ -7,8 +7,8 @@ import gevent
 import pytest
 
 from prompts import CrmFacts
-from server.db import Database
-from server.models import Business, Call, Lead
+from services.store.db import Database
+from services.store.models import Business, Call, Lead
 from services.crm_context import CRM_WAIT_BOUND_S, CallCrmContext, load_crm_facts
 
 CALLER = "+972501234567"

@@ -3,8 +3,8 @@
 import pytest
 import requests
 
-from server.db import Database
-from server.models import Call
+from services.store.db import Database
+from services.store.models import Call
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
 from tests.fakes.openai_rest import DEFAULT_SUMMARY, FakeOpenAI
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply

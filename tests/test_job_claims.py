@@ -11,7 +11,7 @@ from pathlib import Path
 import gevent
 from sqlalchemy import func, select, update
 
-from server.models import Call, Job, WebhookDelivery, as_utc, utcnow
+from services.store.models import Call, Job, WebhookDelivery, as_utc, utcnow
 from services.post_call import jobs
 from tests.fakes.waiting import wait_for
 from tests.test_post_call import CONVERSATION

@@ -6,7 +6,7 @@ import pytest
 import requests
 from twilio.request_validator import RequestValidator
 
-from server.models import Business, Call, Lead
+from services.store.models import Business, Call, Lead
 from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml

@@ -4,8 +4,8 @@ import hmac
 
 import requests
 
-from server.call_records import open_call
-from server.models import Business, Lead, WebhookDelivery
+from services.store.call_records import open_call
+from services.store.models import Business, Lead, WebhookDelivery
 from services.post_call.webhook import encode, verify
 from services.post_call.worker import JobWorker
 from tests.conftest import CALLER_NUMBER

@@ -25,7 +25,7 @@ from prompts import (
     usable_name,
 )
 from prompts.templates import TEXT_DIR, cut_at_boundary
-from server.models import Business
+from services.store.models import Business
 
 HEBREW_PROMPT = ("{{business_name}} היא מספרה בתל אביב. שעות הפעילות: ראשון עד חמישי 09:00-19:00. "
                  "תספורת גברים 80 ש\"ח, תספורת נשים 150 ש\"ח.")

@@ -13,7 +13,7 @@ import requests
 from flask import request
 from twilio.request_validator import RequestValidator
 
-from server.logging_setup import call_logger
+from services.logging_setup import call_logger
 from services.post_call import recording
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
 from tests.fakes.openai_rest import DEFAULT_SUMMARY

@@ -11,8 +11,8 @@ import gevent
 import pytest
 import requests
 
-from server.db import Database
-from server.models import Call
+from services.store.db import Database
+from services.store.models import Call
 from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call

@@ -1,7 +1,7 @@
 """Call-control configuration from the environment: defaults, and errors that name the variable."""
 import pytest
 
-from server.settings import Settings, SettingsError
+from services.settings import Settings, SettingsError
 
 
 def test_defaults_are_the_production_values():

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 import requests
 from twilio.request_validator import RequestValidator
 
-from server.models import Call
+from services.store.models import Call
 from server.security import StreamToken
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, add_business
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from server.metrics import exposition
+from services.metrics import exposition
 from services.live_calls import this_process
 
 bp = Blueprint("health", __name__)

@@ -7,15 +7,15 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, current_app, request
 
 from server import twiml
-from server.call_records import (
+from services.store.call_records import (
     APOLOGY_END_REASONS,
     KNOWN_STATUSES,
     apply_status,
     business_for_number,
     open_call,
 )
-from server.db import get_db, request_session
-from server.models import Business, Call
+from server.request_db import get_db, request_session
+from services.store.models import Business, Call
 from server.security import StreamToken, signed_url, twilio_signature_valid
 from services.call_limits import CallLimits
 from services.post_call import recording

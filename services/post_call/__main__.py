@@ -14,9 +14,9 @@ import signal  # noqa: E402
 import gevent  # noqa: E402
 from gevent.event import Event  # noqa: E402
 
-from server.db import Database  # noqa: E402
-from server.logging_setup import configure_logging  # noqa: E402
-from server.settings import Settings  # noqa: E402
+from services.store.db import Database  # noqa: E402
+from services.logging_setup import configure_logging  # noqa: E402
+from services.settings import Settings  # noqa: E402
 from services.post_call.worker import JobWorker  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from openai import OpenAI
 
 import prompts
-from server.settings import Settings
+from services.settings import Settings
 from services.post_call.parallel import in_parallel
 
 URGENCY = ("low", "normal", "high")

@@ -21,8 +21,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from server.db import Database
-from server.models import Job, as_utc, utcnow
+from services.store.db import Database
+from services.store.models import Job, as_utc, utcnow
 
 POST_CALL = "post_call"
 WEBHOOK = "webhook"

@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from prompts import usable_name
-from server.models import Call, Lead, as_utc, utcnow
+from services.store.models import Call, Lead, as_utc, utcnow
 
 E164 = re.compile(r"\+[1-9]\d{6,14}")
 

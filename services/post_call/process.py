@@ -16,10 +16,11 @@ import requests
 from openai import OpenAI
 from sqlalchemy import select
 
-from server.db import Database
-from server.models import Business, Call, WebhookDelivery, as_utc, new_webhook_secret
-from server.settings import Settings
+from services.store.db import Database
+from services.store.models import Business, Call, WebhookDelivery, as_utc, new_webhook_secret
+from services.settings import Settings
 from services.post_call import jobs, transcript, webhook
+from services.post_call.context import JobContext
 from services.post_call.analysis import analyze, caller_spoke, no_conversation
 from services.post_call.leads import update_lead
 
@@ -30,16 +31,6 @@ class LeaseLost(Exception):
 
 class DeliveryFailed(Exception):
     """The business's endpoint did not take the event; the job is retried."""
-
-
-@dataclass(frozen=True)
-class JobContext:
-    """What job handlers share in one process."""
-
-    db: Database
-    settings: Settings
-    openai: OpenAI
-    http: requests.Session
 
 
 def run_post_call(ctx: JobContext, claim: jobs.Claim, log: logging.LoggerAdapter) -> None:

@@ -13,21 +13,20 @@ import io
 import logging
 import wave
 from array import array
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from openai import OpenAI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 import prompts
-from server.db import Database
-from server.models import Call
-from server.settings import Settings
+from services.store.db import Database
+from services.store.models import Call
+from services.settings import Settings
+from services.post_call.context import JobContext
 from services.post_call.parallel import in_parallel
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
-if TYPE_CHECKING:
-    from services.post_call.process import JobContext
 
 CHANNEL_SPEAKERS = ("caller", "agent")
 # Twilio's recording statuses before it says how the recording ended; "starting" is ours,
@@ -89,7 +88,7 @@ def store_status(session: Session, call_sid: str, *, recording_sid: str, status:
     return call
 
 
-def transcribe(ctx: "JobContext", url: str, business) -> list[dict[str, Any]]:
+def transcribe(ctx: JobContext, url: str, business) -> list[dict[str, Any]]:
     """The recording as turns [{speaker, text, start_s}] in time order."""
     channels = split_channels(download(ctx, url))
     prompt = prompts.build_transcription_prompt(business).text
@@ -107,7 +106,7 @@ def transcribe(ctx: "JobContext", url: str, business) -> list[dict[str, Any]]:
     return turns
 
 
-def download(ctx: "JobContext", url: str) -> bytes:
+def download(ctx: JobContext, url: str) -> bytes:
     """The recording as a two-channel WAV (Twilio sends mono unless asked for both channels)."""
     settings = ctx.settings
     if not url.startswith(settings.twilio_api_base_url + "/"):

@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import selectinload
 
-from server.db import Database
-from server.models import Business, Call, as_utc, utcnow
+from services.store.db import Database
+from services.store.models import Business, Call, as_utc, utcnow
 from services.post_call import jobs, recording
 from services.post_call.analysis import Line
+from services.post_call.context import JobContext
 
-if TYPE_CHECKING:
-    from services.post_call.process import JobContext
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ def load_call(db: Database, call_id: int) -> CallFacts | None:
             recording_transcript=call.recording_transcript)
 
 
-def call_lines(ctx: "JobContext", facts: CallFacts, log: logging.LoggerAdapter) -> list[Line]:
+def call_lines(ctx: JobContext, facts: CallFacts, log: logging.LoggerAdapter) -> list[Line]:
     if facts.recording_transcript:
         return _lines(facts.recording_transcript)
     if _recording_pending(facts, ctx.settings.post_call.recording_wait_s):

@@ -30,8 +30,7 @@ from typing import Any, Sequence
 
 import requests
 
-from server.api_schemas import iso
-from server.models import Call, Lead, Turn, utcnow
+from services.store.models import Call, Lead, Turn, iso, utcnow
 
 EVENT_TYPE = "call.completed"
 SIGNATURE_TOLERANCE_S = 300

@@ -17,13 +17,14 @@ from gevent.event import Event
 from flask import Flask
 from sqlalchemy import select
 
-from server.db import Database
-from server.logging_setup import call_logger
-from server.models import Call
-from server.settings import Settings
+from services.store.db import Database
+from services.logging_setup import call_logger
+from services.store.models import Call
+from services.settings import Settings
 from services.post_call import jobs
 from services.post_call.analysis import make_client
-from services.post_call.process import HANDLERS, JobContext, LeaseLost
+from services.post_call.context import JobContext
+from services.post_call.process import HANDLERS, LeaseLost
 
 log = logging.getLogger("jobs")
 

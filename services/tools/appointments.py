@@ -16,8 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from prompts.crm import DEFAULT_TIMEZONE
-from server.db import Database
-from server.models import Appointment, as_utc
+from services.store.db import Database
+from services.store.models import Appointment, as_utc
 from services.scheduling import HEBREW_DAY_NAMES, LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time
 from services.tools.problem import ToolProblem
 

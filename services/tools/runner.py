@@ -17,9 +17,9 @@ import gevent
 from sqlalchemy import select
 
 from prompts.tools import call_event
-from server import metrics
-from server.db import Database
-from server.models import Call
+from services import metrics
+from services.store.db import Database
+from services.store.models import Call
 from services import realtime_protocol as rt
 from services.call_ending import CallEnding
 from services.response_gate import ResponseGate

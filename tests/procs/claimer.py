@@ -16,7 +16,7 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 
-from server.db import Database  # noqa: E402
+from services.store.db import Database  # noqa: E402
 from services.post_call import jobs  # noqa: E402
 
 

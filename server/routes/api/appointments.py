@@ -5,8 +5,8 @@ from flask import Blueprint, request
 from sqlalchemy import select
 
 from server import api_schemas as schemas
-from server.db import request_session
-from server.models import Appointment
+from server.request_db import request_session
+from services.store.models import Appointment
 
 bp = Blueprint("appointments", __name__, url_prefix="/appointments")
 

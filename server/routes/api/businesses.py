@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session, selectinload
 
 import prompts
 from server import api_schemas as schemas
-from server.db import request_session
-from server.models import Business, PhoneNumber, utcnow
+from server.request_db import request_session
+from services.store.models import Business, PhoneNumber, utcnow
 from server.routes.api.common import commit_or_409, get_or_404, json_object
 
 bp = Blueprint("businesses", __name__, url_prefix="/businesses")

@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from server import api_schemas as schemas
-from server.db import request_session
-from server.models import Call, Job, WebhookDelivery
+from server.request_db import request_session
+from services.store.models import Call, Job, WebhookDelivery
 from services.post_call import jobs
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")

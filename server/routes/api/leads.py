@@ -7,8 +7,8 @@ from flask import Blueprint, abort, request
 from sqlalchemy import select
 
 from server import api_schemas as schemas
-from server.db import request_session
-from server.models import Business, Lead
+from server.request_db import request_session
+from services.store.models import Business, Lead
 from server.routes.api.common import commit_or_409, get_or_404, json_object
 
 bp = Blueprint("leads", __name__, url_prefix="/leads")

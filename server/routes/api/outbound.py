@@ -11,9 +11,9 @@ from flask import Blueprint, abort, current_app, request
 from sqlalchemy import select
 
 from server import api_schemas as schemas
-from server.call_records import open_call
-from server.db import get_db, request_session
-from server.models import Business, Lead, PhoneNumber
+from services.store.call_records import open_call
+from server.request_db import get_db, request_session
+from services.store.models import Business, Lead, PhoneNumber
 from server.routes.api.common import get_or_404, json_object
 from services.call_limits import CallLimits
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError

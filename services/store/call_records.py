@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.models import Business, Call, PhoneNumber, as_utc, utcnow
+from services.store.models import Business, Call, PhoneNumber, as_utc, utcnow
 
 # Twilio CallStatus values after which the call is over.
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})

@@ -38,6 +38,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
+def iso(value: datetime | None) -> str | None:
+    """A stored time as ISO-8601 UTC with a Z, as the API and webhooks show it."""
+    value = as_utc(value)
+    return None if value is None else value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 

@@ -1,7 +1,7 @@
 """Engine, sessions and schema upgrades.
 
-One `Database` per app (in `app.extensions["db"]`). Requests use `request_session()`,
-closed at teardown; call greenlets and jobs open their own with `db.session()`.
+One `Database` per app (the web edge keeps it in `app.extensions["db"]`); call greenlets
+and jobs open their own sessions with `db.session()`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from flask import Flask, current_app, g
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,27 +88,3 @@ def alembic_config(url: str):
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
-
-
-def init_app(app: Flask, url: str) -> Database:
-    db = Database(url)
-    app.extensions["db"] = db
-    app.teardown_appcontext(_close_request_session)
-    return db
-
-
-def get_db() -> Database:
-    return current_app.extensions["db"]
-
-
-def request_session() -> Session:
-    """The request's session; the caller commits, teardown closes."""
-    if "db_session" not in g:
-        g.db_session = get_db().sessionmaker()
-    return g.db_session
-
-
-def _close_request_session(_exc: BaseException | None) -> None:
-    session = g.pop("db_session", None)
-    if session is not None:
-        session.close()

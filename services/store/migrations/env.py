@@ -2,7 +2,7 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from server.models import Base
+from services.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
