@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
-from simple_websocket import ConnectionClosed
 
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
@@ -43,7 +42,7 @@ from services.response_gate import ResponseGate
 from services.silence_watchdog import SilenceWatchdog
 from services.tools import CallTools, ToolContext
 from services.transcripts import Transcripts
-from services.twilio_socket import TwilioSocket
+from services.twilio_socket import SocketClosed, TwilioSocket
 
 # Caller audio held while the Realtime session is being configured (50 frames = 1 s).
 PRE_SESSION_FRAMES = 50
@@ -172,7 +171,7 @@ class CallSession:
             try:
                 # No timeout here: a timer per read would cost more than the read.
                 message = self._twilio.receive()
-            except ConnectionClosed:
+            except SocketClosed:
                 return  # without a `stop`: the caller's side vanished
             self._rx_messages += 1
             try:
@@ -227,7 +226,7 @@ class CallSession:
     def _send_twilio(self, texts: list[str]) -> None:
         try:
             self._twilio.send(*texts)
-        except (ConnectionClosed, OSError):
+        except (SocketClosed, OSError):
             pass  # RX sees the close and ends the call
 
     def _send_realtime(self, text: str) -> None:

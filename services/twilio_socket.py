@@ -11,12 +11,19 @@ import logging
 import socket
 import threading
 
-from simple_websocket import ConnectionClosed
-
 from services import ws_frames
 from services.ws_frames import FrameDecoder, FrameProtocolError
 
 log = logging.getLogger("media")
+
+
+class SocketClosed(Exception):
+    """The Twilio socket is closed: by us, by Twilio (its close code), or lost (1006)."""
+
+    def __init__(self, code: int, reason: str = ""):
+        super().__init__(f"{code} {reason}".strip())
+        self.code = code
+        self.reason = reason
 
 
 class NoReaderThread:
@@ -54,11 +61,11 @@ class TwilioSocket:
         data = b"".join(map(ws_frames.text_frame, texts))
         with self._send_lock:
             if self._closed:
-                raise ConnectionClosed(self.close_code or 1000, "")
+                raise SocketClosed(self.close_code or 1000, "")
             self._sock.sendall(data)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
-        """The next message; None after `timeout` seconds without one; ConnectionClosed at the end."""
+        """The next message; None after `timeout` seconds without one; SocketClosed at the end."""
         decoder = self._decoder
         while True:
             try:
@@ -66,10 +73,10 @@ class TwilioSocket:
             except FrameProtocolError as exc:
                 log.warning("media socket protocol error", extra={"error": str(exc), "code": exc.code})
                 self.close(exc.code, str(exc))
-                raise ConnectionClosed(exc.code, str(exc)) from None
+                raise SocketClosed(exc.code, str(exc)) from None
             if message is None:
                 if self._closed:
-                    raise ConnectionClosed(self.close_code or 1005, "")
+                    raise SocketClosed(self.close_code or 1005, "")
                 try:
                     self._sock.settimeout(timeout)
                     data = self._sock.recv(65536)
@@ -79,7 +86,7 @@ class TwilioSocket:
                     data = b""
                 if not data:
                     self._mark_closed(1006)
-                    raise ConnectionClosed(1006, "connection lost")
+                    raise SocketClosed(1006, "connection lost")
                 decoder.feed(data)
                 continue
             opcode, payload = message
@@ -96,7 +103,7 @@ class TwilioSocket:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 self.close(1000)
                 self.close_code = code
-                raise ConnectionClosed(code, payload[2:].decode(errors="replace"))
+                raise SocketClosed(code, payload[2:].decode(errors="replace"))
 
     def close(self, code: int = 1000, message: str | None = None) -> None:
         """Send a close frame (once) and release the socket."""

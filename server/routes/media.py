@@ -6,12 +6,11 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, abort, current_app, request
 from flask_sock import Sock
-from simple_websocket import ConnectionClosed
 
 from server.security import StreamToken, twilio_signature_valid
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
-from services.twilio_socket import SERVER_OPTIONS, TwilioSocket
+from services.twilio_socket import SERVER_OPTIONS, SocketClosed, TwilioSocket
 
 bp = Blueprint("media", __name__)
 sock = Sock()
@@ -50,7 +49,7 @@ def twilio_media(ws) -> None:
                                 live_calls=current_app.extensions["live_calls"],
                                 journal=current_app.extensions["journal"])
         CallSession(services, twilio, setup).run()
-    except ConnectionClosed:
+    except SocketClosed:
         pass
     except Exception:
         # Anything escaping would make Flask write an HTTP 500 into the open websocket.
