@@ -25,27 +25,29 @@ def twilio_signature_valid(auth_token: str, url: str, params: dict, signature: s
 
 @dataclass(frozen=True)
 class StreamToken:
-    """HMAC over call_sid and an expiry; put in the TwiML, checked on the stream's `start`."""
+    """HMAC over what it vouches for (the stream's parameters, `StreamParameters.signed_text`)
+    and an expiry; put in the TwiML, checked on the stream's `start`."""
 
     secret: str
 
-    def issue(self, call_sid: str, ttl_s: int, now: float | None = None) -> str:
+    def issue(self, subject: str, ttl_s: int, now: float | None = None) -> str:
         expires = int((time.time() if now is None else now) + ttl_s)
-        return f"{expires}.{self._mac(call_sid, expires)}"
+        return f"{expires}.{self._mac(subject, expires)}"
 
-    def verify(self, call_sid: str, token: str | None, now: float | None = None) -> str | None:
+    def verify(self, subject: str, token: str | None, now: float | None = None) -> str | None:
         """None when valid, else why not (for the log line)."""
         if not token or "." not in token:
             return "missing or malformed token"
         expires_text, _, mac = token.partition(".")
-        if not expires_text.isdigit():
+        if not (expires_text.isascii() and expires_text.isdigit()) or len(expires_text) > 12:
             return "malformed expiry"
         expires = int(expires_text)
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires)):
+        # As bytes: compare_digest refuses a str with characters outside ASCII.
+        if not hmac.compare_digest(mac.encode(errors="replace"), self._mac(subject, expires).encode()):
             return "bad signature"
         if (time.time() if now is None else now) > expires:
             return "expired"
         return None
 
-    def _mac(self, call_sid: str, expires: int) -> str:
-        return hmac.new(self.secret.encode(), f"{call_sid}.{expires}".encode(), hashlib.sha256).hexdigest()
+    def _mac(self, subject: str, expires: int) -> str:
+        return hmac.new(self.secret.encode(), f"{subject}\n{expires}".encode(), hashlib.sha256).hexdigest()

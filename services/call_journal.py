@@ -20,6 +20,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from services.store.db import Database
+from services.store.end_reasons import EndReason
 from services.store.models import Call, Turn, as_utc
 from services.post_call.jobs import enqueue_post_call
 
@@ -154,7 +155,7 @@ class CallJournal:
     def finish(self, end_reason: str, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
         def write(session: Session, call: Call) -> None:
             ended = _utc(ended_at)
-            if call.end_reason is None or call.end_reason == "caller_hangup":
+            if call.end_reason is None or call.end_reason == EndReason.CALLER_HANGUP:
                 call.end_reason = end_reason
             if call.ended_at is None:
                 call.ended_at = ended

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from services import metrics
 from services.store.call_records import TERMINAL_STATUSES, open_call
 from services.store.db import Database
+from services.store.end_reasons import EndReason
 from services.store.models import Business, Call, utcnow
 from services.settings import Settings
 
@@ -65,7 +66,7 @@ class CallLimits:
         stored as over, with end reason `limit`. A retried webhook gets the first answer again."""
         with self._locked(business.id) as session:
             existing = session.scalar(select(Call).where(Call.call_sid == call_sid))
-            if existing is not None and existing.end_reason == "limit":
+            if existing is not None and existing.end_reason == EndReason.LIMIT:
                 return Admission(admitted=False, limit="already_refused")
             live_server, live_business = session.execute(_LIVE_COUNTS, {
                 "business_id": business.id, "call_sid": call_sid, "since": self._stale_before()}).one()
@@ -76,7 +77,7 @@ class CallLimits:
                 limit = "server"
             call = open_call(session, call_sid=call_sid, business=business, direction=direction,
                              from_number=from_number, to_number=to_number, status=status,
-                             end_reason="limit" if limit else None)
+                             end_reason=EndReason.LIMIT if limit else None)
             if limit:
                 call.status, call.ended_at, call.duration_s = "completed", utcnow(), 0.0
             elif call.status not in TERMINAL_STATUSES:

@@ -6,6 +6,7 @@ import requests
 import websocket
 
 from server.security import StreamToken
+from server.stream_parameters import StreamParameters
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall
 
@@ -63,9 +64,14 @@ def _start_frame(call_sid, params):
 def test_a_stream_with_a_bad_token_is_closed_without_reaching_the_model(make_harness):
     h = make_harness()
     call_sid, placed = h.place()
-    forged = dict(placed.parameters, token=StreamToken("not-our-secret").issue(call_sid, 600))
+    subject = StreamParameters.from_start(call_sid, placed.parameters).signed_text()
+    forged = dict(placed.parameters, token=StreamToken("not-our-secret").issue(subject, 600))
     other_call = dict(placed.parameters, call_sid="CA-other")
-    for params in (forged, other_call, {k: v for k, v in placed.parameters.items() if k != "token"}):
+    other_business = dict(placed.parameters, business_id=str(int(placed.parameters["business_id"]) + 1))
+    other_caller = dict(placed.parameters, **{"from": "+972500000000"})
+    no_token = {k: v for k, v in placed.parameters.items() if k != "token"}
+    junk_tokens = [dict(placed.parameters, token=t) for t in ("1.\u00e9", "\u0661\u0662.ab", "x" * 5000, ".")]
+    for params in (forged, other_call, other_business, other_caller, no_token, *junk_tokens):
         ws = websocket.create_connection(h.live.media_url, timeout=5)
         ws.send(json.dumps({"event": "connected"}))
         ws.send(_start_frame(call_sid, params))

@@ -7,6 +7,7 @@ from twilio.request_validator import RequestValidator
 
 from services.store.models import Call
 from server.security import StreamToken
+from server.stream_parameters import StreamParameters
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER, add_business
 
 FORM = {"CallSid": "CA100", "AccountSid": "AC1", "From": CALLER_NUMBER, "To": BUSINESS_NUMBER,
@@ -35,8 +36,11 @@ def test_inbound_call_connects_a_media_stream_with_a_signed_token(live_server, b
     params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")}
     assert params["call_sid"] == "CA100" and params["business_id"] == str(business_id)
     assert params["direction"] == "inbound" and params["from"] == CALLER_NUMBER and params["to"] == BUSINESS_NUMBER
-    assert StreamToken("test-secret").verify("CA100", params["token"]) is None
-    assert StreamToken("test-secret").verify("CA999", params["token"]) == "bad signature"
+    vouched = StreamParameters.from_start("CA100", params)
+    assert StreamToken("test-secret").verify(vouched.signed_text(), params["token"]) is None
+    for other in (dataclasses.replace(vouched, call_sid="CA999"), dataclasses.replace(vouched, business_id=business_id + 1),
+                  dataclasses.replace(vouched, direction="outbound"), dataclasses.replace(vouched, from_number="+972500000000")):
+        assert StreamToken("test-secret").verify(other.signed_text(), params["token"]) == "bad signature"
     row = call_row(live_server, "CA100")
     assert row.business_id == business_id and row.status == "ringing" and row.direction == "inbound"
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, abort, current_app, request
 from flask_sock import Sock
 
 from server.security import StreamToken, twilio_signature_valid
+from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamParameters
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
 from services.twilio_socket import SERVER_OPTIONS, SocketClosed, TwilioSocket
@@ -16,7 +17,6 @@ bp = Blueprint("media", __name__)
 sock = Sock()
 log = logging.getLogger("media")
 
-MEDIA_PATH = "/ws/twilio-media"
 # Twilio sends `connected` and `start` first; a peer that does not within this is not Twilio.
 START_TIMEOUT_S = 10.0
 MAX_FRAMES_BEFORE_START = 50
@@ -79,20 +79,17 @@ def _await_start(twilio: TwilioSocket) -> CallSetup | None:
 
 
 def _authorise(start: tw.Start, settings) -> CallSetup | None:
-    params = start.parameters
-    call_sid = start.call_sid
-    problem = StreamToken(settings.secret_key).verify(call_sid, params.get("token"))
-    if problem is None and params.get("call_sid") not in (None, call_sid):
-        problem = "call_sid parameter does not match the stream"
-    business_id = params.get("business_id", "")
-    if problem is None and not business_id.isdigit():
-        problem = "no business_id parameter"
+    """The call's setup if the stream's parameters are the webhook's, vouched for by its token."""
+    try:
+        params = StreamParameters.from_start(start.call_sid, start.parameters)
+        problem = StreamToken(settings.secret_key).verify(params.signed_text(), start.parameters.get("token"))
+    except BadStreamParameters as exc:
+        problem = str(exc)
     if problem is not None:
-        log.warning("stream refused", extra={"call_sid": call_sid, "why": problem})
+        log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
         return None
-    direction = params.get("direction") if params.get("direction") in ("inbound", "outbound") else "inbound"
-    return CallSetup(call_sid=call_sid, stream_sid=start.stream_sid, business_id=int(business_id),
-                     direction=direction, from_number=params.get("from", ""), to_number=params.get("to", ""))
+    return CallSetup(call_sid=params.call_sid, stream_sid=start.stream_sid, business_id=params.business_id,
+                     direction=params.direction, from_number=params.from_number, to_number=params.to_number)
 
 
 def init_app(app: Flask) -> None:

@@ -7,25 +7,19 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, abort, current_app, request
 
 from server import twiml
-from services.store.call_records import (
-    APOLOGY_END_REASONS,
-    KNOWN_STATUSES,
-    apply_status,
-    business_for_number,
-    open_call,
-)
+from services.store.call_records import KNOWN_STATUSES, apply_status, business_for_number, open_call
 from server.request_db import get_db, request_session
+from services.store import end_reasons
+from services.store.end_reasons import EndReason
 from services.store.models import Business, Call
 from server.security import StreamToken, signed_url, twilio_signature_valid
+from server.stream_parameters import MEDIA_PATH, StreamParameters
 from services.call_limits import CallLimits
 from services.post_call import recording
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger("webhooks")
-
-MEDIA_PATH = "/ws/twilio-media"
-
 
 def _settings():
     return current_app.config["SETTINGS"]
@@ -51,23 +45,16 @@ def _base_url() -> str:
     return _settings().public_base_url or request.host_url.rstrip("/")
 
 
-def _stream_twiml(call_sid: str, business_id: int, direction: str, from_number: str, to_number: str) -> str:
+def _stream_twiml(params: StreamParameters) -> str:
     settings = _settings()
     base = _base_url()
     host = urlsplit(base).netloc
-    token = StreamToken(settings.secret_key).issue(call_sid, settings.timing.stream_token_ttl_s)
+    token = StreamToken(settings.secret_key).issue(params.signed_text(), settings.timing.stream_token_ttl_s)
     return twiml.connect_stream(
         action_url=f"{base}/webhook/stream_ended",
         stream_url=f"wss://{host}{MEDIA_PATH}",
         status_url=f"{base}/webhook/stream_status",
-        parameters={
-            "call_sid": call_sid,
-            "business_id": str(business_id),
-            "direction": direction,
-            "from": from_number,
-            "to": to_number,
-            "token": token,
-        },
+        parameters=params.twiml(token),
     )
 
 
@@ -118,14 +105,15 @@ def _answer(direction: str) -> Response:
         if direction == "outbound":
             return _xml(twiml.hangup())
         open_call(session, call_sid=call_sid, business=None, direction=direction, from_number=from_number,
-                  to_number=to_number, status="completed", end_reason="unknown_number")
+                  to_number=to_number, status="completed", end_reason=EndReason.UNKNOWN_NUMBER)
         session.commit()
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
     status = _form("CallStatus") or ("ringing" if direction == "inbound" else "in-progress")
     if not _admit(call_sid, business, direction, from_number, to_number, status):
         return _xml(twiml.say_and_hangup(twiml.BUSY))
     log.info("call answered", extra={"call_sid": call_sid, "business_id": business.id, "direction": direction})
-    return _xml(_stream_twiml(call_sid, business.id, direction, from_number, to_number))
+    return _xml(_stream_twiml(StreamParameters(call_sid=call_sid, business_id=business.id, direction=direction,
+                                               from_number=from_number, to_number=to_number)))
 
 
 @bp.post("/webhook/stream_ended")
@@ -134,9 +122,9 @@ def stream_ended() -> Response:
     call = _call_row(call_sid)
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
-    if reason in APOLOGY_END_REASONS:
+    if reason in end_reasons.FAILURES:
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
-    if reason == "transfer" and call.transfer_to:
+    if reason == EndReason.TRANSFER and call.transfer_to:
         # The caller ID the person sees: the caller's number (inbound), the business's (outbound).
         return _xml(twiml.dial(call.transfer_to, caller_id=call.from_number or None,
                                timeout_s=_settings().timing.transfer_ring_s,
@@ -176,7 +164,7 @@ def amd_status() -> Response:
     if machine:
         business = session.get(Business, call.business_id) if call.business_id else None
         message = (business.voicemail_message or "").strip() if business and answered_by != "fax" else ""
-        call.end_reason = "voicemail"  # before the stream stops: the session keeps it
+        call.end_reason = EndReason.VOICEMAIL  # before the stream stops: the session keeps it
     session.commit()
     log.info("answered by", extra={"call_sid": call_sid, "answered_by": answered_by, "voicemail": bool(message)})
     if machine:

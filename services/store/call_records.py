@@ -7,16 +7,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from services.store.end_reasons import EndReason
 from services.store.models import Business, Call, PhoneNumber, as_utc, utcnow
 
 # Twilio CallStatus values after which the call is over.
 TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 KNOWN_STATUSES = TERMINAL_STATUSES | {"queued", "initiated", "ringing", "in-progress"}
 
-# End reasons after which the caller hears an apology rather than a plain hang-up.
-APOLOGY_END_REASONS = frozenset({
-    "realtime_unavailable", "realtime_session_timeout", "realtime_dropped", "server_error", "business_not_found",
-})
 
 
 def business_for_number(session: Session, e164: str) -> Business | None:
@@ -24,7 +21,7 @@ def business_for_number(session: Session, e164: str) -> Business | None:
 
 
 def open_call(session: Session, *, call_sid: str, business: Business | None, direction: str,
-              from_number: str, to_number: str, status: str, end_reason: str | None = None) -> Call:
+              from_number: str, to_number: str, status: str, end_reason: EndReason | None = None) -> Call:
     """The call's row, created once: Twilio retries webhooks, and a retry must not duplicate it."""
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
@@ -56,7 +53,7 @@ def apply_status(session: Session, call_sid: str, status: str, duration_s: float
         elif call.duration_s is None:
             call.duration_s = _seconds_between(call.answered_at or call.started_at, call.ended_at)
         if call.end_reason is None:
-            call.end_reason = "caller_hangup" if status == "completed" else status
+            call.end_reason = EndReason.CALLER_HANGUP if status == "completed" else EndReason(status)
     if call.status not in TERMINAL_STATUSES or status in TERMINAL_STATUSES:
         call.status = status
     return call

@@ -1,0 +1,40 @@
+"""Why a call ended, as stored in `calls.end_reason` (a `str` enum: rows hold the plain value)."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EndReason(StrEnum):
+    # The caller, or the line.
+    CALLER_HANGUP = "caller_hangup"  # Twilio's `stop`, or a completed status with no other reason
+    CALLER_GOODBYE = "caller_goodbye"  # said goodbye; ended once the agent's answer was heard
+    STREAM_CLOSED = "stream_closed"  # the media socket closed without a `stop`
+    TWILIO_IDLE = "twilio_idle"  # no frame from Twilio for too long
+    # The agent, or call control.
+    AGENT_HANGUP = "agent_hangup"
+    TRANSFER = "transfer"
+    SILENCE = "silence"
+    MAX_DURATION = "max_duration"
+    # Decided at the webhook.
+    UNKNOWN_NUMBER = "unknown_number"
+    LIMIT = "limit"
+    VOICEMAIL = "voicemail"
+    # Twilio's final statuses for a call that never connected to us.
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    # Our side failed.
+    REALTIME_UNAVAILABLE = "realtime_unavailable"
+    REALTIME_SESSION_TIMEOUT = "realtime_session_timeout"
+    REALTIME_DROPPED = "realtime_dropped"
+    SERVER_ERROR = "server_error"
+    BUSINESS_NOT_FOUND = "business_not_found"
+
+
+# Our side failed: the caller hears an apology rather than a plain hang-up, and a call without
+# conversation is summarised as a failure, not as the caller leaving.
+FAILURES = frozenset({
+    EndReason.REALTIME_UNAVAILABLE, EndReason.REALTIME_SESSION_TIMEOUT, EndReason.REALTIME_DROPPED,
+    EndReason.SERVER_ERROR, EndReason.BUSINESS_NOT_FOUND,
+})
