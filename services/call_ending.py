@@ -1,8 +1,8 @@
 """Ending a call politely: the agent's last words are heard to the end, then the line closes.
 
-An ending starts with a reason (`agent_hangup`, `caller_goodbye`, `transfer`, `silence`,
-`max_duration`) and the response that carries the agent's last words: one already spoken, or
-the next one created for a given request ("goodbye", "tool_result", "caller_turn"). Once that
+An ending starts with an `EndReason` (agent hang-up, caller goodbye, transfer, silence, the time
+limit) and the response that carries the agent's last words: one already spoken, or the next one
+created for a given `RequestReason` (goodbye, tool result, caller turn). Once that
 response is done, the call ends when the caller has heard each of its items (their marks are
 echoed), or at once if it had no audio; a deadline ends it anyway.
 
@@ -19,6 +19,8 @@ from typing import Callable
 import gevent
 
 from services.playback import Playback
+from services.response_gate import RequestReason
+from services.store.end_reasons import EndReason
 
 # Said by a caller who is leaving, matched as whole words ("ולהתראות" too) in a short utterance
 # without a question. Not "יום טוב" or "ערב טוב": callers open calls with them as often.
@@ -38,9 +40,10 @@ def is_farewell(text: str) -> bool:
 
 class CallEnding:
     """Any greenlet may `begin` an ending; the Realtime greenlet reports responses, RX reports items
-    heard, barge-in reports interruptions, and the deadline greenlet times out."""
+    heard, barge-in reports interruptions, and the deadline greenlet times out. Its lock is taken
+    while barge-in holds its own (`interrupted`) and never while a socket is written."""
 
-    def __init__(self, playback: Playback, end: Callable[[str], None], timeout_s: float, log: logging.LoggerAdapter):
+    def __init__(self, playback: Playback, end: Callable[[EndReason], None], timeout_s: float, log: logging.LoggerAdapter):
         self._playback = playback
         self._end = end
         self._timeout_s = timeout_s
@@ -48,16 +51,16 @@ class CallEnding:
         # Guards every field below. Written by whoever begins, the Realtime greenlet (responses),
         # RX (items heard), barge-in and the deadline.
         self._lock = threading.Lock()
-        self._reason: str | None = None
+        self._reason: EndReason | None = None
         self._cancellable = False
-        self._awaiting: str | None = None  # the request whose response carries the last words
+        self._awaiting: RequestReason | None = None  # the request whose response carries the last words
         self._response_id: str | None = None  # that response, once known
         self._unheard: set[str] | None = None  # its items still to be heard; None until it is done
         self._generation = 0  # a deadline or finish of a called-off ending must not end the call
         self._deadline: gevent.Greenlet | None = None
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> EndReason | None:
         with self._lock:
             return self._reason
 
@@ -67,7 +70,7 @@ class CallEnding:
         with self._lock:
             return self._reason is not None and not self._cancellable
 
-    def begin(self, reason: str, *, cancellable: bool, awaiting: str | None = None,
+    def begin(self, reason: EndReason, *, cancellable: bool, awaiting: RequestReason | None = None,
               response_id: str | None = None) -> bool:
         """End the call after response `response_id`, or after the next response created for the
         request `awaiting`. False when an ending is already under way (the first one stands)."""
@@ -81,7 +84,7 @@ class CallEnding:
         self._log.info("call ending after the agent's last words", extra={"end_reason": reason})
         return True
 
-    def response_created(self, response_id: str, request_reason: str | None) -> None:
+    def response_created(self, response_id: str, request_reason: RequestReason | None) -> None:
         with self._lock:
             if self._reason is not None and self._response_id is None and request_reason == self._awaiting:
                 self._response_id = response_id
@@ -93,7 +96,7 @@ class CallEnding:
                 return
             if tool_calls and not self._playback.spoke(response_id):
                 # It answered with a tool call (e.g. end_call): the words come with the tool's result.
-                self._awaiting, self._response_id = "tool_result", None
+                self._awaiting, self._response_id = RequestReason.TOOL_RESULT, None
                 return
             self._unheard = set(self._playback.unheard_items(response_id))
             generation = self._generation if not self._unheard else None
@@ -111,7 +114,7 @@ class CallEnding:
             self._finish(generation)
 
     def interrupted(self) -> None:
-        """Barge-in, under the session's conversation lock: never ends the call from here."""
+        """Barge-in (under its lock): never ends the call from here, where sockets are being written."""
         with self._lock:
             if self._reason is None:
                 return

@@ -11,10 +11,9 @@ from services.realtime_protocol import Usage
 
 @dataclass
 class CallFigures:
-    """Owners: `frames_in` and `rx_dropped` are written by RX; latencies, usage and the
-    response-latency marks by the Realtime greenlet, except `agent_audio_started`, which
-    Playback calls (from TX or the Realtime greenlet) under `_marks_lock`. Everything is
-    read once the call's greenlets are done."""
+    """Owners: `frames_in` and `rx_dropped` are written by RX only, `usage` and `responses` by
+    the Realtime greenlet only; the fields under `_lock` are written from several greenlets.
+    `summary` reads everything once the call's greenlets are done."""
 
     stream_started_at: float
     greeting_ms: float | None = None
@@ -28,11 +27,11 @@ class CallFigures:
     responses: int = 0
 
     def __post_init__(self) -> None:
-        # Guards: _speech_stopped_at, _greeting_pending, greeting_ms, response_ms, forwarding_ms,
-        # item_latency_ms. Written by the Realtime greenlet (speech stopped) and Playback (first frame).
-        self._marks_lock = threading.Lock()
+        # Guards: _speech_stopped_at, greeting_ms, response_ms, barge_in_ms, forwarding_ms,
+        # item_latency_ms. Written by the Realtime greenlet (speech stopped), Playback's first
+        # frames (TX or the Realtime greenlet) and barge-in (the Realtime greenlet or its guard).
+        self._lock = threading.Lock()
         self._speech_stopped_at: float | None = None
-        self._greeting_pending = True
 
     def drop_rx(self, reason: str) -> int:
         count = self.rx_dropped.get(reason, 0) + 1
@@ -40,18 +39,19 @@ class CallFigures:
         return count
 
     def speech_stopped(self, at: float) -> None:
-        with self._marks_lock:
+        with self._lock:
             self._speech_stopped_at = at
 
-    def agent_audio_started(self, item_id: str, at: float, forwarding_ms: float | None = None) -> None:
-        """Playback sent the first frame of an agent item; `forwarding_ms` since its first audio
-        was read, when that frame was due at once (otherwise the wait was pacing, not delay)."""
-        with self._marks_lock:
+    def agent_audio_started(self, item_id: str, at: float, forwarding_ms: float | None = None, *,
+                            greeting: bool = False) -> None:
+        """Playback sent the first frame of an agent item (the greeting's, if `greeting`);
+        `forwarding_ms` since its first audio was read, when that frame was due at once
+        (otherwise the wait was pacing, not delay)."""
+        with self._lock:
             if forwarding_ms is not None:
                 self.forwarding_ms.append(forwarding_ms)
                 metrics.FORWARDING_LATENCY.observe(forwarding_ms / 1000)
-            if self._greeting_pending:
-                self._greeting_pending = False
+            if greeting:
                 self.greeting_ms = (at - self.stream_started_at) * 1000
                 self.item_latency_ms[item_id] = self.greeting_ms
                 metrics.GREETING_LATENCY.observe(self.greeting_ms / 1000)
@@ -63,11 +63,12 @@ class CallFigures:
                 metrics.RESPONSE_LATENCY.observe(latency / 1000)
 
     def response_item_latency(self, item_id: str) -> float | None:
-        with self._marks_lock:
+        with self._lock:
             return self.item_latency_ms.get(item_id)
 
     def barge_in(self, latency_ms: float) -> None:
-        self.barge_in_ms.append(latency_ms)
+        with self._lock:
+            self.barge_in_ms.append(latency_ms)
         metrics.BARGE_IN_LATENCY.observe(latency_ms / 1000)
 
     def add_usage(self, usage: Usage) -> None:
@@ -83,7 +84,7 @@ class CallFigures:
         dropped = dict(self.rx_dropped)
         for reason, count in tx_dropped.items():
             dropped[reason] = dropped.get(reason, 0) + count
-        with self._marks_lock:
+        with self._lock:
             figures = {
                 "greeting_latency_ms": _round(self.greeting_ms),
                 "response_latency_ms": [_round(v) for v in self.response_ms],

@@ -152,7 +152,7 @@ class CallJournal:
             "interrupted": interrupted, "latency_ms": None if latency_ms is None else round(latency_ms, 1)},
             self._log)
 
-    def finish(self, end_reason: str, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
+    def finish(self, end_reason: EndReason, ended_at: float, metrics: dict, usage: dict, cost_usd: float) -> None:
         def write(session: Session, call: Call) -> None:
             ended = _utc(ended_at)
             if call.end_reason is None or call.end_reason == EndReason.CALLER_HANGUP:

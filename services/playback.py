@@ -55,8 +55,8 @@ class Playback:
     Three greenlets touch it, always under `_lock`: the Realtime greenlet queues audio
     (`enqueue`, `end_item`), TX sends it (`run`), RX reports echoed marks (`on_mark`),
     and barge-in clears it (`clear`). Frames leave through `_send_due` only: from TX, or
-    from `enqueue` when audio comes for an idle stream. `frames_out` and `frames_dropped`
-    are read once the call is over.
+    from `enqueue` when audio comes for an idle stream; they are written after `_lock` is
+    released. `frames_out`, `frames_dropped` and `lateness_ms` are read once the call is over.
     """
 
     def __init__(self, send: Callable[[list[str]], None], stream_sid: str, *,
@@ -82,8 +82,8 @@ class Playback:
         # TX's own pacing figure: frames by how late they left, 1 ms buckets, the last one open.
         self.lateness_ms = [0] * 64
         self._next_due = 0.0  # when the next frame of the stretch is due to be heard
-        self._wakeup = Event()
-        self._running = True
+        self._wakeup = Event()  # set by whoever queues audio or stops; waited on and cleared by TX
+        self._stopped = Event()  # set once, by stop(), from any greenlet
 
     # --- Realtime side -------------------------------------------------------------
 
@@ -237,12 +237,12 @@ class Playback:
     # --- TX greenlet ------------------------------------------------------------------
 
     def stop(self) -> None:
-        self._running = False
+        self._stopped.set()
         self._wakeup.set()
 
     def run(self) -> None:
         """TX: send frames on a drift-free 20 ms schedule while there is audio."""
-        while self._running:
+        while not self._stopped.is_set():
             wait_s = self._send_due()
             if wait_s is None:
                 self._wakeup.wait()
@@ -285,6 +285,7 @@ class Playback:
                     audio_at = segment.audio_at
                     due_at_once = audio_at is not None and due - self._lead_s <= max(audio_at, self._t0)
                     started.append((segment.item_id, audio_at if due_at_once else None))
+            self.frames_out += media
             if not self._queue:
                 self._wakeup.clear()
                 wait_s = None
@@ -292,7 +293,6 @@ class Playback:
                 wait_s = self._next_due - self._lead_s - now
         if texts:
             self._send(texts)
-            self.frames_out += media
             if started and self._on_first_frame is not None:
                 sent_at = self._clock()
                 for item_id, audio_at in started:

@@ -1,10 +1,12 @@
 """The call's connection to the OpenAI Realtime API (websocket-client, cooperative under gevent)."""
 from __future__ import annotations
 
+import socket
 from random import randbytes
 from time import monotonic
 
 import websocket
+from gevent.event import Event
 
 from services import realtime_protocol, ws_frames
 from services.realtime_protocol import ServerEvent
@@ -19,14 +21,21 @@ class RealtimeClosed(Exception):
 
 
 class RealtimeConnection:
-    """Any greenlet may `send` (websocket-client's own lock serialises writes); only the
-    call's Realtime greenlet calls `receive`, and keeps calling it so pings are answered."""
+    """Only the call's Realtime greenlet calls `connect` and `receive`, and it keeps calling
+    `receive` so that pings are answered. Any greenlet may `send` or `close`.
+
+    `_ws` and `_sock` are written once, by `connect`, before anything is sent; `close` never
+    clears them, so the reader sees a closed socket, not a missing one. Every write (ours, and
+    websocket-client's own pongs and closes) is made under websocket-client's `ws.lock`.
+    """
 
     def __init__(self, url: str, api_key: str, timeout_s: float):
         self._url = url
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._ws: websocket.WebSocket | None = None
+        self._sock: socket.socket | None = None
+        self._closed = Event()  # set once, by close(), from any greenlet
         self.received_at = 0.0  # monotonic time the last event was read, before it was parsed
 
     def connect(self) -> None:
@@ -36,7 +45,10 @@ class RealtimeConnection:
         except (websocket.WebSocketException, OSError) as exc:
             raise RealtimeUnavailable(f"{type(exc).__name__}: {exc}") from None
         ws.settimeout(None)
-        self._ws = ws
+        self._ws, self._sock = ws, ws.sock
+        if self._closed.is_set():  # the call ended while we were connecting
+            self._shut()
+            raise RealtimeClosed("closed while connecting")
 
     def send(self, text: str) -> None:
         """Send one text message. Frames are built here (50 a second per call: websocket-client's
@@ -45,20 +57,22 @@ class RealtimeConnection:
         come from `random`: masking protects proxies from browser scripts, not a TLS link
         between two servers."""
         ws = self._ws
-        if ws is None or not ws.connected:
-            raise RealtimeClosed("send after close")
+        if ws is None:
+            raise RealtimeClosed("send before connect")
         frame = ws_frames.masked_text_frame(text, randbytes(4))
-        try:
-            with ws.lock:
-                ws.sock.sendall(frame)
-        except (OSError, AttributeError) as exc:
-            raise RealtimeClosed(f"send failed: {exc}") from None
+        with ws.lock:
+            if self._closed.is_set():
+                raise RealtimeClosed("send after close")
+            try:
+                self._sock.sendall(frame)
+            except OSError as exc:
+                raise RealtimeClosed(f"send failed: {exc}") from None
 
     def receive(self) -> ServerEvent:
         """The next event; raises RealtimeClosed when the socket is gone, ProtocolError on junk."""
         try:
             text = self._ws.recv()
-        except (websocket.WebSocketException, OSError, AttributeError) as exc:
+        except (websocket.WebSocketException, OSError) as exc:
             raise RealtimeClosed(f"{type(exc).__name__}: {exc}") from None
         if not text:
             raise RealtimeClosed("closed by the server")
@@ -66,9 +80,24 @@ class RealtimeConnection:
         return realtime_protocol.parse_server_event(text)
 
     def close(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
+        """Say goodbye (a close frame, if the socket takes it within a second) and shut the
+        socket, which ends the reader's `receive`. Once; from any greenlet."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        if self._ws is not None:
+            self._shut()
+
+    def _shut(self) -> None:
+        frame = ws_frames.encode(ws_frames.OP_CLOSE, (1000).to_bytes(2, "big"), randbytes(4))
+        with self._ws.lock:
             try:
-                ws.close(timeout=1)
-            except (websocket.WebSocketException, OSError):
+                self._sock.settimeout(1.0)  # a peer that stopped reading must not hold the call's end
+                self._sock.sendall(frame)
+            except OSError:
+                pass
+        for shut in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close):
+            try:
+                shut()
+            except OSError:
                 pass

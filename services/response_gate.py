@@ -4,31 +4,44 @@ from __future__ import annotations
 
 import logging
 import threading
+from enum import StrEnum
 from typing import Callable
 
 from services import realtime_protocol
+
+
+class RequestReason(StrEnum):
+    """Why a response was asked for; the ending and the figures tell responses apart by it."""
+
+    GREETING = "greeting"
+    CALLER_TURN = "caller_turn"
+    TOOL_RESULT = "tool_result"  # the model speaks about a tool's result
+    GOODBYE = "goodbye"  # the call is ending: silence, the time limit
+    SILENCE_CHECK = "silence_check"
+    KEYPAD = "keypad"
 
 
 class ResponseGate:
     """Shut until `open()` (after `session.updated`); then at most one response active.
 
     A request made while one is active waits in a single slot (a newer request replaces
-    it) and is sent when the active response is done. Each request has a reason ("greeting",
-    "caller_turn", "goodbye", ...); `on_created` says which request a response answers.
+    it) and is sent when the active response is done. Each request has a `RequestReason`;
+    `on_created` says which request a response answers.
     """
 
     def __init__(self, send: Callable[[str], None], log: logging.LoggerAdapter):
         self._send = send
         self._log = log
         # Guards: _open, _active, _response_id, _reason, _pending. Requests come from the Realtime
-        # greenlet, tool greenlets and timers; created/done from the Realtime greenlet.
+        # greenlet, tool greenlets and timers; created/done from the Realtime greenlet. Held
+        # across the send of `response.create`, so that a barge-in's `response.cancel` (sent
+        # after asking `is_active`) can never reach the socket before the create it cancels.
         self._lock = threading.Lock()
         self._open = False
         self._active = False  # response.create sent and its response.done not yet seen
         self._response_id: str | None = None
-        self._reason: str | None = None  # the request the active response answers
-        self._pending: tuple[str, str | None] | None = None
-        self.sent = 0
+        self._reason: RequestReason | None = None  # the request the active response answers
+        self._pending: tuple[RequestReason, str | None] | None = None
 
     def open(self) -> None:
         with self._lock:
@@ -41,7 +54,7 @@ class ResponseGate:
             return self._response_id if self._active else None
 
     @property
-    def active_request(self) -> tuple[str | None, str | None]:
+    def active_request(self) -> tuple[str | None, RequestReason | None]:
         """(response id, request reason) of the active response; (None, None) when idle."""
         with self._lock:
             return (self._response_id, self._reason) if self._active else (None, None)
@@ -51,7 +64,7 @@ class ResponseGate:
         with self._lock:
             return self._active
 
-    def request(self, reason: str, instructions: str | None = None) -> bool:
+    def request(self, reason: RequestReason, instructions: str | None = None) -> bool:
         """Start a response now if allowed, else keep it for when it is. True if sent now."""
         with self._lock:
             if not self._open or self._active:
@@ -64,7 +77,7 @@ class ResponseGate:
         with self._lock:
             self._pending = None
 
-    def on_created(self, response_id: str) -> str | None:
+    def on_created(self, response_id: str) -> RequestReason | None:
         """The response has started; returns the reason of the request it answers."""
         with self._lock:
             if self._response_id != response_id and self._response_id is not None:
@@ -82,11 +95,10 @@ class ResponseGate:
             self._reason = None
             self._fire_pending()
 
-    def _create(self, reason: str, instructions: str | None) -> None:
+    def _create(self, reason: RequestReason, instructions: str | None) -> None:
         self._active = True
         self._response_id = None
         self._reason = reason
-        self.sent += 1
         self._log.info("response.create", extra={"reason": reason})
         self._send(realtime_protocol.response_create(instructions))
 

@@ -2,6 +2,7 @@
 input transcription, each stamped with when it started."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 
@@ -39,46 +40,61 @@ def cut_at_word(text: str, length: int) -> str:
 
 
 class Transcripts:
-    """The call's agent items (stored once heard to the end, or cut) and caller speech
-    starts. Guarded by the session's conversation lock: the Realtime greenlet fills it,
-    RX (an item heard to its end) and barge-in take items out."""
+    """The call's agent items (stored once heard to the end, or cut) and caller speech starts.
+
+    The Realtime greenlet fills it; RX (an item heard to its end), barge-in (a cut item) and the
+    end of the call take items out.
+    """
 
     def __init__(self) -> None:
+        # Guards: _agent, _caller_started (and the items in _agent until taken out). Written by
+        # the Realtime greenlet, RX, barge-in and `end`; never held while anything else is taken.
+        self._lock = threading.Lock()
         self._agent: dict[str, AgentItem] = {}
         self._caller_started: dict[str, float] = {}
 
     def agent_item(self, response_id: str, item_id: str, at: float) -> None:
-        self._agent.setdefault(item_id, AgentItem(item_id=item_id, response_id=response_id, started_at=at))
+        with self._lock:
+            self._agent.setdefault(item_id, AgentItem(item_id=item_id, response_id=response_id, started_at=at))
 
     def agent_delta(self, item_id: str, delta: str) -> None:
-        item = self._agent.get(item_id)
-        if item is not None:
-            item.text.append(delta)
+        with self._lock:
+            item = self._agent.get(item_id)
+            if item is not None:
+                item.text.append(delta)
 
     def agent_done(self, item_id: str, transcript: str) -> None:
-        item = self._agent.get(item_id)
-        if item is not None:
-            item.final_text = transcript
+        with self._lock:
+            item = self._agent.get(item_id)
+            if item is not None:
+                item.final_text = transcript
 
     def take(self, item_id: str) -> AgentItem | None:
-        return self._agent.pop(item_id, None)
+        """The item, out of the table: whoever takes it stores it (once)."""
+        with self._lock:
+            return self._agent.pop(item_id, None)
 
     def take_cut(self, item_id: str, heard_ms: int, sent_ms: int) -> AgentItem | None:
-        item = self._agent.pop(item_id, None)
+        with self._lock:
+            item = self._agent.pop(item_id, None)
         if item is not None:
             item.heard_ms, item.sent_ms = heard_ms, sent_ms
         return item
 
     def items_of(self, response_id: str) -> list[str]:
-        return [item.item_id for item in self._agent.values() if item.response_id == response_id]
+        with self._lock:
+            return [item.item_id for item in self._agent.values() if item.response_id == response_id]
 
     def unfinished(self) -> list[AgentItem]:
-        items = list(self._agent.values())
-        self._agent.clear()
+        with self._lock:
+            items = list(self._agent.values())
+            self._agent.clear()
         return items
 
     def caller_started(self, item_id: str, at: float) -> None:
-        self._caller_started[item_id] = at
+        with self._lock:
+            self._caller_started[item_id] = at
 
     def caller_started_at(self, item_id: str, default: float) -> float:
-        return self._caller_started.pop(item_id, default)
+        with self._lock:
+            return self._caller_started.pop(item_id, default)

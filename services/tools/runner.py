@@ -22,12 +22,13 @@ from services.store.db import Database
 from services.store.models import Call
 from services import realtime_protocol as rt
 from services.call_ending import CallEnding
-from services.response_gate import ResponseGate
+from services.response_gate import RequestReason, ResponseGate
+from services.store.end_reasons import EndReason
 from services.tools.appointments import AppointmentBook
 from services.tools.declarations import declarations
 from services.tools.problem import ToolProblem
 
-FOLLOW_UP = "tool_result"  # the gate request that answers a tool's result
+FOLLOW_UP = RequestReason.TOOL_RESULT  # the request that answers a tool's result
 _FAILED = {"ok": False, "error": "tool_failed",
            "message": "this could not be done right now; apologise and offer that someone will call back"}
 
@@ -138,10 +139,10 @@ class CallTools:
     def _end_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
         self._log.info("the agent ends the call", extra={"why": args.get("reason", "")[:200]})
         if spoke:  # the goodbye came with the call: wait for it to be heard
-            if self._ending.begin("agent_hangup", cancellable=True, response_id=response_id):
+            if self._ending.begin(EndReason.AGENT_HANGUP, cancellable=True, response_id=response_id):
                 self._ending.response_done(response_id, tool_calls=False)
             return {"ok": True}, False
-        self._ending.begin("agent_hangup", cancellable=True, awaiting=FOLLOW_UP)
+        self._ending.begin(EndReason.AGENT_HANGUP, cancellable=True, awaiting=FOLLOW_UP)
         return {"ok": True, "next": call_event("After end_call")}, True
 
     def _transfer_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
@@ -154,8 +155,8 @@ class CallTools:
                 call.transfer_to = number
         self._log.info("transfer to a person", extra={"why": args.get("reason", "")[:200]})
         if spoke:
-            if self._ending.begin("transfer", cancellable=False, response_id=response_id):
+            if self._ending.begin(EndReason.TRANSFER, cancellable=False, response_id=response_id):
                 self._ending.response_done(response_id, tool_calls=False)
             return {"ok": True}, False
-        self._ending.begin("transfer", cancellable=False, awaiting=FOLLOW_UP)
+        self._ending.begin(EndReason.TRANSFER, cancellable=False, awaiting=FOLLOW_UP)
         return {"ok": True, "next": call_event("After transfer_call")}, True
