@@ -10,6 +10,7 @@ end is written with its post-call job.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -42,13 +43,17 @@ class JournalWriter:
 
     def __init__(self, db: Database):
         self._db = db
-        self._queue: Queue = Queue()
+        self._queue: Queue = Queue()  # any call's greenlets put; the writer greenlet gets
+        # Guards: _greenlet. Every call's greenlets submit, and the first (or the first after the
+        # writer died) starts it.
+        self._lock = threading.Lock()
         self._greenlet: gevent.Greenlet | None = None
         self._call_ids: dict[str, int] = {}  # owned by the writer greenlet; forgotten at flush
 
     def submit(self, call_sid: str, write: Write | dict, log: logging.LoggerAdapter | None) -> None:
-        if self._greenlet is None or self._greenlet.dead:
-            self._greenlet = gevent.spawn(self._run)
+        with self._lock:
+            if self._greenlet is None or self._greenlet.dead:
+                self._greenlet = gevent.spawn(self._run)
         self._queue.put((call_sid, write, log))
 
     def flush(self, call_sid: str, timeout: float) -> bool:
