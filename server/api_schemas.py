@@ -1,4 +1,4 @@
-"""What the admin API accepts and what it answers: pure functions, no Flask, no session.
+"""What the admin API accepts: pure functions, no Flask, no session.
 
 A validator takes a decoded JSON value (or a query-string value) and returns the value
 to store, or raises ValueError with a message for the client.
@@ -12,9 +12,8 @@ from typing import Any, Callable, Iterable, Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from prompts import build_business_layer
 from services.store.call_records import KNOWN_STATUSES
-from services.store.models import Appointment, Business, Call, Lead, Turn, as_utc, iso
+from services.store.models import as_utc
 
 Validator = Callable[[Any], Any]
 
@@ -252,102 +251,3 @@ def clean_lead(data: Mapping[str, Any]) -> dict[str, Any]:
 def clean_query(args: Mapping[str, str], validators: Mapping[str, Validator]) -> dict[str, Any]:
     """Query filters plus paging (limit 50, offset 0 unless given)."""
     return {"limit": 50, "offset": 0, **clean(args, validators)}
-
-
-# --- serializers ------------------------------------------------------------------------
-
-def business_json(business: Business) -> dict[str, Any]:
-    return {
-        "id": business.id,
-        "name": business.name,
-        # Sorted by id so a PATCH answers in the order a later GET will.
-        "phone_numbers": [p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id)],
-        "voice": business.voice,
-        "business_prompt": business.business_prompt,
-        "greeting": business.greeting,
-        "outbound_greeting": business.outbound_greeting,
-        "transfer_number": business.transfer_number,
-        "timezone": business.timezone,
-        "working_hours": business.working_hours,
-        "max_concurrent_calls": business.max_concurrent_calls,
-        "use_customer_name": business.use_customer_name,
-        "voicemail_message": business.voicemail_message,
-        "appointment_minutes": business.appointment_minutes,
-        "webhook_url": business.webhook_url,
-        # Shown to the admin, who gives it to the receiving system to check signatures.
-        "webhook_secret": business.webhook_secret,
-        "record_calls": business.record_calls,
-        # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
-        "prompt_warnings": list(build_business_layer(business).warnings),
-        "created_at": iso(business.created_at),
-        "updated_at": iso(business.updated_at),
-    }
-
-
-def turn_json(turn: Turn) -> dict[str, Any]:
-    return {
-        "speaker": turn.speaker,
-        "text": turn.text,
-        "started_at": iso(turn.started_at),
-        "interrupted": turn.interrupted,
-        "latency_ms": turn.latency_ms,
-    }
-
-
-def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
-    body = {
-        "call_sid": call.call_sid,
-        "business_id": call.business_id,
-        "status": call.status,
-        "direction": call.direction,
-        "from": call.from_number,
-        "to": call.to_number,
-        "started_at": iso(call.started_at),
-        "answered_at": iso(call.answered_at),
-        "ended_at": iso(call.ended_at),
-        "duration_s": call.duration_s,
-        "end_reason": call.end_reason,
-        "served_by": call.served_by,
-        "metrics": call.metrics,
-        "usage": call.usage,
-        "cost_usd": call.cost_usd,
-        "prompt": call.prompt_info,
-        "lead_id": call.lead_id,
-        "summary": call.summary,
-        "extraction": call.extraction,
-        "transfer_to": call.transfer_to,
-        "transfer_status": call.transfer_status,
-        "answered_by": call.answered_by,
-    }
-    if with_turns:
-        body["turns"] = [turn_json(turn) for turn in call.turns]
-    return body
-
-
-def lead_json(lead: Lead) -> dict[str, Any]:
-    return {
-        "id": lead.id,
-        "business_id": lead.business_id,
-        "phone": lead.phone,
-        "name": lead.name,
-        "gender": lead.gender,
-        "notes": lead.notes,
-        "city": lead.city,
-        "last_call_at": iso(lead.last_call_at),
-        "created_at": iso(lead.created_at),
-        "updated_at": iso(lead.updated_at),
-    }
-
-
-def appointment_json(appointment: Appointment) -> dict[str, Any]:
-    return {
-        "id": appointment.id,
-        "business_id": appointment.business_id,
-        "starts_at": iso(appointment.starts_at),
-        "ends_at": iso(appointment.ends_at),
-        "name": appointment.name,
-        "phone": appointment.phone,
-        "note": appointment.note,
-        "call_sid": appointment.call_sid,
-        "created_at": iso(appointment.created_at),
-    }

@@ -156,12 +156,12 @@ def test_delete_removes_the_business_and_frees_its_numbers(live_server, business
 
 
 def test_an_unexpected_error_is_a_bare_json_500(live_server, business_id, monkeypatch):
-    from server import api_schemas
+    from server import api_answers
 
     def broken(_business):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(api_schemas, "business_json", broken)
+    monkeypatch.setattr(api_answers, "business_json", broken)
     response = requests.get(api(live_server, f"/{business_id}"), timeout=5)
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}

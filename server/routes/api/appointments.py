@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 from sqlalchemy import select
 
+from server import api_answers as answers
 from server import api_schemas as schemas
 from server.request_db import request_session
 from services.store.models import Appointment
@@ -26,5 +27,5 @@ def list_appointments():
         stmt = stmt.where(Appointment.starts_at < query["to"])
     stmt = stmt.order_by(Appointment.starts_at, Appointment.id).limit(query["limit"]).offset(query["offset"])
     rows = request_session().scalars(stmt)
-    return {"appointments": [schemas.appointment_json(a) for a in rows], "limit": query["limit"],
+    return {"appointments": [answers.appointment_json(a) for a in rows], "limit": query["limit"],
             "offset": query["offset"]}

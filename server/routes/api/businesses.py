@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 import prompts
+from server import api_answers as answers
 from server import api_schemas as schemas
 from server.request_db import request_session
 from services.store.models import Business, PhoneNumber, utcnow
@@ -22,7 +23,7 @@ NUMBER_TAKEN = "a phone number already belongs to another business"
 def list_businesses():
     rows = request_session().scalars(
         select(Business).options(selectinload(Business.phone_numbers)).order_by(Business.id))
-    return {"businesses": [schemas.business_json(b) for b in rows]}
+    return {"businesses": [answers.business_json(b) for b in rows]}
 
 
 @bp.post("")
@@ -35,12 +36,12 @@ def create_business():
     session.add(business)
     commit_or_409(session, NUMBER_TAKEN)
     log.info("business created", extra={"business_id": business.id, "numbers": ",".join(numbers)})
-    return schemas.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
+    return answers.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
 
 
 @bp.get("/<int:business_id>")
 def get_business(business_id: int):
-    return schemas.business_json(get_or_404(request_session(), Business, business_id, "business"))
+    return answers.business_json(get_or_404(request_session(), Business, business_id, "business"))
 
 
 @bp.get("/<int:business_id>/prompt-preview")
@@ -70,7 +71,7 @@ def update_business(business_id: int):
     business.updated_at = utcnow()  # also when only the numbers changed
     commit_or_409(session, NUMBER_TAKEN)
     log.info("business updated", extra={"business_id": business.id, "fields": ",".join(sorted(changed))})
-    return schemas.business_json(business)
+    return answers.business_json(business)
 
 
 @bp.delete("/<int:business_id>")

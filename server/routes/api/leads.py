@@ -6,6 +6,7 @@ import logging
 from flask import Blueprint, abort, request
 from sqlalchemy import select
 
+from server import api_answers as answers
 from server import api_schemas as schemas
 from server.request_db import request_session
 from services.store.models import Business, Lead
@@ -25,7 +26,7 @@ def list_leads():
         stmt = stmt.where(Lead.phone == query["phone"])
     stmt = stmt.order_by(Lead.id.desc()).limit(query["limit"]).offset(query["offset"])
     leads = request_session().scalars(stmt)
-    return {"leads": [schemas.lead_json(lead) for lead in leads], "limit": query["limit"], "offset": query["offset"]}
+    return {"leads": [answers.lead_json(lead) for lead in leads], "limit": query["limit"], "offset": query["offset"]}
 
 
 @bp.post("")
@@ -40,4 +41,4 @@ def create_lead():
     session.add(lead)
     commit_or_409(session, conflict)
     log.info("lead created", extra={"lead_id": lead.id, "business_id": lead.business_id})
-    return schemas.lead_json(lead), 201
+    return answers.lead_json(lead), 201
