@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, selectinload
 
 import prompts
 from server import api_answers as answers
-from server import api_schemas as schemas
+from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
 from services.store.models import Business, PhoneNumber, utcnow
 from server.routes.api.common import commit_or_409, get_or_404, json_object
@@ -28,7 +28,7 @@ def list_businesses():
 
 @bp.post("")
 def create_business():
-    fields = schemas.clean_business(json_object(), partial=False)
+    fields = parse(BusinessCreate, json_object()).given()
     session = request_session()
     numbers = fields.pop("phone_numbers", [])
     _ensure_numbers_free(session, numbers, business_id=None)
@@ -56,7 +56,7 @@ def prompt_preview(business_id: int):
 
 @bp.patch("/<int:business_id>")
 def update_business(business_id: int):
-    fields = schemas.clean_business(json_object(), partial=True)
+    fields = parse(BusinessPatch, json_object()).given()
     changed = list(fields)
     session = request_session()
     business = get_or_404(session, Business, business_id, "business")

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from server import api_answers as answers
-from server import api_schemas as schemas
+from server.api_schemas import CallFilter, parse
 from server.request_db import request_session
 from services.store.models import Call, Job, WebhookDelivery, iso
 from services.post_call import jobs
@@ -20,17 +20,17 @@ log = logging.getLogger("api")
 
 @bp.get("")
 def list_calls():
-    query = schemas.clean_query(request.args.to_dict(), schemas.CALL_QUERY)
+    query = parse(CallFilter, request.args.to_dict())
     stmt = select(Call)
-    if "business_id" in query:
-        stmt = stmt.where(Call.business_id == query["business_id"])
-    if "status" in query:
-        stmt = stmt.where(Call.status == query["status"])
-    if "since" in query:
-        stmt = stmt.where(Call.started_at >= query["since"])
-    stmt = stmt.order_by(Call.started_at.desc(), Call.id.desc()).limit(query["limit"]).offset(query["offset"])
+    if query.business_id is not None:
+        stmt = stmt.where(Call.business_id == query.business_id)
+    if query.status is not None:
+        stmt = stmt.where(Call.status == query.status)
+    if query.since is not None:
+        stmt = stmt.where(Call.started_at >= query.since)
+    stmt = stmt.order_by(Call.started_at.desc(), Call.id.desc()).limit(query.limit).offset(query.offset)
     calls = request_session().scalars(stmt)
-    return {"calls": [answers.call_json(c) for c in calls], "limit": query["limit"], "offset": query["offset"]}
+    return {"calls": [answers.call_json(c) for c in calls], "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/<call_sid>")
