@@ -1,29 +1,31 @@
-"""What the admin API accepts and what it answers: pure functions, no Flask, no session.
+"""What the admin API accepts: one pydantic model per body and per list filter.
 
-A validator takes a decoded JSON value (or a query-string value) and returns the value
-to store, or raises ValueError with a message for the client.
+The web console's forms use the same models. `parse` validates a decoded JSON object or a
+query string against one and raises `ValidationError`, which names every bad field with a
+sentence for the client.
 """
 from __future__ import annotations
 
 import json
 import re
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Mapping
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from prompts import build_business_layer
+import pydantic
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WrapValidator
+
 from services.store.call_records import KNOWN_STATUSES
-from services.store.models import Appointment, Business, Call, Lead, Turn, as_utc, iso
-
-Validator = Callable[[Any], Any]
+from services.store.formats import is_e164, is_timezone
+from services.store.models import as_utc
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 GENDERS = ("male", "female")
-E164 = re.compile(r"\+[1-9]\d{6,14}")
 CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 MAX_ID = 2**63 - 1
+E164_HINT = "an E.164 number such as +972501234567"
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ValidationError(Exception):
@@ -34,89 +36,103 @@ class ValidationError(Exception):
         self.fields = fields
 
 
-# --- validators -------------------------------------------------------------------------
-
-def e164(value: Any) -> str:
-    if not isinstance(value, str) or not E164.fullmatch(value):
-        raise ValueError("must be an E.164 number such as +972501234567")
-    return value
-
-
-def optional(check: Validator) -> Validator:
-    return lambda value: None if value is None else check(value)
+def parse(model: type[Model], data: Mapping[str, Any]) -> Model:
+    """`data` as a `model`; every problem at once, unknown names included."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(field_messages(exc)) from None
 
 
-def text(max_len: int | None = None, *, required: bool = False, min_len: int = 0) -> Validator:
-    def check(value: Any) -> str:
-        if not isinstance(value, str):
-            raise ValueError("must be a string")
-        if required and not value.strip():
-            raise ValueError("must not be empty")
-        if len(value) < min_len:
-            raise ValueError(f"must be at least {min_len} characters")
-        if max_len is not None and len(value) > max_len:
-            raise ValueError(f"must be at most {max_len} characters")
-        return value
-    return check
+# pydantic's own errors, worded for the fields whose type leaves them as they are (no `says`).
+WORDING = {
+    "missing": "required",
+    "extra_forbidden": "unknown field",
+    "string_type": "must be a string",
+    "string_too_short": "must be at least {min_length} characters",
+    "string_too_long": "must be at most {max_length} characters",
+}
 
 
-def one_of(choices: Iterable[str]) -> Validator:
-    choices = tuple(choices)
-
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise ValueError("must be one of: " + ", ".join(choices))
-        return value
-    return check
-
-
-def int_between(low: int, high: int) -> Validator:
-    def check(value: Any) -> int:
-        # bool is an int subclass; true is not a count.
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
-        return value
-    return check
+def field_messages(exc: pydantic.ValidationError) -> dict[str, str]:
+    """One sentence per top-level field: ours as raised, pydantic's reworded."""
+    messages: dict[str, str] = {}
+    for error in exc.errors(include_url=False):
+        name = str(error["loc"][0]) if error["loc"] else "body"
+        template = WORDING.get(error["type"])
+        if error["type"] == "value_error":
+            message = str(error["ctx"]["error"])
+        elif template is not None:
+            message = template.format(**error.get("ctx", {}))
+        else:
+            message = error["msg"]
+        messages.setdefault(name, message)
+    return messages
 
 
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError("must be true or false")
-    return value
+# --- field types ------------------------------------------------------------------------
 
-
-def http_url(max_len: int) -> Validator:
-    def check(value: Any) -> str:
-        parts = urlsplit(value) if isinstance(value, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.netloc or len(value) > max_len:
-            raise ValueError(f"must be an http:// or https:// URL of at most {max_len} characters")
-        return value
-    return check
-
-
-def timezone_name(value: Any) -> str:
-    if isinstance(value, str):
+def says(message: str, test: Callable[[Any], bool] | None = None) -> WrapValidator:
+    """Any failure, of the type's own checks or of `test`, reads as `message`."""
+    def check(value: Any, handler: Callable[[Any], Any]) -> Any:
         try:
-            ZoneInfo(value)
-            return value
-        except (ZoneInfoNotFoundError, ValueError, OSError):
-            pass
-    raise ValueError("must be an IANA time zone such as Asia/Jerusalem")
+            value = handler(value)
+        except pydantic.ValidationError:
+            raise ValueError(message) from None
+        if test is not None and not test(value):
+            raise ValueError(message)
+        return value
+    return WrapValidator(check)
 
 
-def phone_numbers(value: Any) -> list[str]:
+def choice(*options: str) -> Any:
+    return Annotated[Literal[options], says("must be one of: " + ", ".join(options))]
+
+
+def count(low: int, high: int) -> Any:
+    return Annotated[int, Field(ge=low, le=high), says(f"must be an integer from {low} to {high}")]
+
+
+def query_count(low: int, high: int = MAX_ID) -> Any:
+    """An integer written in a query string: digits only, no sign, point or spaces."""
+    def digits(value: Any) -> int:
+        if not isinstance(value, str) or not re.fullmatch(r"\d{1,19}", value):
+            raise ValueError("not digits")
+        return int(value)
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(digits),
+                     says(f"must be an integer from {low} to {high}")]
+
+
+def is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def from_iso(value: Any) -> datetime:
+    """An ISO-8601 time in UTC; one without an offset is taken as UTC, like everything stored."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return as_utc(datetime.fromisoformat(value)).astimezone(timezone.utc)
+
+
+def not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def distinct_numbers(value: Any) -> list[str]:
     if not isinstance(value, list):
         raise ValueError("must be a list of E.164 numbers")
-    numbers: list[str] = []
-    for item in value:
-        try:
-            number = e164(item)
-        except ValueError:
-            raise ValueError(f"{json.dumps(item, ensure_ascii=False)} is not an E.164 number such as +972501234567") from None
-        if number in numbers:
-            raise ValueError(f"{number} is listed twice")
-        numbers.append(number)
-    return numbers
+    for index, item in enumerate(value):
+        if not is_e164(item):
+            raise ValueError(f"{json.dumps(item, ensure_ascii=False)} is not {E164_HINT}")
+        if item in value[:index]:
+            raise ValueError(f"{item} is listed twice")
+    return list(value)
 
 
 def _clock_minutes(value: Any, *, allow_midnight_end: bool = False) -> int | None:
@@ -151,203 +167,109 @@ def working_hours(value: Any) -> dict[str, list[list[str]]]:
     return {day: [list(pair) for pair in value[day]] for day in DAYS if day in value}
 
 
-def query_int(low: int, high: int = MAX_ID) -> Validator:
-    def check(value: str) -> int:
-        if not re.fullmatch(r"\d{1,19}", value) or not low <= int(value) <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
-        return int(value)
-    return check
+Phone = Annotated[str, says(f"must be {E164_HINT}", is_e164)]
+TimeZone = Annotated[str, says("must be an IANA time zone such as Asia/Jerusalem", is_timezone)]
+Flag = Annotated[bool, says("must be true or false")]
+Voice = choice(*VOICES)
+Gender = choice(*GENDERS)
+Day = choice(*DAYS)
+Status = choice(*sorted(KNOWN_STATUSES))
+Id = count(1, MAX_ID)
+ConcurrentCalls = count(1, 1000)
+AppointmentMinutes = count(5, 480)
+BusinessName = Annotated[str, Field(max_length=200), AfterValidator(not_blank)]
+WebhookUrl = Annotated[str, Field(max_length=500),
+                       says("must be an http:// or https:// URL of at most 500 characters", is_http_url)]
+PhoneNumbers = Annotated[list[str], PlainValidator(distinct_numbers, json_schema_input_type=list[str])]
+WorkingHours = Annotated[dict[str, list[list[str]]],
+                         PlainValidator(working_hours, json_schema_input_type=dict[Day, list[tuple[str, str]]])]
+QueryId = query_count(1)
+Limit = query_count(1, 500)
+Offset = query_count(0)
+IsoTime = Annotated[datetime, BeforeValidator(from_iso),
+                    says("must be an ISO-8601 datetime such as 2025-01-31T08:00:00Z")]
+
+# The default of a field a client may leave out. `given()` drops fields not sent, so what is
+# stored (or the column's own default) stays; typed Any so each field keeps its own type.
+LEFT_OUT: Any = None
 
 
-def iso_datetime(value: str) -> datetime:
-    """An ISO-8601 time in UTC; one without an offset is taken as UTC, like everything stored."""
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError("must be an ISO-8601 datetime such as 2025-01-31T08:00:00Z") from None
-    return as_utc(parsed).astimezone(timezone.utc)
+# --- bodies -----------------------------------------------------------------------------
+
+class Body(BaseModel):
+    # JSON as sent: a string is not a number, "yes" is not true, a misspelt name is an error.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    def given(self) -> dict[str, Any]:
+        """The fields the client sent, validated."""
+        return self.model_dump(exclude_unset=True)
 
 
-def clean(data: Mapping[str, Any], validators: Mapping[str, Validator], required: Iterable[str] = ()) -> dict[str, Any]:
-    """The given fields, validated; every problem at once, unknown names included."""
-    errors = {name: "unknown field" for name in data if name not in validators}
-    errors.update({name: "required" for name in required if name not in data})
-    cleaned: dict[str, Any] = {}
-    for name, value in data.items():
-        if name in validators:
-            try:
-                cleaned[name] = validators[name](value)
-            except ValueError as exc:
-                errors[name] = str(exc)
-    if errors:
-        raise ValidationError(errors)
-    return cleaned
+class BusinessPatch(Body):
+    """Any of a business's settings; only the fields given change."""
+
+    name: BusinessName = LEFT_OUT
+    phone_numbers: PhoneNumbers = LEFT_OUT
+    voice: Voice = LEFT_OUT
+    business_prompt: str = LEFT_OUT
+    greeting: str = LEFT_OUT
+    outbound_greeting: str = LEFT_OUT
+    transfer_number: Phone | None = LEFT_OUT
+    timezone: TimeZone = LEFT_OUT
+    working_hours: WorkingHours = LEFT_OUT
+    max_concurrent_calls: ConcurrentCalls = LEFT_OUT
+    use_customer_name: Flag = LEFT_OUT
+    voicemail_message: str = Field(LEFT_OUT, max_length=1000)
+    appointment_minutes: AppointmentMinutes = LEFT_OUT
+    webhook_url: WebhookUrl | None = LEFT_OUT
+    webhook_secret: str = Field(LEFT_OUT, min_length=16, max_length=128)
+    record_calls: Flag = LEFT_OUT
 
 
-BUSINESS_FIELDS: dict[str, Validator] = {
-    "name": text(200, required=True),
-    "phone_numbers": phone_numbers,
-    "voice": one_of(VOICES),
-    "business_prompt": text(),
-    "greeting": text(),
-    "outbound_greeting": text(),
-    "transfer_number": optional(e164),
-    "timezone": timezone_name,
-    "working_hours": working_hours,
-    "max_concurrent_calls": int_between(1, 1000),
-    "use_customer_name": boolean,
-    "voicemail_message": text(1000),
-    "appointment_minutes": int_between(5, 480),
-    "webhook_url": optional(http_url(500)),
-    "webhook_secret": text(128, min_len=16),
-    "record_calls": boolean,
-}
+class BusinessCreate(BusinessPatch):
+    """A new business: a name, and any other setting (the rest take their defaults)."""
 
-LEAD_FIELDS: dict[str, Validator] = {
-    "business_id": int_between(1, MAX_ID),
-    "phone": e164,
-    "name": optional(text(200)),
-    "gender": optional(one_of(GENDERS)),
-    "notes": text(),
-}
-
-PAGE_QUERY: dict[str, Validator] = {"limit": query_int(1, 500), "offset": query_int(0)}
-
-CALL_QUERY: dict[str, Validator] = {
-    "business_id": query_int(1),
-    "status": one_of(sorted(KNOWN_STATUSES)),
-    "since": iso_datetime,
-    **PAGE_QUERY,
-}
-
-LEAD_QUERY: dict[str, Validator] = {"business_id": query_int(1), "phone": e164, **PAGE_QUERY}
-
-OUTBOUND_FIELDS: dict[str, Validator] = {
-    "business_id": int_between(1, MAX_ID),
-    "to": e164,
-    "lead_id": optional(int_between(1, MAX_ID)),
-}
-
-APPOINTMENT_QUERY: dict[str, Validator] = {
-    "business_id": query_int(1),
-    "phone": e164,
-    "from": iso_datetime,
-    "to": iso_datetime,
-    **PAGE_QUERY,
-}
+    name: BusinessName
 
 
-def clean_business(data: Mapping[str, Any], *, partial: bool) -> dict[str, Any]:
-    return clean(data, BUSINESS_FIELDS, () if partial else ("name",))
+class LeadCreate(Body):
+    business_id: Id
+    phone: Phone
+    name: str | None = Field(LEFT_OUT, max_length=200)
+    gender: Gender | None = LEFT_OUT
+    notes: str = LEFT_OUT
 
 
-def clean_outbound(data: Mapping[str, Any]) -> dict[str, Any]:
-    return clean(data, OUTBOUND_FIELDS, ("business_id", "to"))
+class OutboundCallRequest(Body):
+    business_id: Id
+    to: Phone
+    lead_id: Id | None = None
 
 
-def clean_lead(data: Mapping[str, Any]) -> dict[str, Any]:
-    return clean(data, LEAD_FIELDS, ("business_id", "phone"))
+# --- list filters (query strings: every value arrives as text) --------------------------
+
+class Page(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    limit: Limit = 50
+    offset: Offset = 0
 
 
-def clean_query(args: Mapping[str, str], validators: Mapping[str, Validator]) -> dict[str, Any]:
-    """Query filters plus paging (limit 50, offset 0 unless given)."""
-    return {"limit": 50, "offset": 0, **clean(args, validators)}
+class CallFilter(Page):
+    business_id: QueryId | None = None
+    status: Status | None = None
+    since: IsoTime | None = None
 
 
-# --- serializers ------------------------------------------------------------------------
-
-def business_json(business: Business) -> dict[str, Any]:
-    return {
-        "id": business.id,
-        "name": business.name,
-        # Sorted by id so a PATCH answers in the order a later GET will.
-        "phone_numbers": [p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id)],
-        "voice": business.voice,
-        "business_prompt": business.business_prompt,
-        "greeting": business.greeting,
-        "outbound_greeting": business.outbound_greeting,
-        "transfer_number": business.transfer_number,
-        "timezone": business.timezone,
-        "working_hours": business.working_hours,
-        "max_concurrent_calls": business.max_concurrent_calls,
-        "use_customer_name": business.use_customer_name,
-        "voicemail_message": business.voicemail_message,
-        "appointment_minutes": business.appointment_minutes,
-        "webhook_url": business.webhook_url,
-        # Shown to the admin, who gives it to the receiving system to check signatures.
-        "webhook_secret": business.webhook_secret,
-        "record_calls": business.record_calls,
-        # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
-        "prompt_warnings": list(build_business_layer(business).warnings),
-        "created_at": iso(business.created_at),
-        "updated_at": iso(business.updated_at),
-    }
+class LeadFilter(Page):
+    business_id: QueryId | None = None
+    phone: Phone | None = None
 
 
-def turn_json(turn: Turn) -> dict[str, Any]:
-    return {
-        "speaker": turn.speaker,
-        "text": turn.text,
-        "started_at": iso(turn.started_at),
-        "interrupted": turn.interrupted,
-        "latency_ms": turn.latency_ms,
-    }
+class AppointmentFilter(Page):
+    """On the appointment's start: from (inclusive) to (exclusive)."""
 
-
-def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
-    body = {
-        "call_sid": call.call_sid,
-        "business_id": call.business_id,
-        "status": call.status,
-        "direction": call.direction,
-        "from": call.from_number,
-        "to": call.to_number,
-        "started_at": iso(call.started_at),
-        "answered_at": iso(call.answered_at),
-        "ended_at": iso(call.ended_at),
-        "duration_s": call.duration_s,
-        "end_reason": call.end_reason,
-        "served_by": call.served_by,
-        "metrics": call.metrics,
-        "usage": call.usage,
-        "cost_usd": call.cost_usd,
-        "prompt": call.prompt_info,
-        "lead_id": call.lead_id,
-        "summary": call.summary,
-        "extraction": call.extraction,
-        "transfer_to": call.transfer_to,
-        "transfer_status": call.transfer_status,
-        "answered_by": call.answered_by,
-    }
-    if with_turns:
-        body["turns"] = [turn_json(turn) for turn in call.turns]
-    return body
-
-
-def lead_json(lead: Lead) -> dict[str, Any]:
-    return {
-        "id": lead.id,
-        "business_id": lead.business_id,
-        "phone": lead.phone,
-        "name": lead.name,
-        "gender": lead.gender,
-        "notes": lead.notes,
-        "city": lead.city,
-        "last_call_at": iso(lead.last_call_at),
-        "created_at": iso(lead.created_at),
-        "updated_at": iso(lead.updated_at),
-    }
-
-
-def appointment_json(appointment: Appointment) -> dict[str, Any]:
-    return {
-        "id": appointment.id,
-        "business_id": appointment.business_id,
-        "starts_at": iso(appointment.starts_at),
-        "ends_at": iso(appointment.ends_at),
-        "name": appointment.name,
-        "phone": appointment.phone,
-        "note": appointment.note,
-        "call_sid": appointment.call_sid,
-        "created_at": iso(appointment.created_at),
-    }
+    business_id: QueryId | None = None
+    phone: Phone | None = None
+    from_: IsoTime | None = Field(None, alias="from")
+    to: IsoTime | None = None

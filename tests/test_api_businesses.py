@@ -132,6 +132,13 @@ def test_create_without_a_name_and_patch_with_an_unknown_field_are_422(live_serv
     assert requests.get(api(live_server, f"/{business_id}"), timeout=5).json()["name"] != "New"
 
 
+def test_null_for_a_setting_that_cannot_be_empty_is_422(live_server, business_id):
+    response = requests.patch(api(live_server, f"/{business_id}"),
+                              json={"voice": None, "max_concurrent_calls": None, "webhook_url": None}, timeout=5)
+    assert response.status_code == 422
+    assert set(response.json()["fields"]) == {"voice", "max_concurrent_calls"}
+
+
 def test_malformed_or_non_object_bodies_are_400(live_server, business_id):
     for body in ('{"name": ', "", '["name"]', "null"):
         response = requests.post(api(live_server), data=body, headers={"Content-Type": "application/json"}, timeout=5)
@@ -156,12 +163,12 @@ def test_delete_removes_the_business_and_frees_its_numbers(live_server, business
 
 
 def test_an_unexpected_error_is_a_bare_json_500(live_server, business_id, monkeypatch):
-    from server import api_schemas
+    from server import api_answers
 
     def broken(_business):
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(api_schemas, "business_json", broken)
+    monkeypatch.setattr(api_answers, "business_json", broken)
     response = requests.get(api(live_server, f"/{business_id}"), timeout=5)
     assert response.status_code == 500
     assert response.json() == {"error": "internal error"}

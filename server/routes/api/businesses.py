@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 import prompts
-from server import api_schemas as schemas
+from server import api_answers as answers
+from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
 from services.store.models import Business, PhoneNumber, utcnow
 from server.routes.api.common import commit_or_409, get_or_404, json_object
@@ -22,12 +23,12 @@ NUMBER_TAKEN = "a phone number already belongs to another business"
 def list_businesses():
     rows = request_session().scalars(
         select(Business).options(selectinload(Business.phone_numbers)).order_by(Business.id))
-    return {"businesses": [schemas.business_json(b) for b in rows]}
+    return {"businesses": [answers.business_json(b) for b in rows]}
 
 
 @bp.post("")
 def create_business():
-    fields = schemas.clean_business(json_object(), partial=False)
+    fields = parse(BusinessCreate, json_object()).given()
     session = request_session()
     numbers = fields.pop("phone_numbers", [])
     _ensure_numbers_free(session, numbers, business_id=None)
@@ -35,12 +36,12 @@ def create_business():
     session.add(business)
     commit_or_409(session, NUMBER_TAKEN)
     log.info("business created", extra={"business_id": business.id, "numbers": ",".join(numbers)})
-    return schemas.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
+    return answers.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
 
 
 @bp.get("/<int:business_id>")
 def get_business(business_id: int):
-    return schemas.business_json(get_or_404(request_session(), Business, business_id, "business"))
+    return answers.business_json(get_or_404(request_session(), Business, business_id, "business"))
 
 
 @bp.get("/<int:business_id>/prompt-preview")
@@ -55,7 +56,7 @@ def prompt_preview(business_id: int):
 
 @bp.patch("/<int:business_id>")
 def update_business(business_id: int):
-    fields = schemas.clean_business(json_object(), partial=True)
+    fields = parse(BusinessPatch, json_object()).given()
     changed = list(fields)
     session = request_session()
     business = get_or_404(session, Business, business_id, "business")
@@ -70,7 +71,7 @@ def update_business(business_id: int):
     business.updated_at = utcnow()  # also when only the numbers changed
     commit_or_409(session, NUMBER_TAKEN)
     log.info("business updated", extra={"business_id": business.id, "fields": ",".join(sorted(changed))})
-    return schemas.business_json(business)
+    return answers.business_json(business)
 
 
 @bp.delete("/<int:business_id>")

@@ -8,9 +8,10 @@ from flask import Blueprint, abort, request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from server import api_schemas as schemas
+from server import api_answers as answers
+from server.api_schemas import CallFilter, parse
 from server.request_db import request_session
-from services.store.models import Call, Job, WebhookDelivery
+from services.store.models import Call, Job, WebhookDelivery, iso
 from services.post_call import jobs
 
 bp = Blueprint("calls", __name__, url_prefix="/calls")
@@ -19,17 +20,17 @@ log = logging.getLogger("api")
 
 @bp.get("")
 def list_calls():
-    query = schemas.clean_query(request.args.to_dict(), schemas.CALL_QUERY)
+    query = parse(CallFilter, request.args.to_dict())
     stmt = select(Call)
-    if "business_id" in query:
-        stmt = stmt.where(Call.business_id == query["business_id"])
-    if "status" in query:
-        stmt = stmt.where(Call.status == query["status"])
-    if "since" in query:
-        stmt = stmt.where(Call.started_at >= query["since"])
-    stmt = stmt.order_by(Call.started_at.desc(), Call.id.desc()).limit(query["limit"]).offset(query["offset"])
+    if query.business_id is not None:
+        stmt = stmt.where(Call.business_id == query.business_id)
+    if query.status is not None:
+        stmt = stmt.where(Call.status == query.status)
+    if query.since is not None:
+        stmt = stmt.where(Call.started_at >= query.since)
+    stmt = stmt.order_by(Call.started_at.desc(), Call.id.desc()).limit(query.limit).offset(query.offset)
     calls = request_session().scalars(stmt)
-    return {"calls": [schemas.call_json(c) for c in calls], "limit": query["limit"], "offset": query["offset"]}
+    return {"calls": [answers.call_json(c) for c in calls], "limit": query.limit, "offset": query.offset}
 
 
 @bp.get("/<call_sid>")
@@ -38,7 +39,7 @@ def get_call(call_sid: str):
     call = session.scalar(select(Call).where(Call.call_sid == call_sid).options(selectinload(Call.turns)))
     if call is None:
         abort(404, f"call {call_sid} not found")
-    return {**schemas.call_json(call, with_turns=True), **_after_call(session, call)}
+    return {**answers.call_json(call, with_turns=True), **_after_call(session, call)}
 
 
 @bp.post("/<call_sid>/reprocess")
@@ -87,9 +88,9 @@ def _job_json(job: Job) -> dict[str, Any]:
     return {
         "status": job.status,
         "attempts": job.attempts,
-        "next_attempt_at": schemas.iso(job.run_after) if job.status == "queued" else None,
+        "next_attempt_at": iso(job.run_after) if job.status == "queued" else None,
         "last_error": job.last_error,
-        "finished_at": schemas.iso(job.finished_at),
+        "finished_at": iso(job.finished_at),
     }
 
 
@@ -102,6 +103,6 @@ def _webhook_json(job: Job, deliveries: list[WebhookDelivery]) -> dict[str, Any]
         "status": status,
         "event_id": (job.payload or {}).get("event", {}).get("id"),
         "deliveries": [{"event_id": d.event_id, "attempt": d.attempt, "url": d.url, "status_code": d.status_code,
-                        "ok": d.ok, "error": d.error, "duration_ms": d.duration_ms, "at": schemas.iso(d.created_at)}
+                        "ok": d.ok, "error": d.error, "duration_ms": d.duration_ms, "at": iso(d.created_at)}
                        for d in deliveries],
     }

@@ -6,7 +6,8 @@ import logging
 from flask import Blueprint, abort, request
 from sqlalchemy import select
 
-from server import api_schemas as schemas
+from server import api_answers as answers
+from server.api_schemas import LeadCreate, LeadFilter, parse
 from server.request_db import request_session
 from services.store.models import Business, Lead
 from server.routes.api.common import commit_or_409, get_or_404, json_object
@@ -17,27 +18,27 @@ log = logging.getLogger("api")
 
 @bp.get("")
 def list_leads():
-    query = schemas.clean_query(request.args.to_dict(), schemas.LEAD_QUERY)
+    query = parse(LeadFilter, request.args.to_dict())
     stmt = select(Lead)
-    if "business_id" in query:
-        stmt = stmt.where(Lead.business_id == query["business_id"])
-    if "phone" in query:
-        stmt = stmt.where(Lead.phone == query["phone"])
-    stmt = stmt.order_by(Lead.id.desc()).limit(query["limit"]).offset(query["offset"])
+    if query.business_id is not None:
+        stmt = stmt.where(Lead.business_id == query.business_id)
+    if query.phone is not None:
+        stmt = stmt.where(Lead.phone == query.phone)
+    stmt = stmt.order_by(Lead.id.desc()).limit(query.limit).offset(query.offset)
     leads = request_session().scalars(stmt)
-    return {"leads": [schemas.lead_json(lead) for lead in leads], "limit": query["limit"], "offset": query["offset"]}
+    return {"leads": [answers.lead_json(lead) for lead in leads], "limit": query.limit, "offset": query.offset}
 
 
 @bp.post("")
 def create_lead():
-    fields = schemas.clean_lead(json_object())
+    body = parse(LeadCreate, json_object())
     session = request_session()
-    get_or_404(session, Business, fields["business_id"], "business")
-    conflict = f"business {fields['business_id']} already has a lead for {fields['phone']}"
-    if session.scalar(select(Lead.id).where(Lead.business_id == fields["business_id"], Lead.phone == fields["phone"])):
+    get_or_404(session, Business, body.business_id, "business")
+    conflict = f"business {body.business_id} already has a lead for {body.phone}"
+    if session.scalar(select(Lead.id).where(Lead.business_id == body.business_id, Lead.phone == body.phone)):
         abort(409, conflict)
-    lead = Lead(**fields)
+    lead = Lead(**body.given())
     session.add(lead)
     commit_or_409(session, conflict)
     log.info("lead created", extra={"lead_id": lead.id, "business_id": lead.business_id})
-    return schemas.lead_json(lead), 201
+    return answers.lead_json(lead), 201

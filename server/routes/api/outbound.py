@@ -10,7 +10,7 @@ import logging
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy import select
 
-from server import api_schemas as schemas
+from server.api_schemas import OutboundCallRequest, parse
 from services.store.call_records import open_call
 from server.request_db import get_db, request_session
 from services.store.models import Business, Lead, PhoneNumber
@@ -24,11 +24,11 @@ log = logging.getLogger("api")
 
 @bp.post("/outbound")
 def place_outbound_call():
-    fields = schemas.clean_outbound(json_object())
+    body = parse(OutboundCallRequest, json_object())
     settings = current_app.config["SETTINGS"]
     session = request_session()
-    business = get_or_404(session, Business, fields["business_id"], "business")
-    lead_id = fields.get("lead_id")
+    business = get_or_404(session, Business, body.business_id, "business")
+    lead_id = body.lead_id
     if lead_id is not None:
         lead = get_or_404(session, Lead, lead_id, "lead")
         if lead.business_id != business.id:
@@ -47,7 +47,7 @@ def place_outbound_call():
         abort(409, f"{who} is at its limit of concurrent calls")
     base = settings.public_base_url or request.host_url.rstrip("/")
     try:
-        placed = twilio.create_call(to=fields["to"], from_=from_number, url=f"{base}/webhook/outbound_call",
+        placed = twilio.create_call(to=body.to, from_=from_number, url=f"{base}/webhook/outbound_call",
                                     status_callback=f"{base}/webhook/call_status",
                                     amd_callback=f"{base}/webhook/amd_status")
     except TwilioRestError as exc:
@@ -55,10 +55,10 @@ def place_outbound_call():
         status = 422 if exc.status is not None and 400 <= exc.status < 500 else 502
         abort(status, f"Twilio did not place the call: {exc}")
     call = open_call(session, call_sid=placed.call_sid, business=business, direction="outbound",
-                     from_number=from_number, to_number=fields["to"], status=placed.status)
+                     from_number=from_number, to_number=body.to, status=placed.status)
     call.lead_id = lead_id
     session.commit()
     log.info("outbound call placed", extra={"call_sid": placed.call_sid, "business_id": business.id,
                                             "lead_id": lead_id})
     return {"call_sid": placed.call_sid, "status": placed.status, "business_id": business.id,
-            "from": from_number, "to": fields["to"], "lead_id": lead_id}, 201
+            "from": from_number, "to": body.to, "lead_id": lead_id}, 201

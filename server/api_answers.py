@@ -1,0 +1,104 @@
+"""What the admin API answers: a stored row as the JSON the client sees."""
+from __future__ import annotations
+
+from typing import Any
+
+from prompts import build_business_layer
+from services.store.models import Appointment, Business, Call, Lead, Turn, iso
+
+
+def business_json(business: Business) -> dict[str, Any]:
+    return {
+        "id": business.id,
+        "name": business.name,
+        # Sorted by id so a PATCH answers in the order a later GET will.
+        "phone_numbers": [p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id)],
+        "voice": business.voice,
+        "business_prompt": business.business_prompt,
+        "greeting": business.greeting,
+        "outbound_greeting": business.outbound_greeting,
+        "transfer_number": business.transfer_number,
+        "timezone": business.timezone,
+        "working_hours": business.working_hours,
+        "max_concurrent_calls": business.max_concurrent_calls,
+        "use_customer_name": business.use_customer_name,
+        "voicemail_message": business.voicemail_message,
+        "appointment_minutes": business.appointment_minutes,
+        "webhook_url": business.webhook_url,
+        # Shown to the admin, who gives it to the receiving system to check signatures.
+        "webhook_secret": business.webhook_secret,
+        "record_calls": business.record_calls,
+        # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
+        "prompt_warnings": list(build_business_layer(business).warnings),
+        "created_at": iso(business.created_at),
+        "updated_at": iso(business.updated_at),
+    }
+
+
+def turn_json(turn: Turn) -> dict[str, Any]:
+    return {
+        "speaker": turn.speaker,
+        "text": turn.text,
+        "started_at": iso(turn.started_at),
+        "interrupted": turn.interrupted,
+        "latency_ms": turn.latency_ms,
+    }
+
+
+def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
+    body = {
+        "call_sid": call.call_sid,
+        "business_id": call.business_id,
+        "status": call.status,
+        "direction": call.direction,
+        "from": call.from_number,
+        "to": call.to_number,
+        "started_at": iso(call.started_at),
+        "answered_at": iso(call.answered_at),
+        "ended_at": iso(call.ended_at),
+        "duration_s": call.duration_s,
+        "end_reason": call.end_reason,
+        "served_by": call.served_by,
+        "metrics": call.metrics,
+        "usage": call.usage,
+        "cost_usd": call.cost_usd,
+        "prompt": call.prompt_info,
+        "lead_id": call.lead_id,
+        "summary": call.summary,
+        "extraction": call.extraction,
+        "transfer_to": call.transfer_to,
+        "transfer_status": call.transfer_status,
+        "answered_by": call.answered_by,
+    }
+    if with_turns:
+        body["turns"] = [turn_json(turn) for turn in call.turns]
+    return body
+
+
+def lead_json(lead: Lead) -> dict[str, Any]:
+    return {
+        "id": lead.id,
+        "business_id": lead.business_id,
+        "phone": lead.phone,
+        "name": lead.name,
+        "gender": lead.gender,
+        "notes": lead.notes,
+        "city": lead.city,
+        "last_call_at": iso(lead.last_call_at),
+        "created_at": iso(lead.created_at),
+        "updated_at": iso(lead.updated_at),
+    }
+
+
+def appointment_json(appointment: Appointment) -> dict[str, Any]:
+    return {
+        "id": appointment.id,
+        "business_id": appointment.business_id,
+        "starts_at": iso(appointment.starts_at),
+        "ends_at": iso(appointment.ends_at),
+        "name": appointment.name,
+        "phone": appointment.phone,
+        "note": appointment.note,
+        "call_sid": appointment.call_sid,
+        "created_at": iso(appointment.created_at),
+    }
