@@ -5,6 +5,7 @@ import logging
 import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -377,7 +378,7 @@ def test_prompt_preview_is_json_with_every_layer():
 
 
 def test_last_call_is_shown_in_the_business_timezone():
-    b = business(timezone="Asia/Jerusalem")
     late_evening_utc = datetime(2025, 3, 2, 23, 30, tzinfo=timezone.utc)  # already 3 March in Israel
-    text = build_crm_layer(b, CrmFacts(last_call_at=late_evening_utc), now=late_evening_utc + timedelta(hours=1))
+    facts = CrmFacts(last_call_at=late_evening_utc, zone=ZoneInfo("Asia/Jerusalem"))
+    text = build_crm_layer(business(), facts, now=late_evening_utc + timedelta(hours=1))
     assert "- Last call with this business: 2025-03-03 (today)" in text

@@ -10,18 +10,15 @@ import logging
 import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from prompts.crm import DEFAULT_TIMEZONE
 from services.store.db import Database
+from services.store.formats import business_zone, is_e164
 from services.store.models import Appointment, as_utc
 from services.scheduling import HEBREW_DAY_NAMES, LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time
 from services.tools.problem import ToolProblem
-
-E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
 def normalize_phone(text: str, default: str) -> str:
@@ -33,16 +30,9 @@ def normalize_phone(text: str, default: str) -> str:
         digits = "+" + digits
     elif digits.startswith("0") and 9 <= len(digits) <= 10:
         digits = "+972" + digits[1:]
-    if not E164.fullmatch(digits or ""):
+    if not is_e164(digits):
         raise ToolProblem("bad_phone", f"{text!r} is not a phone number; ask the caller to repeat it")
     return digits
-
-
-def _zone(name: str | None):
-    try:
-        return ZoneInfo(name or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 class AppointmentBook:
@@ -54,7 +44,7 @@ class AppointmentBook:
         self._business_id = business.id
         self._hours = business.working_hours or {}
         self._slot_minutes = business.appointment_minutes or 30
-        self._tz = _zone(business.timezone)
+        self._tz = business_zone(business.timezone)
         self._call_sid = call_sid
         self._caller_number = caller_number
         self._log = log
