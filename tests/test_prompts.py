@@ -151,10 +151,11 @@ def test_over_long_prompt_is_cut_at_a_sentence_and_the_cut_is_logged_and_returne
     assert any(r.name == "prompts" and "cut" in r.getMessage() for r in caplog.records)
 
 
-def test_cap_is_a_parameter():
-    prompts = assemble_call_prompts(BUSINESSES["english"], "inbound", None, business_prompt_cap=60)
-    body = prompts.instructions.split("# Smile Clinic\n\n", 1)[1]
-    assert body == "Smile Clinic is a dental clinic in Haifa."
+def test_an_english_prompt_is_cut_at_a_sentence_too():
+    source = " ".join([ENGLISH_PROMPT] * 60).replace("{{business_name}}", "Smile Clinic")
+    prompts = assemble_call_prompts(business(name="Smile Clinic", business_prompt=source), "inbound", None)
+    body = prompts.instructions.split("# Smile Clinic\n\n", 1)[1].split("\n\n# Caller data", 1)[0]
+    assert len(body) <= BUSINESS_PROMPT_CAP and source.startswith(body + " ") and body.endswith(".")
     assert prompts.warnings
 
 

@@ -8,17 +8,12 @@ webhook; all of it stored in the transaction that completes the job.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
-import requests
-from openai import OpenAI
 from sqlalchemy import select
 
-from services.store.db import Database
 from services.store.formats import business_zone
 from services.store.models import Business, Call, WebhookDelivery, as_utc, new_webhook_secret
-from services.settings import Settings
 from services.post_call import jobs, transcript, webhook
 from services.post_call.context import JobContext
 from services.post_call.analysis import analyze, caller_spoke, no_conversation
