@@ -7,7 +7,6 @@ through and the other gets an IntegrityError, answered as "taken" with the times
 from __future__ import annotations
 
 import logging
-import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Mapping
 
@@ -15,24 +14,18 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from services.store.db import Database
-from services.store.formats import business_zone, is_e164
+from services.store.formats import business_zone, israeli_e164
 from services.store.models import Appointment, as_utc
 from services.scheduling import HEBREW_DAY_NAMES, LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time
 from services.tools.problem import ToolProblem
 
 
 def normalize_phone(text: str, default: str) -> str:
-    """E.164 from what the caller said ("050-1234567", "+972 50 123 4567"); empty means `default`."""
-    digits = re.sub(r"[^\d+]", "", text or "")
-    if not digits:
-        digits = default
-    elif digits.startswith("972"):
-        digits = "+" + digits
-    elif digits.startswith("0") and 9 <= len(digits) <= 10:
-        digits = "+972" + digits[1:]
-    if not is_e164(digits):
+    """E.164 from what the caller said ("050-1234567", "+972 50 123 4567"); no digits means `default`."""
+    phone = israeli_e164(text if any(ch.isdigit() for ch in text or "") else default)
+    if phone is None:
         raise ToolProblem("bad_phone", f"{text!r} is not a phone number; ask the caller to repeat it")
-    return digits
+    return phone
 
 
 class AppointmentBook:
