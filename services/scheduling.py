@@ -166,6 +166,11 @@ def _at(day: date, minute: int, tz: tzinfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=minute)
 
 
+def slot_fields(local: datetime) -> dict[str, str]:
+    """A slot as the model is told it: its date, Hebrew weekday and HH:MM, in the business's zone."""
+    return {"date": local.date().isoformat(), "weekday": HEBREW_DAY_NAMES[local.weekday()], "time": f"{local:%H:%M}"}
+
+
 @dataclass(frozen=True)
 class Calendar:
     """One business's bookable time: hours, slot length, zone, and what is taken (UTC or aware ranges)."""
@@ -241,6 +246,5 @@ class Calendar:
         if not free:
             later = self.next_free(day, now)
             if later is not None:
-                answer["next_free"] = {"date": later.date().isoformat(), "weekday": HEBREW_DAY_NAMES[later.weekday()],
-                                       "time": f"{later:%H:%M}"}
+                answer["next_free"] = slot_fields(later)
         return answer

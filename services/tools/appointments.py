@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.store.db import Database
 from services.store.formats import business_zone, israeli_e164
 from services.store.models import Appointment, as_utc
-from services.scheduling import HEBREW_DAY_NAMES, LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time
+from services.scheduling import LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time, slot_fields
 from services.tools.problem import ToolProblem
 
 
@@ -98,10 +98,8 @@ class AppointmentBook:
             raise ToolProblem("taken", f"{day.isoformat()} {start:%H:%M} was just booked by someone else",
                               **self._alternatives(day)) from None
         self._log.info("appointment booked", extra={"starts_at": start.isoformat(), "minutes": self._slot_minutes})
-        local = start.astimezone(self._tz)
-        return {"ok": True, "booked": True, "date": local.date().isoformat(),
-                "weekday": HEBREW_DAY_NAMES[local.weekday()],
-                "time": f"{local:%H:%M}", "minutes": self._slot_minutes, "name": name, "phone": phone}
+        return {"ok": True, "booked": True, **slot_fields(start.astimezone(self._tz)), "minutes": self._slot_minutes,
+                "name": name, "phone": phone}
 
     def _alternatives(self, day: date) -> dict:
         """What is still free on the day (or the next free time), for the model to offer."""
