@@ -16,7 +16,7 @@ Layers, their builders and their text (in `prompts/text/`):
 `assemble_call_prompts` puts them together for one call; its result never changes after.
 """
 from prompts.assembly import CallPrompts, assemble_call_prompts, crm_context_message, prompt_preview
-from prompts.crm import CrmFacts, build_crm_layer, normalize_gender, usable_name
+from prompts.crm import CrmFacts, build_crm_layer, usable_name
 from prompts.layers import (
     BUSINESS_PROMPT_CAP,
     build_business_layer,
@@ -32,5 +32,5 @@ __all__ = [
     "BUSINESS_PROMPT_CAP", "CallPrompts", "CrmFacts", "assemble_call_prompts", "build_business_layer",
     "build_crm_layer", "build_extraction_prompt", "build_greeting_layer", "build_summary_prompt",
     "build_system_layer", "build_transcription_prompt", "crm_context_message", "greeting_text",
-    "no_conversation_texts", "normalize_gender", "prompt_preview", "usable_name",
+    "no_conversation_texts", "prompt_preview", "usable_name",
 ]

@@ -32,9 +32,8 @@ class CallPrompts:
     warnings: tuple[str, ...]
 
 
-def assemble_call_prompts(business, direction: str, crm: CrmFacts | None, *,
-                          business_prompt_cap: int = BUSINESS_PROMPT_CAP) -> CallPrompts:
-    return _assemble(business, direction, crm, business_prompt_cap)[0]
+def assemble_call_prompts(business, direction: str, crm: CrmFacts | None) -> CallPrompts:
+    return _assemble(business, direction, crm)[0]
 
 
 def crm_context_message(business, crm: CrmFacts) -> str:
@@ -45,13 +44,12 @@ def crm_context_message(business, crm: CrmFacts) -> str:
     return build_crm_layer(business, crm)
 
 
-def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = None, *,
-                   business_prompt_cap: int = BUSINESS_PROMPT_CAP) -> dict[str, Any]:
+def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = None) -> dict[str, Any]:
     """What a call would get, layer by layer, for GET /api/businesses/<id>/prompt-preview."""
-    prompts, layers = _assemble(business, direction, crm, business_prompt_cap)
+    prompts, layers = _assemble(business, direction, crm)
     return {
         "direction": direction,
-        "business_prompt_cap": business_prompt_cap,
+        "business_prompt_cap": BUSINESS_PROMPT_CAP,
         "greeting": greeting_text(business, direction),
         "layers": {name: {"text": layer.text, "chars": len(layer.text)} for name, layer in layers.items()},
         "instructions": {"text": prompts.instructions, "chars": len(prompts.instructions)},
@@ -59,11 +57,11 @@ def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = 
     }
 
 
-def _assemble(business, direction: str, crm: CrmFacts | None, cap: int) -> tuple[CallPrompts, dict[str, Layer]]:
+def _assemble(business, direction: str, crm: CrmFacts | None) -> tuple[CallPrompts, dict[str, Layer]]:
     check_direction(direction)
     layers = {
         "system": build_system_layer(direction),
-        "business": build_business_layer(business, cap),
+        "business": build_business_layer(business),
         "crm": Layer(build_crm_layer(business, crm)),
         "greeting": build_greeting_layer(business, direction),
         "transcription": build_transcription_prompt(business),

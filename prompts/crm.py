@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import datetime, timezone, tzinfo
 
 from prompts.templates import cut_at_boundary, fill, load, placeholders
 
@@ -17,7 +16,6 @@ from prompts.templates import cut_at_boundary, fill, load, placeholders
 NOTES_CAP = 300
 # Longer "names" are pasted text, not a name to say on the phone.
 _NAME_MAX = 60
-DEFAULT_TIMEZONE = "Asia/Jerusalem"
 
 # Values that CRMs, forms, caller-ID and tests put where a name is missing. Compared casefolded,
 # after trimming punctuation and spaces.
@@ -48,6 +46,8 @@ class CrmFacts:
     last_call_at: datetime | None = None
     open_appointment: str | None = None
     notes: str | None = None
+    # The business's time zone, in which the last call's day is said; None: UTC.
+    zone: tzinfo | None = None
 
 
 def usable_name(raw: str | None) -> str | None:
@@ -87,7 +87,7 @@ def build_crm_layer(business, crm: CrmFacts | None, *, now: datetime | None = No
         "name": name,
         "gender": normalize_gender(crm.gender),
         "use_name": "no" if not use_name else ("yes" if name else None),
-        "last_call": _last_call(crm.last_call_at, getattr(business, "timezone", None), now),
+        "last_call": _last_call(crm.last_call_at, crm.zone or timezone.utc, now),
         "open_appointment": _one_line(crm.open_appointment),
         "notes": cut_at_boundary(n, NOTES_CAP) if (n := _one_line(crm.notes)) else None,
     }
@@ -107,13 +107,9 @@ def _one_line(text: str | None) -> str | None:
     return joined or None
 
 
-def _last_call(at: datetime | None, tz_name: str | None, now: datetime | None) -> str | None:
+def _last_call(at: datetime | None, tz: tzinfo, now: datetime | None) -> str | None:
     if at is None:
         return None
-    try:
-        tz = ZoneInfo(tz_name or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        tz = ZoneInfo(DEFAULT_TIMEZONE)
     if at.tzinfo is None:  # stored times are UTC; SQLite drops the zone
         at = at.replace(tzinfo=timezone.utc)
     day = at.astimezone(tz).date()

@@ -51,8 +51,9 @@ def build_system_layer(direction: str) -> Layer:
     return Layer("\n\n".join(parts))
 
 
-def build_business_layer(business, cap: int = BUSINESS_PROMPT_CAP) -> Layer:
-    """The business's own prompt (or the default one) under the business's name, cut to `cap`."""
+def build_business_layer(business) -> Layer:
+    """The business's own prompt (or the default one) under the business's name, cut to the cap."""
+    cap = BUSINESS_PROMPT_CAP
     name = business_name(business)
     source = (getattr(business, "business_prompt", "") or "").strip() or load("business_default.he.md")
     text, unknown = fill(source, {"business_name": name})

@@ -68,13 +68,8 @@ class CallLimits:
             existing = session.scalar(select(Call).where(Call.call_sid == call_sid))
             if existing is not None and existing.end_reason == EndReason.LIMIT:
                 return Admission(admitted=False, limit="already_refused")
-            live_server, live_business = session.execute(_LIVE_COUNTS, {
-                "business_id": business.id, "call_sid": call_sid, "since": self._stale_before()}).one()
-            limit = None
-            if live_business >= business.max_concurrent_calls:
-                limit = "business"
-            elif live_server >= self._max_server_calls:
-                limit = "server"
+            admission = self._admission(session, business, call_sid)
+            limit = admission.limit
             call = open_call(session, call_sid=call_sid, business=business, direction=direction,
                              from_number=from_number, to_number=to_number, status=status,
                              end_reason=EndReason.LIMIT if limit else None)
@@ -82,34 +77,25 @@ class CallLimits:
                 call.status, call.ended_at, call.duration_s = "completed", utcnow(), 0.0
             elif call.status not in TERMINAL_STATUSES:
                 call.status = status
-        admission = Admission(admitted=limit is None, limit=limit, live_business=live_business,
-                              live_server=live_server)
         if limit:
             metrics.CALLS_REFUSED.labels(limit).inc()
             log.warning("call refused: over the concurrent call limit",
                         extra={"call_sid": call_sid, "business_id": business.id, "limit": limit,
-                               "live_business": live_business, "live_server": live_server})
+                               "live_business": admission.live_business, "live_server": admission.live_server})
         return admission
 
     def has_room(self, session: Session, business: Business) -> Admission:
         """Whether a new call would be admitted now (before placing an outbound call). Takes no lock:
         the webhook that answers the call decides."""
-        live_business = self.live_calls(session, business_id=business.id)
-        live_server = self.live_calls(session)
+        return self._admission(session, business, call_sid="")  # no call sid is empty: every live call counts
+
+    def _admission(self, session: Session, business: Business, call_sid: str) -> Admission:
+        since = utcnow() - timedelta(seconds=self._stale_after_s)
+        live_server, live_business = session.execute(_LIVE_COUNTS, {
+            "business_id": business.id, "call_sid": call_sid, "since": since}).one()
         limit = ("business" if live_business >= business.max_concurrent_calls
                  else "server" if live_server >= self._max_server_calls else None)
         return Admission(admitted=limit is None, limit=limit, live_business=live_business, live_server=live_server)
-
-    def live_calls(self, session: Session, *, business_id: int | None = None, excluding: str | None = None) -> int:
-        query = select(func.count()).select_from(Call).where(*_LIVE, Call.started_at >= self._stale_before())
-        if business_id is not None:
-            query = query.where(Call.business_id == business_id)
-        if excluding is not None:
-            query = query.where(Call.call_sid != excluding)
-        return session.scalar(query) or 0
-
-    def _stale_before(self):
-        return utcnow() - timedelta(seconds=self._stale_after_s)
 
     @contextmanager
     def _locked(self, business_id: int) -> Iterator[Session]:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import datetime, tzinfo
 from typing import Callable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import gevent
 from sqlalchemy import select
@@ -16,10 +16,10 @@ from sqlalchemy.orm import Session
 
 from prompts import CrmFacts
 from services.store.db import Database
+from services.store.formats import business_zone
 from services.logging_setup import call_logger
 from services.store.models import Appointment, Business, Call, Lead, as_utc, utcnow
 from services.scheduling import HEBREW_DAY_NAMES
-from prompts.crm import DEFAULT_TIMEZONE as _DEFAULT_TZ
 
 # How long the call waits for the facts before `session.update`. The greeting waits on
 # session.update, so this bound is added to the caller's silence whenever the lookup is slow;
@@ -51,24 +51,23 @@ def load_crm_facts(session: Session, business_id: int, phone: str) -> CrmFacts |
     )
     if lead is None and last_call_at is None and upcoming is None:
         return None
+    zone = business_zone(session.scalar(select(Business.timezone).where(Business.id == business_id)))
     # Names and genders go raw; the prompt's caller-data layer decides what is usable.
     return CrmFacts(
         name=lead.name if lead else None,
         gender=lead.gender if lead else None,
         last_call_at=as_utc(last_call_at),
-        open_appointment=_local(upcoming, session.scalar(select(Business.timezone).where(Business.id == business_id))),
+        open_appointment=_local(upcoming, zone),
         notes=(lead.notes or None) if lead else None,
+        zone=zone,
     )
 
 
-def _local(at, tz_name: str | None) -> str | None:
+def _local(at: datetime | None, zone: tzinfo) -> str | None:
     """An appointment time as the caller would say it: weekday, date and time in the business's zone."""
     if at is None:
         return None
-    try:
-        local = as_utc(at).astimezone(ZoneInfo(tz_name or _DEFAULT_TZ))
-    except (ZoneInfoNotFoundError, ValueError):
-        local = as_utc(at).astimezone(ZoneInfo(_DEFAULT_TZ))
+    local = as_utc(at).astimezone(zone)
     return f"{HEBREW_DAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M}"
 
 

@@ -25,11 +25,6 @@ class ProtocolError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class SessionCreated:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
 class SessionUpdated:
     pass
 
@@ -89,7 +84,6 @@ class FunctionCall:
     call_id: str
     name: str
     arguments: str
-    item_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +97,11 @@ class ResponseDone:
 
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
-    audio_start_ms: int
     item_id: str
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechStopped:
-    audio_end_ms: int
     item_id: str
 
 
@@ -131,16 +123,9 @@ class InputTranscriptFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class ItemTruncated:
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class ServerError:
     code: str
     message: str
-    event_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +134,9 @@ class Ignored:
 
 
 ServerEvent = (
-    SessionCreated | SessionUpdated | ResponseCreated | OutputItemAdded | AudioDelta | AudioDone
+    SessionUpdated | ResponseCreated | OutputItemAdded | AudioDelta | AudioDone
     | TranscriptDelta | TranscriptDone | ResponseDone | SpeechStarted | SpeechStopped | InputCommitted
-    | InputTranscript | InputTranscriptFailed | ItemTruncated | ServerError | Ignored
+    | InputTranscript | InputTranscriptFailed | ServerError | Ignored
 )
 
 
@@ -172,8 +157,7 @@ def _usage(raw: Mapping[str, Any] | None) -> Usage | None:
 def _response_done(e: Mapping[str, Any]) -> ResponseDone:
     response = e["response"]
     calls = tuple(
-        FunctionCall(call_id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "{}",
-                     item_id=item.get("id") or "")
+        FunctionCall(call_id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "{}")
         for item in response.get("output") or ()
         if item.get("type") == "function_call"
     )
@@ -185,12 +169,12 @@ def _response_done(e: Mapping[str, Any]) -> ResponseDone:
 
 def _error(e: Mapping[str, Any]) -> ServerError:
     err = e.get("error") or {}
-    return ServerError(code=str(err.get("code") or err.get("type") or "error"), message=str(err.get("message") or ""),
-                       event_id=err.get("event_id"))
+    return ServerError(code=str(err.get("code") or err.get("type") or "error"), message=str(err.get("message") or ""))
 
 
+# Only the types the call acts on; the rest (session.created, conversation.item.truncated,
+# rate_limits.updated, ...) become `Ignored` without being read further.
 _PARSERS = {
-    "session.created": lambda e: SessionCreated(),
     "session.updated": lambda e: SessionUpdated(),
     "response.created": lambda e: ResponseCreated(response_id=e["response"]["id"]),
     "response.output_item.added": lambda e: OutputItemAdded(
@@ -199,16 +183,13 @@ _PARSERS = {
     "response.output_audio_transcript.delta": lambda e: TranscriptDelta(item_id=e["item_id"], delta=e["delta"]),
     "response.output_audio_transcript.done": lambda e: TranscriptDone(item_id=e["item_id"], transcript=e["transcript"]),
     "response.done": _response_done,
-    "input_audio_buffer.speech_started": lambda e: SpeechStarted(
-        audio_start_ms=int(e.get("audio_start_ms") or 0), item_id=e.get("item_id") or ""),
-    "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(
-        audio_end_ms=int(e.get("audio_end_ms") or 0), item_id=e.get("item_id") or ""),
+    "input_audio_buffer.speech_started": lambda e: SpeechStarted(item_id=e.get("item_id") or ""),
+    "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(item_id=e.get("item_id") or ""),
     "input_audio_buffer.committed": lambda e: InputCommitted(item_id=e.get("item_id") or ""),
     "conversation.item.input_audio_transcription.completed": lambda e: InputTranscript(
         item_id=e["item_id"], transcript=e.get("transcript") or ""),
     "conversation.item.input_audio_transcription.failed": lambda e: InputTranscriptFailed(
         item_id=e["item_id"], message=str((e.get("error") or {}).get("message") or "")),
-    "conversation.item.truncated": lambda e: ItemTruncated(item_id=e["item_id"], audio_end_ms=int(e["audio_end_ms"])),
     "error": _error,
 }
 

@@ -87,7 +87,7 @@ def resolve_date(text: str, today: date) -> date:
             found.append(today + timedelta(days=offset))
         elif weekday is not None:
             found.append(today + timedelta(days=(weekday - today.weekday() - 1) % 7 + 1))
-        elif not _is_filler(word) and _GERESH.sub("", word) not in _LETTER_DAYS:
+        elif not _is_filler(word) and letter not in _LETTER_DAYS:
             raise ScheduleError("bad_date", f"cannot read {text!r} as a day: use a weekday, מחר, or YYYY-MM-DD")
     if len(set(found)) != 1:
         raise ScheduleError("bad_date", f"cannot read {text!r} as one day: use a weekday, מחר, or YYYY-MM-DD")
@@ -166,6 +166,11 @@ def _at(day: date, minute: int, tz: tzinfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz) + timedelta(minutes=minute)
 
 
+def slot_fields(local: datetime) -> dict[str, str]:
+    """A slot as the model is told it: its date, Hebrew weekday and HH:MM, in the business's zone."""
+    return {"date": local.date().isoformat(), "weekday": HEBREW_DAY_NAMES[local.weekday()], "time": f"{local:%H:%M}"}
+
+
 @dataclass(frozen=True)
 class Calendar:
     """One business's bookable time: hours, slot length, zone, and what is taken (UTC or aware ranges)."""
@@ -204,9 +209,9 @@ class Calendar:
             raise ScheduleError("taken", f"{day.isoformat()} {at:%H:%M} is already booked")
         return start
 
-    def next_free(self, after: date, now: datetime, days: int = LOOKAHEAD_DAYS) -> datetime | None:
-        """The first free slot on a day after `after`, within `days` days."""
-        for n in range(1, days + 1):
+    def next_free(self, after: date, now: datetime) -> datetime | None:
+        """The first free slot on a day after `after`, within the look-ahead."""
+        for n in range(1, LOOKAHEAD_DAYS + 1):
             slots = self.free_slots(after + timedelta(days=n), now)
             if slots:
                 return slots[0]
@@ -241,6 +246,5 @@ class Calendar:
         if not free:
             later = self.next_free(day, now)
             if later is not None:
-                answer["next_free"] = {"date": later.date().isoformat(), "weekday": HEBREW_DAY_NAMES[later.weekday()],
-                                       "time": f"{later:%H:%M}"}
+                answer["next_free"] = slot_fields(later)
         return answer

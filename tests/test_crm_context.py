@@ -2,6 +2,7 @@
 import logging
 import time
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import gevent
 import pytest
@@ -13,6 +14,7 @@ from services.crm_context import CRM_WAIT_BOUND_S, CallCrmContext, load_crm_fact
 
 CALLER = "+972501234567"
 OTHER = "+972529999999"
+JERUSALEM = ZoneInfo("Asia/Jerusalem")  # the business's zone by default
 
 
 @pytest.fixture
@@ -72,7 +74,7 @@ def test_lead_and_last_finished_call_are_found(db, business_id):
     with db.session() as session:
         facts = load_crm_facts(session, business_id, CALLER)
     assert facts == CrmFacts(name="דנה", gender="female", last_call_at=latest, open_appointment=None,
-                             notes="מעדיפה בוקר.")
+                             notes="מעדיפה בוקר.", zone=JERUSALEM)
 
 
 def test_another_business_lead_is_not_this_callers_data(db, business_id):
@@ -89,7 +91,7 @@ def test_caller_with_past_calls_but_no_lead(db, business_id):
     at = datetime(2025, 2, 1, 12, tzinfo=timezone.utc)
     add_call(db, business_id, "CA1", started_at=at)
     with db.session() as session:
-        assert load_crm_facts(session, business_id, CALLER) == CrmFacts(last_call_at=at)
+        assert load_crm_facts(session, business_id, CALLER) == CrmFacts(last_call_at=at, zone=JERUSALEM)
 
 
 # CallCrmContext

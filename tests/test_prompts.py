@@ -5,6 +5,7 @@ import logging
 import re
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -150,10 +151,11 @@ def test_over_long_prompt_is_cut_at_a_sentence_and_the_cut_is_logged_and_returne
     assert any(r.name == "prompts" and "cut" in r.getMessage() for r in caplog.records)
 
 
-def test_cap_is_a_parameter():
-    prompts = assemble_call_prompts(BUSINESSES["english"], "inbound", None, business_prompt_cap=60)
-    body = prompts.instructions.split("# Smile Clinic\n\n", 1)[1]
-    assert body == "Smile Clinic is a dental clinic in Haifa."
+def test_an_english_prompt_is_cut_at_a_sentence_too():
+    source = " ".join([ENGLISH_PROMPT] * 60).replace("{{business_name}}", "Smile Clinic")
+    prompts = assemble_call_prompts(business(name="Smile Clinic", business_prompt=source), "inbound", None)
+    body = prompts.instructions.split("# Smile Clinic\n\n", 1)[1].split("\n\n# Caller data", 1)[0]
+    assert len(body) <= BUSINESS_PROMPT_CAP and source.startswith(body + " ") and body.endswith(".")
     assert prompts.warnings
 
 
@@ -377,7 +379,7 @@ def test_prompt_preview_is_json_with_every_layer():
 
 
 def test_last_call_is_shown_in_the_business_timezone():
-    b = business(timezone="Asia/Jerusalem")
     late_evening_utc = datetime(2025, 3, 2, 23, 30, tzinfo=timezone.utc)  # already 3 March in Israel
-    text = build_crm_layer(b, CrmFacts(last_call_at=late_evening_utc), now=late_evening_utc + timedelta(hours=1))
+    facts = CrmFacts(last_call_at=late_evening_utc, zone=ZoneInfo("Asia/Jerusalem"))
+    text = build_crm_layer(business(), facts, now=late_evening_utc + timedelta(hours=1))
     assert "- Last call with this business: 2025-03-03 (today)" in text

@@ -1,5 +1,5 @@
 """After the call: durable jobs that summarise it, extract its data, update the caller's lead
-and tell the business's own systems (issue 5).
+and tell the business's own systems.
 
 `CallJournal.finish` stores a `post_call` job with the call's end; `start_workers(app)` runs
 this process's workers; `python -m services.post_call` runs workers alone.

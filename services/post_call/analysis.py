@@ -14,6 +14,8 @@ from openai import OpenAI
 
 import prompts
 from services.settings import Settings
+from services.store import end_reasons
+from services.store.end_reasons import EndReason
 from services.post_call.parallel import in_parallel
 
 URGENCY = ("low", "normal", "high")
@@ -86,7 +88,13 @@ def analyze(client: OpenAI, model: str, business, lines: Sequence[Line], context
 
 
 def no_conversation(end_reason: str | None, direction: str) -> Analysis:
-    summary, outcome = prompts.no_conversation_texts(end_reason)
+    if end_reason == EndReason.CALLER_HANGUP:
+        why = "caller_hangup"
+    elif end_reason in end_reasons.FAILURES:  # our side failed, the caller did not leave
+        why = "failure"
+    else:
+        why = "other"
+    summary, outcome = prompts.no_conversation_texts(why)
     extraction = {
         "caller_name": None, "phone": None, "service_requested": None, "city": None, "preferred_datetime": None,
         "appointment_booked": False,

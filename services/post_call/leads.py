@@ -1,7 +1,6 @@
 """The caller's lead, created or updated from a call's extraction, and linked to the call."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from sqlalchemy import select
@@ -9,32 +8,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from prompts import usable_name
+from services.store.formats import is_e164, israeli_e164
 from services.store.models import Call, Lead, as_utc, utcnow
-
-E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
 def lead_phone(call: Call, said_phone: str | None) -> str | None:
     """The number the lead is known by: the caller ID (the number that rang us, or that we rang);
     the number the caller said only when there is no caller ID (a withheld number)."""
     own = call.from_number if call.direction == "inbound" else call.to_number
-    if own and E164.fullmatch(own):
+    if is_e164(own):
         return own
     return israeli_e164(said_phone)
-
-
-def israeli_e164(raw: str | None) -> str | None:
-    """"050-123-4567", "+972 50 1234567" or "972501234567" as +972501234567; None if it is not a number."""
-    if not raw:
-        return None
-    digits = re.sub(r"[\s\-().]", "", raw)
-    if digits.startswith("00"):
-        digits = "+" + digits[2:]
-    elif digits.startswith("972"):
-        digits = "+" + digits
-    elif re.fullmatch(r"0\d{8,9}", digits):
-        digits = "+972" + digits[1:]
-    return digits if E164.fullmatch(digits) else None
 
 
 def better_name(known: str | None, new: str | None) -> bool:

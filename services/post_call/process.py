@@ -8,17 +8,12 @@ webhook; all of it stored in the transaction that completes the job.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import requests
-from openai import OpenAI
 from sqlalchemy import select
 
-from services.store.db import Database
+from services.store.formats import business_zone
 from services.store.models import Business, Call, WebhookDelivery, as_utc, new_webhook_secret
-from services.settings import Settings
 from services.post_call import jobs, transcript, webhook
 from services.post_call.context import JobContext
 from services.post_call.analysis import analyze, caller_spoke, no_conversation
@@ -90,10 +85,7 @@ HANDLERS = {jobs.POST_CALL: run_post_call, jobs.WEBHOOK: run_webhook}
 
 def _context(facts: transcript.CallFacts) -> str:
     """When the call was, in the business's time zone (so "tomorrow" has a date), and who called."""
-    try:
-        zone = ZoneInfo(getattr(facts.business, "timezone", None) or "Asia/Jerusalem")
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("Asia/Jerusalem")
+    zone = business_zone(getattr(facts.business, "timezone", None))
     started: datetime = as_utc(facts.started_at).astimezone(zone)
     who = "Caller ID" if facts.direction == "inbound" else "Number called"
     return (f"Call: {facts.direction}, on {started:%Y-%m-%d} ({started:%A}) at {started:%H:%M} {zone.key} time. "

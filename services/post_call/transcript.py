@@ -20,7 +20,6 @@ from services.post_call.analysis import Line
 from services.post_call.context import JobContext
 
 
-
 @dataclass(frozen=True)
 class CallFacts:
     call_id: int

@@ -33,7 +33,6 @@ import requests
 from services.store.models import Call, Lead, Turn, iso, utcnow
 
 EVENT_TYPE = "call.completed"
-SIGNATURE_TOLERANCE_S = 300
 
 
 def build_event(call: Call, turns: Sequence[Turn], lead: Lead | None) -> dict[str, Any]:
@@ -77,15 +76,6 @@ def encode(event: dict[str, Any]) -> bytes:
 def sign(secret: str, timestamp: int, body: bytes) -> str:
     mac = hmac.new(secret.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
-
-
-def verify(secret: str, timestamp: str | None, body: bytes, signature: str | None, now: float | None = None) -> bool:
-    """What a receiver does with our headers (the tests' receiver uses it too)."""
-    if not timestamp or not signature or not timestamp.isdigit():
-        return False
-    if abs((time.time() if now is None else now) - int(timestamp)) > SIGNATURE_TOLERANCE_S:
-        return False
-    return hmac.compare_digest(sign(secret, int(timestamp), body), signature)
 
 
 @dataclass(frozen=True)

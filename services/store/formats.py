@@ -13,6 +13,19 @@ def is_e164(value: object) -> bool:
     return isinstance(value, str) and E164.fullmatch(value) is not None
 
 
+def israeli_e164(raw: str | None) -> str | None:
+    """A number as said or typed ("050-123-4567", "+972 50 1234567", "00972501234567") in E.164,
+    a local one (0 and 8 or 9 digits) taken as Israeli; None when it is not a phone number."""
+    digits = re.sub(r"[^\d+]", "", raw or "")
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    elif digits.startswith("972"):
+        digits = "+" + digits
+    elif re.fullmatch(r"0\d{8,9}", digits):
+        digits = "+972" + digits[1:]
+    return digits if is_e164(digits) else None
+
+
 def is_timezone(name: object) -> bool:
     if not isinstance(name, str) or not name:
         return False

@@ -7,42 +7,25 @@ through and the other gets an IntegrityError, answered as "taken" with the times
 from __future__ import annotations
 
 import logging
-import re
 from datetime import date, datetime, timedelta, timezone
 from typing import Callable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from prompts.crm import DEFAULT_TIMEZONE
 from services.store.db import Database
+from services.store.formats import business_zone, israeli_e164
 from services.store.models import Appointment, as_utc
-from services.scheduling import HEBREW_DAY_NAMES, LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time
+from services.scheduling import LOOKAHEAD_DAYS, Calendar, ScheduleError, resolve_date, resolve_time, slot_fields
 from services.tools.problem import ToolProblem
-
-E164 = re.compile(r"\+[1-9]\d{6,14}")
 
 
 def normalize_phone(text: str, default: str) -> str:
-    """E.164 from what the caller said ("050-1234567", "+972 50 123 4567"); empty means `default`."""
-    digits = re.sub(r"[^\d+]", "", text or "")
-    if not digits:
-        digits = default
-    elif digits.startswith("972"):
-        digits = "+" + digits
-    elif digits.startswith("0") and 9 <= len(digits) <= 10:
-        digits = "+972" + digits[1:]
-    if not E164.fullmatch(digits or ""):
+    """E.164 from what the caller said ("050-1234567", "+972 50 123 4567"); no digits means `default`."""
+    phone = israeli_e164(text if any(ch.isdigit() for ch in text or "") else default)
+    if phone is None:
         raise ToolProblem("bad_phone", f"{text!r} is not a phone number; ask the caller to repeat it")
-    return digits
-
-
-def _zone(name: str | None):
-    try:
-        return ZoneInfo(name or DEFAULT_TIMEZONE)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
+    return phone
 
 
 class AppointmentBook:
@@ -54,7 +37,7 @@ class AppointmentBook:
         self._business_id = business.id
         self._hours = business.working_hours or {}
         self._slot_minutes = business.appointment_minutes or 30
-        self._tz = _zone(business.timezone)
+        self._tz = business_zone(business.timezone)
         self._call_sid = call_sid
         self._caller_number = caller_number
         self._log = log
@@ -115,10 +98,8 @@ class AppointmentBook:
             raise ToolProblem("taken", f"{day.isoformat()} {start:%H:%M} was just booked by someone else",
                               **self._alternatives(day)) from None
         self._log.info("appointment booked", extra={"starts_at": start.isoformat(), "minutes": self._slot_minutes})
-        local = start.astimezone(self._tz)
-        return {"ok": True, "booked": True, "date": local.date().isoformat(),
-                "weekday": HEBREW_DAY_NAMES[local.weekday()],
-                "time": f"{local:%H:%M}", "minutes": self._slot_minutes, "name": name, "phone": phone}
+        return {"ok": True, "booked": True, **slot_fields(start.astimezone(self._tz)), "minutes": self._slot_minutes,
+                "name": name, "phone": phone}
 
     def _alternatives(self, day: date) -> dict:
         """What is still free on the day (or the next free time), for the model to offer."""

@@ -138,12 +138,7 @@ class CallTools:
 
     def _end_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
         self._log.info("the agent ends the call", extra={"why": args.get("reason", "")[:200]})
-        if spoke:  # the goodbye came with the call: wait for it to be heard
-            if self._ending.begin(EndReason.AGENT_HANGUP, cancellable=True, response_id=response_id):
-                self._ending.response_done(response_id, tool_calls=False)
-            return {"ok": True}, False
-        self._ending.begin(EndReason.AGENT_HANGUP, cancellable=True, awaiting=FOLLOW_UP)
-        return {"ok": True, "next": call_event("After end_call")}, True
+        return self._begin_ending(EndReason.AGENT_HANGUP, "After end_call", response_id, spoke, cancellable=True)
 
     def _transfer_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
         number = getattr(self._context.business, "transfer_number", None)
@@ -154,9 +149,15 @@ class CallTools:
             if call is not None:
                 call.transfer_to = number
         self._log.info("transfer to a person", extra={"why": args.get("reason", "")[:200]})
+        return self._begin_ending(EndReason.TRANSFER, "After transfer_call", response_id, spoke, cancellable=False)
+
+    def _begin_ending(self, reason: EndReason, event: str, response_id: str, spoke: bool, *,
+                      cancellable: bool) -> tuple[dict, bool]:
+        """End after what the caller hears next: this response's audio when it had some (the
+        goodbye came with the call), else a follow-up response saying `event`."""
         if spoke:
-            if self._ending.begin(EndReason.TRANSFER, cancellable=False, response_id=response_id):
+            if self._ending.begin(reason, cancellable=cancellable, response_id=response_id):
                 self._ending.response_done(response_id, tool_calls=False)
             return {"ok": True}, False
-        self._ending.begin(EndReason.TRANSFER, cancellable=False, awaiting=FOLLOW_UP)
-        return {"ok": True, "next": call_event("After transfer_call")}, True
+        self._ending.begin(reason, cancellable=cancellable, awaiting=FOLLOW_UP)
+        return {"ok": True, "next": call_event(event)}, True
