@@ -64,6 +64,7 @@ class Playback:
                  clock: Callable[[], float] = time.monotonic):
         self._send = send
         self._stream_sid = stream_sid
+        self._lead_ms = lead_ms
         self._lead_s = lead_ms / 1000.0
         self._on_first_frame = on_first_frame
         self._clock = clock
@@ -81,7 +82,10 @@ class Playback:
         self.frames_dropped: dict[str, int] = {}
         # TX's own pacing figure: frames by how late they left, 1 ms buckets, the last one open.
         self.lateness_ms = [0] * 64
-        self._next_due = 0.0  # when the next frame of the stretch is due to be heard
+        # The send schedule: frame n of the stretch is due to be heard at _s0 + n·20 ms, computed
+        # from integers each time (never accumulated), so how many frames leave at once does not
+        # depend on where the clock stands. Marks re-anchor _t0 (what was heard), never _s0.
+        self._s0 = 0.0
         self._wakeup = Event()  # set by whoever queues audio or stops; waited on and cleared by TX
         self._stopped = Event()  # set once, by stop(), from any greenlet
 
@@ -269,14 +273,16 @@ class Playback:
                     texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
                     continue
                 fresh = self._stretch_over(now)
-                if not fresh and self._next_due - self._lead_s > now + FRAME_S:
+                # Frame n may leave `lead` before it is heard, and one frame earlier still (pairs);
+                # in whole microseconds, so that float rounding never moves a frame across the line.
+                if not fresh and (self._frames_total * FRAME_MS - self._lead_ms - FRAME_MS) * 1000 > round(
+                        (now - self._s0) * 1e6):
                     break
                 self._queue.popleft()
-                due = self._book(segment, now, fresh)
+                due = self._s0 + self._book(segment, now, fresh) * FRAME_S
                 # A stretch's first frames are due before it began: they leave at once, on time.
                 send_at = max(due - self._lead_s, self._t0)
                 self._late(now - send_at)
-                self._next_due = due + FRAME_S
                 texts.append(media_message(self._stream_sid, frame))
                 media += 1
                 if segment.sent == 1:
@@ -290,7 +296,7 @@ class Playback:
                 self._wakeup.clear()
                 wait_s = None
             else:
-                wait_s = self._next_due - self._lead_s - now
+                wait_s = self._s0 + (self._frames_total * FRAME_MS - self._lead_ms) / 1000 - now
         if texts:
             self._send(texts)
             if started and self._on_first_frame is not None:
@@ -310,18 +316,16 @@ class Playback:
         """Idle, or the caller has heard all that was sent: the next frame starts a new stretch."""
         return self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S
 
-    def _book(self, segment: _Segment, now: float, fresh: bool) -> float:
+    def _book(self, segment: _Segment, now: float, fresh: bool) -> int:
         """Put one frame of `segment` on the stream timeline (starting a new stretch when
-        `fresh`); return when it is due to be heard. Called under the lock.
+        `fresh`); return its index in the stretch's schedule. Called under the lock.
         """
-        next_due = self._next_due
         if fresh:
             for done in self._timeline:
                 done.fully_heard = done is not segment
             self._timeline.clear()
-            self._t0 = now
+            self._t0 = self._s0 = now
             self._frames_total = 0
-            next_due = now
             if segment.start is not None:
                 segment.start = -segment.sent  # an item that resumes after an underrun
         if segment.start is None:
@@ -330,4 +334,4 @@ class Playback:
             self._timeline.append(segment)
         segment.sent += 1
         self._frames_total += 1
-        return next_due
+        return self._frames_total - 1

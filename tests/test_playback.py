@@ -148,3 +148,28 @@ def test_audio_for_a_stream_still_playing_keeps_to_the_schedule(playback):
     assert all(t >= t0 + k * 0.020 - 0.040 - 0.020 - 0.002 for k, t in enumerate(times))
     assert times[-1] - t0 >= 0.380 - 0.060 - 0.002
     assert sent.marks() == ["item:i1", "item:i2"]
+
+
+class SteppedClock:
+    """A clock that stands still until told to move: the schedule is read off it exactly."""
+
+    def __init__(self, start: float):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("start", [0.0, 0.1, 12345.678901, 1e6 / 3, 98765432.1])
+def test_the_schedule_does_not_depend_on_where_the_clock_stands(start):
+    clock = SteppedClock(start)
+    sent = Sent()
+    pb = Playback(sent, "MZ1", lead_ms=40, clock=clock)
+    pb.enqueue("r1", "i1", b"\x01" * FRAME_BYTES * 20)  # 400 ms for an idle stream
+    counts = [len(sent.media_times())]  # the stretch's start: lead plus one frame, at once
+    for k in range(1, 9):  # then every 40 ms, exactly one pair
+        clock.now = start + k * 0.040
+        pb._send_due()
+        counts.append(len(sent.media_times()))
+    assert counts == [4, 6, 8, 10, 12, 14, 16, 18, 20]
+    pb.stop()
