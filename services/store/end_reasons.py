@@ -15,10 +15,13 @@ class EndReason(StrEnum):
     TRANSFER = "transfer"
     SILENCE = "silence"
     MAX_DURATION = "max_duration"
-    # Decided at the webhook.
+    # Decided at the webhook, or for its stream.
     UNKNOWN_NUMBER = "unknown_number"
     LIMIT = "limit"
     VOICEMAIL = "voicemail"
+    NO_STREAM = "no_stream"  # the webhook was answered but its stream never started
+    # The server.
+    SHUTDOWN = "shutdown"  # the process stopped (a deploy) before the call was over
     # Twilio's final statuses for a call that never connected to us.
     BUSY = "busy"
     NO_ANSWER = "no-answer"
