@@ -12,6 +12,7 @@ APOLOGY_UNAVAILABLE = "מצטערים, לא נוכל לטפל בשיחה כרג�
 APOLOGY_UNKNOWN_NUMBER = "מצטערים, המספר שחייגתם אינו פעיל כרגע. להתראות."
 BUSY = "מצטערים, כל הקווים שלנו תפוסים כרגע. אנא נסו שוב בעוד כמה דקות. תודה ולהתראות."
 TRANSFER_FAILED = "מצטערים, לא הצלחנו להעביר את השיחה כרגע. נחזור אליכם בהקדם. תודה ולהתראות."
+FAULT_TRANSFER = "מצטערים, יש לנו תקלה רגעית. אנחנו מעבירים אתכם לנציג."
 
 
 def connect_stream(*, action_url: str, stream_url: str, status_url: str, parameters: Mapping[str, str]) -> str:
@@ -24,9 +25,12 @@ def connect_stream(*, action_url: str, stream_url: str, status_url: str, paramet
     return str(response)
 
 
-def dial(number: str, *, caller_id: str | None, timeout_s: int, action_url: str) -> str:
-    """Hand the call to a person; Twilio asks `action_url` what next once the dialled leg ends."""
+def dial(number: str, *, caller_id: str | None, timeout_s: int, action_url: str, say: str | None = None) -> str:
+    """Hand the call to a person (after `say`, if given); Twilio asks `action_url` what next once
+    the dialled leg ends."""
     response = VoiceResponse()
+    if say:
+        response.say(say, language=HEBREW, voice=HEBREW_VOICE)
     options = {"caller_id": caller_id} if caller_id else {}
     dial_verb = Dial(action=action_url, method="POST", timeout=timeout_s, **options)
     dial_verb.number(number)

@@ -88,6 +88,23 @@ class BargeIn:
             self._ignore_commit = None
             return noise
 
+    def line_lost(self) -> bool:
+        """The Realtime session is gone mid-call: stop what the caller hears of the agent and
+        store the part heard (the model is told it on the new session). True if the agent was
+        speaking or about to."""
+        with self._lock:
+            was_speaking = self._agent_audible()
+            active = self._gate.active_response_id
+            heard = self._playback.clear(mute=(active,) if active else ())
+            if heard is not None:
+                self._clear_twilio()
+                cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms, heard.sent_ms)
+                if cut is not None:
+                    self._store_item(cut)
+            self._caller_speaking = False
+            self._protected_speech = self._ignore_commit = None
+            return was_speaking
+
     def close(self) -> None:
         """The call is ending: no more cuts."""
         with self._lock:

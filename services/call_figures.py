@@ -25,6 +25,8 @@ class CallFigures:
     rx_dropped: dict[str, int] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     responses: int = 0
+    reconnect_gaps_ms: list[float] = field(default_factory=list)  # the Realtime greenlet's
+    response_stalls: int = 0  # the liveness watch's
 
     def __post_init__(self) -> None:
         # Guards: _speech_stopped_at, greeting_ms, response_ms, barge_in_ms, forwarding_ms,
@@ -90,6 +92,9 @@ class CallFigures:
                 "response_latency_ms": [_round(v) for v in self.response_ms],
                 "barge_in_latency_ms": [_round(v) for v in self.barge_in_ms],
                 "forwarding_ms": [round(v, 2) for v in self.forwarding_ms],
+                "realtime_reconnects": len(self.reconnect_gaps_ms),
+                "reconnect_gap_ms": [_round(v) for v in self.reconnect_gaps_ms],
+                "response_stalls": self.response_stalls,
                 "frames_in": self.frames_in,
                 "frames_out": frames_out,
                 "frames_dropped": dropped,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
+from sqlalchemy import select
 
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
@@ -56,13 +57,13 @@ from services.settings import Settings
 from services.silence_watchdog import SilenceWatchdog
 from services.store.db import Database
 from services.store.end_reasons import EndReason
-from services.store.models import Business
+from services.store.models import Business, Call
 from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
 
-# Caller audio held while the Realtime session is being configured (50 frames = 1 s).
-PRE_SESSION_FRAMES = 50
+# Caller audio held while a Realtime session is being configured or opened again (3 s).
+HELD_FRAMES = 150
 
 
 @dataclass(frozen=True)
@@ -91,10 +92,16 @@ class CallSession:
     """Owners of the fields without a lock of their own:
     - `_business`, `_crm`, `_tools`: written by RX in `_set_up`, before any other greenlet of
       the call starts; read-only after.
-    - `_prompts`, `_session_update`, `_session_timers`: the Realtime greenlet's; the session
-      timers read `_session_update`, written before they are spawned.
+    - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
+      `_was_speaking`: the Realtime greenlet's; the session timers read `_session_update`,
+      written before they start.
+    - `_realtime`: replaced only by the Realtime greenlet, and only while `_session_ready` is
+      clear, so RX never sends on a connection being opened; other senders may meet the closed
+      one and get RealtimeClosed. `_last_event_at`: the Realtime greenlet writes, the liveness
+      watch reads.
     - `_rx_messages`: written by RX only; the idle watch only reads it.
-    - `_session_ready`, `_ended`: events, set once (by the Realtime greenlet, by `end`).
+    - `_session_ready`: an event the Realtime greenlet sets, and clears while it reconnects;
+      `_ended`: an event set once, by `end`.
     """
 
     def __init__(self, services: CallServices, twilio: TwilioSocket, setup: CallSetup):
@@ -130,8 +137,13 @@ class CallSession:
         self._prompts: CallPrompts | None = None
         self._session_update = ""
         self._session_timers: list[gevent.Greenlet | None] = []
-        self._session_ready = Event()  # RX reads it per frame
+        self._session_ready = Event()  # set by the Realtime greenlet, cleared while it reconnects
         self._rx_messages = 0
+        self._losses = 0  # Realtime sessions lost so far
+        self._lost_at = 0.0
+        self._greeted = False
+        self._was_speaking = False  # when the session was lost
+        self._last_event_at = 0.0
         # Guards: _end_reason. Any greenlet may end the call; the first reason wins, and
         # `_ended` is set with it (read lock-free by the loops that stop on it).
         self._end_lock = threading.Lock()
@@ -185,16 +197,24 @@ class CallSession:
         return True
 
     def _talk(self) -> None:
-        """The Realtime greenlet: configure the session, greet, converse, until the call ends."""
+        """The Realtime greenlet: configure the session, greet, converse, until the call ends.
+
+        A session lost mid-call (closed, a fatal error, or silent past its deadlines) is opened
+        again once, with the same `session.update` and the conversation so far (`_resume`); a
+        second loss hands the call over (`_hand_over`)."""
         log = call_logger("realtime", self.setup.call_sid)
-        try:
-            if self._configure_session(log):
-                self._greet()
-                self._converse(log)
-        except RealtimeClosed as exc:
-            if not self._ended.is_set():
-                log.error("Realtime socket dropped", extra={"error": str(exc)})
-                self.end(EndReason.REALTIME_DROPPED)
+        while not self._ended.is_set():
+            try:
+                if self._configure_session(log):
+                    if self._greeted:
+                        self._resume(log)
+                    else:
+                        self._greet()
+                    self._converse(log)
+                return
+            except RealtimeClosed as exc:
+                if self._ended.is_set() or not self._session_lost(log, str(exc)):
+                    return
 
     def _configure_session(self, log) -> bool:
         """Connect, send `session.update` once the CRM facts are in (or their wait is over), and
@@ -202,16 +222,20 @@ class CallSession:
         try:
             self._realtime.connect()
         except RealtimeUnavailable as exc:
+            if self._losses:
+                self._session_lost(log, f"reconnect failed: {exc}")
+                return False
             log.error("cannot reach the Realtime API", extra={"error": str(exc)})
             self.end(EndReason.REALTIME_UNAVAILABLE)
             return False
-        self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait())
-        self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
-                                              **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
-        self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
-        self._session_update = rt.session_update(rt.SessionConfig(
-            instructions=prompts.instructions, voice=self._business.voice,
-            transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations()))
+        if not self._session_update:
+            self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait())
+            self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
+                                                  **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
+            self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
+            self._session_update = rt.session_update(rt.SessionConfig(
+                instructions=prompts.instructions, voice=self._business.voice,
+                transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations()))
         self._send_realtime(self._session_update)
         self._session_timers = [
             self._greenlets.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
@@ -226,15 +250,107 @@ class CallSession:
 
     def _greet(self) -> None:
         """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting."""
-        for timer in self._session_timers:
-            if timer is not None:
-                timer.kill(block=False)
+        self._stop_session_timers()
+        self._greeted = True
         self._session_ready.set()
         self.log.info("session confirmed", extra={"after_ms": round((time.monotonic() - self._started_mono) * 1000)})
         self._gate.open()
         self._send_late_crm()
         self._greeting.request(self._prompts.greeting_instruction)
         self._greenlets.spawn(self._watchdog.run)
+        self._greenlets.spawn(self._watch_realtime)
+
+    def _session_lost(self, log, why: str) -> bool:
+        """The Realtime session is gone. The first time: silence the agent, hold the caller's
+        audio, and open a new connection (True); the second: hand the call over (False)."""
+        self._losses += 1
+        if self._losses > 1:
+            log.error("Realtime session lost again: handing the call over", extra={"error": why})
+            metrics.REALTIME_RECONNECTS.labels("gave_up").inc()
+            self._hand_over()
+            return False
+        log.warning("Realtime session lost: reconnecting", extra={"error": why})
+        self._lost_at = time.monotonic()
+        self._session_ready.clear()  # RX holds the caller's audio from here
+        self._stop_session_timers()
+        self._was_speaking = self._barge_in.line_lost()
+        self._gate.shut()
+        self._realtime.close()
+        self._realtime = RealtimeConnection(self._settings.realtime_ws_url, self._settings.openai_api_key,
+                                            self._timing.realtime_reconnect_timeout_s)
+        return True
+
+    def _resume(self, log) -> None:
+        """The new session is confirmed: tell it the conversation so far, let the held audio
+        through, and have the agent apologise if it was cut off mid-sentence."""
+        self._stop_session_timers()
+        said = self._transcripts.so_far()
+        for role, text in said:
+            self._send_realtime(rt.user_text_message(text) if role == "user" else rt.assistant_text_message(text))
+        gap_ms = (time.monotonic() - self._lost_at) * 1000
+        self.figures.reconnect_gaps_ms.append(gap_ms)
+        metrics.REALTIME_RECONNECTS.labels("resumed").inc()
+        log.info("Realtime session resumed", extra={"gap_ms": round(gap_ms), "turns_replayed": len(said)})
+        self._session_ready.set()
+        self._gate.open()
+        if self._was_speaking:
+            self._tell_model(call_event("Reconnected"), RequestReason.RESUME)
+
+    def _hand_over(self) -> None:
+        """No model to talk to: a person takes the call when the business has a transfer number
+        (`/webhook/stream_ended` dials it), else the caller hears a short apology."""
+        number = getattr(self._business, "transfer_number", None)
+        if number:
+            try:
+                with self._services.db.session() as session:  # before the stream closes: stream_ended reads it
+                    call = session.scalar(select(Call).where(Call.call_sid == self.setup.call_sid))
+                    if call is not None:
+                        call.transfer_to = number
+            except Exception:
+                self.log.exception("could not store the transfer number: the caller hears the apology")
+        self.end(EndReason.REALTIME_DROPPED)
+
+    def _stop_session_timers(self) -> None:
+        for timer in self._session_timers:
+            if timer is not None:
+                timer.kill(block=False)
+        self._session_timers = []
+
+    def _watch_realtime(self) -> None:
+        """Signs of life from the Realtime API: a quiet socket is pinged, and one that answers no
+        ping is taken for dropped (the Realtime greenlet reconnects); a response that shows no
+        event for `response_stall_s` is cancelled, so the call does not wait on it."""
+        timing = self._timing
+        tick = max(0.05, min(0.5, timing.realtime_pong_timeout_s / 4, timing.response_stall_s / 8))
+        pinged = None  # the connection pinged, while it stays quiet
+        pinged_at = 0.0
+        while not self._ended.is_set():
+            gevent.sleep(tick)
+            if not self._session_ready.is_set():
+                pinged = None
+                continue
+            conn, now = self._realtime, time.monotonic()
+            if now - conn.heard_at < timing.realtime_ping_after_s:
+                pinged = None
+            elif pinged is not conn:
+                pinged, pinged_at = conn, now
+                conn.ping()
+            elif now - pinged_at >= timing.realtime_pong_timeout_s:
+                self.log.warning("the Realtime socket answers no ping: taking it for dropped",
+                                 extra={"quiet_s": round(now - conn.heard_at, 1)})
+                pinged = None
+                conn.close()
+                continue
+            since = self._gate.active_since
+            if since is not None and now - max(since, self._last_event_at) >= timing.response_stall_s:
+                response_id = self._gate.abandon()
+                self.figures.response_stalls += 1
+                metrics.RESPONSE_STALLS.inc()
+                self.log.warning("response stalled: cancelled", extra={"response_id": response_id})
+                try:
+                    conn.send(rt.response_cancel())
+                except RealtimeClosed:
+                    pass
 
     def _converse(self, log) -> None:
         while not self._ended.is_set():
@@ -265,7 +381,7 @@ class CallSession:
                     # Before the session is confirmed the model cannot take audio yet: hold the
                     # caller's first words (a bounded second) instead of losing them.
                     backlog.append(event.payload)
-                    if len(backlog) > PRE_SESSION_FRAMES:
+                    if len(backlog) > HELD_FRAMES:
                         backlog.popleft()
                         figures.drop_rx("session_not_ready")
                     continue
@@ -338,7 +454,10 @@ class CallSession:
         if not self._session_ready.is_set():
             self.log.error("Realtime never confirmed the session",
                            extra={"waited_s": self._timing.session_update_timeout_s})
-            self.end(EndReason.REALTIME_SESSION_TIMEOUT)
+            if self._losses:
+                self._hand_over()  # the reconnect did not take
+            else:
+                self.end(EndReason.REALTIME_SESSION_TIMEOUT)
 
     def _send_late_crm(self) -> None:
         facts = self._crm.late_facts()
@@ -350,6 +469,7 @@ class CallSession:
     # --- the conversation ----------------------------------------------------------------
 
     def _on_realtime_event(self, event: rt.ServerEvent) -> None:
+        self._last_event_at = self._realtime.received_at
         if isinstance(event, rt.AudioDelta):
             self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at)
         elif isinstance(event, rt.TranscriptDelta):
@@ -381,6 +501,8 @@ class CallSession:
             self._on_input_transcript(event)
         elif isinstance(event, rt.ServerError):
             self.log.warning("Realtime error", extra={"code": event.code, "error": event.message})
+            if event.fatal:
+                raise RealtimeClosed(f"fatal error: {event.code}")
         elif isinstance(event, rt.InputTranscriptFailed):
             self.log.warning("caller transcription failed", extra={"error": event.message})
 
@@ -416,6 +538,7 @@ class CallSession:
         text = item.heard_text()
         if not text and item.heard_ms is None:
             return
+        self._transcripts.said("assistant", text)
         self._journal.add_turn("agent", text, item.started_at, item_id=item.item_id,
                                interrupted=item.heard_ms is not None,
                                latency_ms=self.figures.response_item_latency(item.item_id))
@@ -434,6 +557,7 @@ class CallSession:
         text = event.transcript.strip()
         started = self._transcripts.caller_started_at(event.item_id, time.time())
         if text:
+            self._transcripts.said("user", text)
             self._journal.add_turn("caller", text, started, item_id=event.item_id)
         if is_farewell(text):
             # The call ends once the agent's answer to the goodbye has been heard.
@@ -446,8 +570,12 @@ class CallSession:
     # --- call control: silence, the time limit, the keypad -----------------------------
 
     def _silence_does_not_count(self) -> bool:
-        """The agent is speaking or about to, the caller is speaking, or the call is ending."""
-        return (self._barge_in.caller_speaking or self._playback.is_playing() or self._gate.is_active
+        """The agent is speaking or about to (a response that has shown no event for a while is
+        not "about to"), the caller is speaking, or the call is ending."""
+        since = self._gate.active_since
+        responding = since is not None and (
+            time.monotonic() - max(since, self._last_event_at) < self._timing.realtime_ping_after_s)
+        return (self._barge_in.caller_speaking or self._playback.is_playing() or responding
                 or self._tools.busy or self._ending.reason is not None)
 
     def _ask_if_still_there(self) -> None:
@@ -466,7 +594,9 @@ class CallSession:
         self.log.info("keypad", extra={"digits": digits})
         self._watchdog.heard_from_caller()
         self._journal.add_turn("dtmf", digits, time.time())
-        self._tell_model(call_event("Keypad", digits=digits), RequestReason.KEYPAD, from_caller=True)
+        notice = call_event("Keypad", digits=digits)
+        self._transcripts.said("user", notice)
+        self._tell_model(notice, RequestReason.KEYPAD, from_caller=True)
 
     def _tell_model(self, text: str, request: RequestReason, *, from_caller: bool = False) -> None:
         """A notice as a conversation item (the caller's, or the server's), then a response to it."""

@@ -36,6 +36,10 @@ TOOL_CALLS = Counter("call_tool_calls_total", "Function calls the model made, by
                      ["tool", "outcome"], registry=REGISTRY)  # outcome: ok | problem | failed
 TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
 COST = Counter("realtime_cost_usd_total", "Estimated Realtime cost in USD", registry=REGISTRY)
+REALTIME_RECONNECTS = Counter("realtime_reconnects_total", "Realtime sessions lost mid-call, by outcome",
+                              ["outcome"], registry=REGISTRY)
+RESPONSE_STALLS = Counter("realtime_response_stalls_total", "Responses cancelled for showing no event",
+                          registry=REGISTRY)
 
 
 def exposition() -> bytes:

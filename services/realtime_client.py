@@ -36,7 +36,9 @@ class RealtimeConnection:
         self._ws: websocket.WebSocket | None = None
         self._sock: socket.socket | None = None
         self._closed = Event()  # set once, by close(), from any greenlet
+        # Written by `receive` (the Realtime greenlet); the call's liveness watch reads them.
         self.received_at = 0.0  # monotonic time the last event was read, before it was parsed
+        self.heard_at = monotonic()  # the last frame of any kind (a pong too), or the connect
 
     def connect(self) -> None:
         ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
@@ -46,6 +48,7 @@ class RealtimeConnection:
             raise RealtimeUnavailable(f"{type(exc).__name__}: {exc}") from None
         ws.settimeout(None)
         self._ws, self._sock = ws, ws.sock
+        self.heard_at = monotonic()
         if self._closed.is_set():  # the call ended while we were connecting
             self._shut()
             raise RealtimeClosed("closed while connecting")
@@ -69,15 +72,38 @@ class RealtimeConnection:
                 raise RealtimeClosed(f"send failed: {exc}") from None
 
     def receive(self) -> ServerEvent:
-        """The next event; raises RealtimeClosed when the socket is gone, ProtocolError on junk."""
-        try:
-            text = self._ws.recv()
-        except (websocket.WebSocketException, OSError) as exc:
-            raise RealtimeClosed(f"{type(exc).__name__}: {exc}") from None
-        if not text:
-            raise RealtimeClosed("closed by the server")
-        self.received_at = monotonic()
-        return realtime_protocol.parse_server_event(text)
+        """The next event; raises RealtimeClosed when the socket is gone, ProtocolError on junk.
+
+        Control frames are read here too (websocket-client answers pings itself), so that a
+        pong counts as a sign of life."""
+        ws = self._ws
+        while True:
+            try:
+                opcode, frame = ws.recv_data_frame(True)
+            except (websocket.WebSocketException, OSError) as exc:
+                raise RealtimeClosed(f"{type(exc).__name__}: {exc}") from None
+            self.heard_at = now = monotonic()
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                self.received_at = now
+                return realtime_protocol.parse_server_event(frame.data)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                raise RealtimeClosed("closed by the server")
+            if opcode == websocket.ABNF.OPCODE_BINARY:
+                raise realtime_protocol.ProtocolError("binary frame from the Realtime API")
+
+    def ping(self) -> None:
+        """Ask the server for a sign of life; its pong updates `heard_at`."""
+        ws = self._ws
+        if ws is None:
+            return
+        frame = ws_frames.encode(ws_frames.OP_PING, b"", randbytes(4))
+        with ws.lock:
+            if self._closed.is_set():
+                return
+            try:
+                self._sock.sendall(frame)
+            except OSError:
+                pass  # the reader sees the failure
 
     def close(self) -> None:
         """Say goodbye (a close frame, if the socket takes it within a second) and shut the

@@ -126,6 +126,12 @@ class InputTranscriptFailed:
 class ServerError:
     code: str
     message: str
+    fatal: bool = False  # the session is over on the API's side: reconnect
+
+
+# Errors after which the API's session no longer works: its own failure, or the session's end.
+FATAL_ERROR_TYPES = frozenset({"server_error"})
+FATAL_ERROR_CODES = frozenset({"session_expired", "internal_error"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +175,9 @@ def _response_done(e: Mapping[str, Any]) -> ResponseDone:
 
 def _error(e: Mapping[str, Any]) -> ServerError:
     err = e.get("error") or {}
-    return ServerError(code=str(err.get("code") or err.get("type") or "error"), message=str(err.get("message") or ""))
+    code = str(err.get("code") or err.get("type") or "error")
+    fatal = err.get("type") in FATAL_ERROR_TYPES or code in FATAL_ERROR_CODES
+    return ServerError(code=code, message=str(err.get("message") or ""), fatal=fatal)
 
 
 # Only the types the call acts on; the rest (session.created, conversation.item.truncated,
@@ -349,6 +357,13 @@ def system_message(text: str) -> str:
 def user_text_message(text: str) -> str:
     return _encode({"type": "conversation.item.create",
                     "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}})
+
+
+def assistant_text_message(text: str) -> str:
+    """What the agent said earlier, replayed into a new session as text."""
+    return _encode({"type": "conversation.item.create",
+                    "item": {"type": "message", "role": "assistant",
+                             "content": [{"type": "output_text", "text": text}]}})
 
 
 def function_call_output(call_id: str, output: str) -> str:

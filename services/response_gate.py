@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from enum import StrEnum
 from typing import Callable
 
@@ -19,6 +20,7 @@ class RequestReason(StrEnum):
     GOODBYE = "goodbye"  # the call is ending: silence, the time limit
     SILENCE_CHECK = "silence_check"
     KEYPAD = "keypad"
+    RESUME = "resume"  # after a reconnect: the agent apologises for the break and goes on
 
 
 class ResponseGate:
@@ -42,6 +44,7 @@ class ResponseGate:
         self._response_id: str | None = None
         self._reason: RequestReason | None = None  # the request the active response answers
         self._pending: tuple[RequestReason, str | None] | None = None
+        self._requested_at = 0.0  # monotonic time of the active response's response.create
 
     def open(self) -> None:
         with self._lock:
@@ -60,6 +63,12 @@ class ResponseGate:
             return (self._response_id, self._reason) if self._active else (None, None)
 
     @property
+    def active_since(self) -> float | None:
+        """When the active response was asked for (monotonic); None when idle."""
+        with self._lock:
+            return self._requested_at if self._active else None
+
+    @property
     def is_active(self) -> bool:
         with self._lock:
             return self._active
@@ -76,6 +85,24 @@ class ResponseGate:
     def drop_pending(self) -> None:
         with self._lock:
             self._pending = None
+
+    def shut(self) -> None:
+        """The Realtime session is gone: nothing is active or pending, and nothing starts until
+        `open()` (after the new session is confirmed)."""
+        with self._lock:
+            self._open = self._active = False
+            self._response_id = self._reason = self._pending = None
+
+    def abandon(self) -> str | None:
+        """Give up on the active response (it stalled): the gate is free again. Returns its id."""
+        with self._lock:
+            if not self._active:
+                return None
+            response_id = self._response_id
+            self._active = False
+            self._response_id = self._reason = None
+            self._fire_pending()
+            return response_id
 
     def on_created(self, response_id: str) -> RequestReason | None:
         """The response has started; returns the reason of the request it answers."""
@@ -99,6 +126,7 @@ class ResponseGate:
         self._active = True
         self._response_id = None
         self._reason = reason
+        self._requested_at = time.monotonic()
         self._log.info("response.create", extra={"reason": reason})
         self._send(realtime_protocol.response_create(instructions))
 

@@ -34,6 +34,14 @@ class CallTiming:
     # this long: VAD says "stopped" only after its silence window, so we wait for that.
     greeting_noise_max_ms: int = 300
     realtime_connect_timeout_s: float = 5.0
+    # A Realtime socket lost mid-call is reconnected once, the attempt bounded by this.
+    realtime_reconnect_timeout_s: float = 1.5
+    # With no frame from the Realtime API this long, it is pinged; a pong (or any frame) must
+    # follow within the second figure, or the socket is taken for dropped.
+    realtime_ping_after_s: float = 5.0
+    realtime_pong_timeout_s: float = 3.0
+    # A response that shows no event this long is cancelled and counted as a stall.
+    response_stall_s: float = 10.0
     # How far ahead of the caller's playout the pacer may send, to absorb jitter.
     tx_lead_ms: int = 60
     stream_token_ttl_s: int = 600

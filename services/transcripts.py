@@ -3,7 +3,11 @@ input transcription, each stamped with when it started."""
 from __future__ import annotations
 
 import threading
+from collections import deque
 from dataclasses import dataclass, field
+
+# The turns a new Realtime session is given after a reconnect: the latest, when a call is long.
+MAX_REPLAYED_TURNS = 200
 
 
 @dataclass(slots=True)
@@ -47,11 +51,12 @@ class Transcripts:
     """
 
     def __init__(self) -> None:
-        # Guards: _agent, _caller_started (and the items in _agent until taken out). Written by
-        # the Realtime greenlet, RX, barge-in and `end`; never held while anything else is taken.
+        # Guards: _agent, _caller_started, _said (and the items in _agent until taken out). Written
+        # by the Realtime greenlet, RX, barge-in and `end`; never held while anything else is taken.
         self._lock = threading.Lock()
         self._agent: dict[str, AgentItem] = {}
         self._caller_started: dict[str, float] = {}
+        self._said: deque[tuple[str, str]] = deque(maxlen=MAX_REPLAYED_TURNS)
 
     def agent_item(self, response_id: str, item_id: str, at: float) -> None:
         with self._lock:
@@ -90,6 +95,17 @@ class Transcripts:
             items = list(self._agent.values())
             self._agent.clear()
         return items
+
+    def said(self, role: str, text: str) -> None:
+        """A turn as stored ("user" or "assistant"; the agent's as heard): the conversation so far."""
+        if text:
+            with self._lock:
+                self._said.append((role, text))
+
+    def so_far(self) -> list[tuple[str, str]]:
+        """The conversation so far, oldest first, for a new Realtime session to go on from."""
+        with self._lock:
+            return list(self._said)
 
     def caller_started(self, item_id: str, at: float) -> None:
         with self._lock:

@@ -65,13 +65,16 @@ def test_a_realtime_api_refusing_the_connection_ends_the_call_with_an_apology(ma
     assert _apologises(h.stream_ended(caller.call_sid))
 
 
-def test_the_realtime_socket_dropping_mid_call_ends_it_and_keeps_what_was_said(make_harness):
+def test_the_realtime_socket_dropping_again_after_a_reconnect_ends_the_call_and_keeps_what_was_said(make_harness):
+    # Every connection drops 2 s after its session is confirmed: the first loss is reconnected,
+    # the second ends the call (tests/test_realtime_reconnect.py has the conversation across one).
     h = make_harness(RealtimeScript(responses=[GREETING], drop_after_session_updated_s=2.0))
     caller = h.call()
     caller.wait_heard(1000, timeout=5)
-    caller.wait_closed(timeout=4)
+    caller.wait_closed(timeout=8)
     stored = h.wait_ended(caller.call_sid)
-    assert stored.row.end_reason == "realtime_dropped"
+    assert len(h.fake.connections) == 2
+    assert stored.row.end_reason == "realtime_dropped" and stored.row.metrics["realtime_reconnects"] == 1
     assert stored.turns == [("agent", GREETING.text, False)]
     assert stored.row.metrics["greeting_latency_ms"] is not None
     assert _apologises(h.stream_ended(caller.call_sid))

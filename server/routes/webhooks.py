@@ -122,13 +122,16 @@ def stream_ended() -> Response:
     call = _call_row(call_sid)
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
-    if reason in end_reasons.FAILURES:
-        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
-    if reason == EndReason.TRANSFER and call.transfer_to:
+    failed = reason in end_reasons.FAILURES
+    if call is not None and call.transfer_to and (reason == EndReason.TRANSFER or failed):
+        # Asked for by the agent, or our side failed and the business has someone to take the call.
         # The caller ID the person sees: the caller's number (inbound), the business's (outbound).
         return _xml(twiml.dial(call.transfer_to, caller_id=call.from_number or None,
                                timeout_s=_settings().timing.transfer_ring_s,
-                               action_url=f"{_base_url()}/webhook/transfer_ended"))
+                               action_url=f"{_base_url()}/webhook/transfer_ended",
+                               say=twiml.FAULT_TRANSFER if failed else None))
+    if failed:
+        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
     return _xml(twiml.hangup())
 
 

@@ -110,6 +110,12 @@ class RealtimeScript:
     refuse_upgrade: bool = False  # answer the upgrade with HTTP 500
     drop_after_session_updated_s: float | None = None
     drop_after_responses: int | None = None
+    # Faults by connection number (1-based), once that connection's response number
+    # `fault_at_response` (0-based) has begun: "drop" cuts the TCP connection (after its first
+    # audio); "freeze" keeps it open but sends nothing more, pongs included (after its first
+    # audio); "stall" leaves that response hanging after response.created (the socket stays alive).
+    faults: Mapping[int, str] = field(default_factory=dict)
+    fault_at_response: int = 1
     first_byte_ms: int = 0  # response.created → first audio delta
     chunk_ms: int = 100
     speed: float | None = None  # None: as fast as the socket takes it; N: N× real time
@@ -172,15 +178,18 @@ class Truncate:
 
 class _LockedSocket:
     """simple-websocket writes with `sock.send`, which may write part of a frame, from two greenlets
-    (ours and its reader answering pings and closes): make every write a whole `sendall` under a lock."""
+    (ours and its reader answering pings and closes): make every write a whole `sendall` under a lock.
+    A frozen socket takes every write and sends none of it: a peer that went silent, unclosed."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._lock = threading.Lock()
+        self.frozen = False
 
     def send(self, data: bytes) -> int:
         with self._lock:
-            self._sock.sendall(data)
+            if not self.frozen:
+                self._sock.sendall(data)
         return len(data)
 
     sendall = send
@@ -302,6 +311,8 @@ class RealtimeConnection:
         self._reply_index = 0
         self._transcript_index = 0
         self._greenlets: list[gevent.Greenlet] = []
+        self.number = 0  # 1-based, set by the server as it opens
+        self.frozen_at: float | None = None
         self.lock = threading.RLock()
 
     # --- queries for tests ---
@@ -371,6 +382,19 @@ class RealtimeConnection:
             raw.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def freeze(self) -> None:
+        """Go silent without closing: no event, no pong, no close from here on."""
+        if self.frozen_at is None:
+            self.frozen_at = time.monotonic()
+            log.info("freezing connection %d", self.number)
+            self.ws.sock.frozen = True
+
+    def _fault(self, index: int) -> str | None:
+        """The fault scripted for this connection's response number `index`, if any."""
+        if index != self.script.fault_at_response:
+            return None
+        return self.script.faults.get(self.number)
 
     def _spawn(self, fn: Callable, *args, delay: float = 0.0) -> None:
         def run() -> None:
@@ -603,6 +627,11 @@ class RealtimeConnection:
             self.send({"type": "response.content_part.added", "response_id": run.id, "item_id": run.item_id,
                        "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}})
             run.stage = "item"
+        fault = self._fault(index)
+        if fault == "stall":
+            log.info("stalling response %s", run.id)
+            run.wake.wait()  # until cancelled (or the connection goes)
+            return
         script = self.script
         start = time.monotonic()
         if not self._pause(run, start + script.first_byte_ms / 1000):
@@ -631,6 +660,9 @@ class RealtimeConnection:
                     run.transcript_sent += pieces[k]
                     self.send({"type": "response.output_audio_transcript.delta", "response_id": run.id,
                                "item_id": run.item_id, "output_index": 0, "content_index": 0, "delta": pieces[k]})
+            if k == 0 and fault in ("drop", "freeze"):
+                self.drop() if fault == "drop" else self.freeze()
+                return
         with self.lock:
             if not run.finished:
                 run.transcript_sent = run.transcript  # an audio-less reply still has its transcript
@@ -798,6 +830,7 @@ class FakeRealtime:
             ws.sock = _LockedSocket(ws.sock)
             conn = RealtimeConnection(self, ws, dict(request.headers), request.args.to_dict(), self.history)
             self.connections.append(conn)
+            conn.number = len(self.connections)
             log.info("connection %d opened", len(self.connections))
             try:
                 conn.serve()
