@@ -5,6 +5,7 @@ from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
 from server import request_db
+from server.serving import refuse_unfit_server
 from services.logging_setup import configure_logging
 from services.settings import Settings
 
@@ -12,6 +13,7 @@ from services.settings import Settings
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     configure_logging(settings.log_level, settings.log_levels)
+    refuse_unfit_server()
 
     app = Flask(__name__, instance_relative_config=False)
     app.config["SETTINGS"] = settings

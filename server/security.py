@@ -31,7 +31,11 @@ class StreamToken:
     secret: str
 
     def issue(self, subject: str, ttl_s: int, now: float | None = None) -> str:
-        expires = int((time.time() if now is None else now) + ttl_s)
+        return self.issue_until(subject, (time.time() if now is None else now) + ttl_s)
+
+    def issue_until(self, subject: str, expires_at: float) -> str:
+        """A token good until `expires_at` (epoch seconds), rounded down: never later."""
+        expires = int(expires_at)
         return f"{expires}.{self._mac(subject, expires)}"
 
     def verify(self, subject: str, token: str | None, now: float | None = None) -> str | None:

@@ -44,7 +44,12 @@ class CallTiming:
     response_stall_s: float = 10.0
     # How far ahead of the caller's playout the pacer may send, to absorb jitter.
     tx_lead_ms: int = 60
-    stream_token_ttl_s: int = 600
+    # From the webhook's stream TwiML to the stream's `start`: the stream token expires then, and
+    # a call whose stream has not started stops holding a slot (end reason `no_stream`).
+    stream_start_timeout_s: float = 30.0
+    # Beyond that timeout, the time allowed for a stream that started just in time to have its
+    # `stream_sid` written (the call's journal does it within a second, more on a busy worker).
+    stream_start_margin_s: float = 10.0
     # Caller silence (not counting while the agent speaks) before the agent asks whether they are
     # still there; the same again without speech and the agent says goodbye (end reason `silence`).
     silence_s: float = 8.0
@@ -161,6 +166,8 @@ class Settings:
         timing = CallTiming(
             silence_s=_number(get, "CALL_SILENCE_S", float, defaults.timing.silence_s, low=1, high=600),
             max_call_s=_number(get, "CALL_MAX_DURATION_S", float, defaults.timing.max_call_s, low=10, high=4 * 3600),
+            stream_start_timeout_s=_number(get, "STREAM_START_TIMEOUT_S", float,
+                                           defaults.timing.stream_start_timeout_s, low=1, high=3600),
         )
 
         twilio_auth_token = get("TWILIO_AUTH_TOKEN", "")

@@ -1,4 +1,9 @@
-"""The production way: `gunicorn -c gunicorn.conf.py app:app` with the gevent worker, one whole call."""
+"""The production way: `gunicorn -c gunicorn.conf.py app:app` with the gevent worker, one whole call;
+and the old deployment's gevent-websocket worker, refused."""
+
+import os
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -10,7 +15,7 @@ from tests.fakes.openai_rest import DEFAULT_SUMMARY, FakeOpenAI
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, place_call
 from tests.fakes.waiting import wait_for
-from tests.gunicorn_proc import running_gunicorn
+from tests.gunicorn_proc import ROOT, free_port, running_gunicorn
 
 
 
@@ -69,3 +74,26 @@ def test_a_call_through_gunicorns_gevent_worker(gunicorn_server):
     log_text = log_path.read_text()
     assert "Traceback" not in log_text
     assert "call_sid=CAgunicorn" in log_text
+
+
+@pytest.mark.parametrize("config", [[], ["-c", str(ROOT / "gunicorn.conf.py")]], ids=["no-config", "our-config"])
+def test_gevent_websocket_worker_is_refused_at_boot(tmp_path, config):
+    # From an empty folder, `--chdir` to the app: without `-c`, gunicorn would read the
+    # gunicorn.conf.py of the folder it starts in.
+    command = [sys.executable, "-m", "gunicorn", *config, "--chdir", str(ROOT), "-b", f"127.0.0.1:{free_port()}",
+               "-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker", "app:app"]
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'refused.db'}", "SECRET_KEY": "refused-secret",
+           "WEB_CONCURRENCY": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode != 0, err
+    error_lines = [line for line in err.splitlines() if "level=ERROR" in line and "area=server" in line]
+    assert error_lines and "-k gevent" in error_lines[0] and "gunicorn.conf.py" in error_lines[0], err
+    assert "Worker failed to boot" in err

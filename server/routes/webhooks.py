@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -14,7 +15,7 @@ from services.store.end_reasons import EndReason
 from services.store.models import Business, Call
 from server.security import StreamToken, signed_url, twilio_signature_valid
 from server.stream_parameters import MEDIA_PATH, StreamParameters
-from services.call_limits import CallLimits
+from services.call_limits import Admission, CallLimits
 from services.post_call import recording
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
@@ -45,11 +46,13 @@ def _base_url() -> str:
     return _settings().public_base_url or request.host_url.rstrip("/")
 
 
-def _stream_twiml(params: StreamParameters) -> str:
+def _stream_twiml(params: StreamParameters, stream_due_by: datetime) -> str:
     settings = _settings()
     base = _base_url()
     host = urlsplit(base).netloc
-    token = StreamToken(settings.secret_key).issue(params.signed_text(), settings.timing.stream_token_ttl_s)
+    # Expires when the call's row says its stream is due: no stream starts after the call's slot
+    # has been given up (services/call_limits.py).
+    token = StreamToken(settings.secret_key).issue_until(params.signed_text(), stream_due_by.timestamp())
     return twiml.connect_stream(
         action_url=f"{base}/webhook/stream_ended",
         stream_url=f"wss://{host}{MEDIA_PATH}",
@@ -62,15 +65,15 @@ def _form(name: str) -> str:
     return (request.form.get(name) or "").strip()
 
 
-def _admit(call_sid: str, business: Business, direction: str, from_number: str, to_number: str, status: str) -> bool:
+def _admit(call_sid: str, business: Business, direction: str, from_number: str, to_number: str,
+           status: str) -> Admission:
     """Take a slot under the call limits (its own locked transaction) and write the call's row."""
     # The request's connection goes back to the pool first: a request holding one connection while
     # waiting for a second would starve the pool when many calls arrive at once.
     request_session().commit()
-    admission = CallLimits.from_settings(get_db(), _settings()).admit(
+    return CallLimits.from_settings(get_db(), _settings()).admit(
         call_sid=call_sid, business=business, direction=direction, from_number=from_number, to_number=to_number,
         status=status)
-    return admission.admitted
 
 
 def _call_row(call_sid: str) -> Call | None:
@@ -109,11 +112,13 @@ def _answer(direction: str) -> Response:
         session.commit()
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
     status = _form("CallStatus") or ("ringing" if direction == "inbound" else "in-progress")
-    if not _admit(call_sid, business, direction, from_number, to_number, status):
+    admission = _admit(call_sid, business, direction, from_number, to_number, status)
+    if not admission.admitted:
         return _xml(twiml.say_and_hangup(twiml.BUSY))
     log.info("call answered", extra={"call_sid": call_sid, "business_id": business.id, "direction": direction})
     return _xml(_stream_twiml(StreamParameters(call_sid=call_sid, business_id=business.id, direction=direction,
-                                               from_number=from_number, to_number=to_number)))
+                                               from_number=from_number, to_number=to_number),
+                              admission.stream_due_by))
 
 
 @bp.post("/webhook/stream_ended")
@@ -185,6 +190,8 @@ def call_status() -> Response:
         abort(400, "CallSid and a known CallStatus are required")
     duration = _form("CallDuration")
     session = request_session()
+    # Before this call's own row is touched: on PostgreSQL the admissions' lock comes first.
+    CallLimits.from_settings(get_db(), _settings()).close_lost_streams(session)
     call = apply_status(session, call_sid, status, float(duration) if duration.isdigit() else None)
     if call is None and _form("From") and _form("To"):
         # A call we have no row for (its webhook failed or was never asked): keep it on record.

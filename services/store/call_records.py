@@ -46,6 +46,9 @@ def apply_status(session: Session, call_sid: str, status: str, duration_s: float
     if status == "in-progress" and call.answered_at is None:
         call.answered_at = now
     if status in TERMINAL_STATUSES:
+        if call.end_reason == EndReason.NO_STREAM:
+            # We closed it only because its stream never started: Twilio knows how the call ended.
+            call.ended_at, call.duration_s, call.end_reason = now, None, None
         if call.ended_at is None:
             call.ended_at = now
         if duration_s is not None:

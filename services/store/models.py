@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text as sql_text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -92,6 +93,13 @@ class PhoneNumber(Base):
 
 class Call(Base):
     __tablename__ = "calls"
+    __table_args__ = (
+        # Calls still waiting for their stream: the few rows admission looks through for lost
+        # streams (services/call_limits.py); a row leaves it when its stream starts or it ends.
+        Index("ix_calls_awaiting_stream", "stream_due_by",
+              sqlite_where=sql_text("stream_sid IS NULL AND ended_at IS NULL"),
+              postgresql_where=sql_text("stream_sid IS NULL AND ended_at IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
@@ -101,6 +109,9 @@ class Call(Base):
     to_number: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(24), default="ringing", index=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
+    # When the webhook answered with stream TwiML, plus the stream start timeout: a call whose
+    # stream has not started by then (and a margin) is over, end reason `no_stream`.
+    stream_due_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # "host:pid" of the worker whose websocket carried the stream: a call lives in one process.
     served_by: Mapped[str | None] = mapped_column(String(128))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
