@@ -12,6 +12,13 @@ class _QuietHandler(WSGIHandler):
         # Access lines go through our logging, at DEBUG: a call's media socket is one long request.
         logging.getLogger("http").debug(self.format_request())
 
+    def handle_one_response(self) -> None:
+        super().handle_one_response()
+        if self._connection_upgrade_requested():
+            # What follows a websocket on this connection is the stream's leftovers, not a request:
+            # read as one, it was answered 400 into a socket the stream had already shut.
+            self.close_connection = True
+
 
 class NoDelayWSGIServer(WSGIServer):
     """Sets TCP_NODELAY on each accepted socket: Nagle would hold 20 ms frames up to 40 ms."""
