@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 
+import gevent
+from gevent.event import Event
 from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from server.serving import shutdown_of
 
 
 class _QuietHandler(WSGIHandler):
@@ -38,4 +43,20 @@ def make_server(app, host: str, port: int) -> NoDelayWSGIServer:
 
 
 def serve(app, host: str, port: int) -> None:
-    make_server(app, host, port).serve_forever()
+    """Until SIGTERM or SIGINT, then stop as a gunicorn worker does (services/shutdown.py): no
+    new connection, the drain, a goodbye for each call left. A second signal ends them at once."""
+    server = make_server(app, host, port)
+    server.start()
+    signalled = Event()
+    handlers = [gevent.signal_handler(signum, signalled.set) for signum in (signal.SIGTERM, signal.SIGINT)]
+    signalled.wait()
+    shutdown = shutdown_of(app)
+    for handler in handlers:
+        handler.cancel()
+    handlers = [gevent.signal_handler(signum, shutdown.hurry) for signum in (signal.SIGTERM, signal.SIGINT)]
+    server.close()
+    shutdown.begin()
+    shutdown.wait()
+    for handler in handlers:
+        handler.cancel()
+    server.stop(timeout=1)
