@@ -1,8 +1,9 @@
 """gunicorn settings: the plain gevent worker (Flask-Sock supports it; gevent-websocket's does not).
 
 A worker carries many calls, each a long websocket. `timeout` only kills a worker whose
-event loop is blocked (and then every call on it is lost), so it is generous; on a
-deploy live calls get `graceful_timeout` to finish.
+event loop is blocked (and then every call on it is lost), so it is generous. On SIGTERM
+(a deploy) a worker takes no new stream, gives live calls SHUTDOWN_DRAIN_S to end, then
+closes each with a goodbye (services/shutdown.py), all within `graceful_timeout`.
 """
 import os
 import shutil
@@ -46,14 +47,29 @@ def on_starting(server):
 
 def post_worker_init(worker):
     """Once gevent has patched and the app is loaded: see `server.serving`."""
-    from server.serving import start_serving
+    from server.serving import check_shutdown_budget, drain_on_sigterm, start_serving
 
     start_serving(worker.wsgi)
+    drain_on_sigterm(worker)
+    check_shutdown_budget(worker)
+
+
+def worker_int(worker):
+    """SIGINT or SIGQUIT: gunicorn's quick stop (the worker exits right after this)."""
+    from server.serving import stop_quickly
+
+    stop_quickly(worker.wsgi)
+
+
+# worker_abort (SIGABRT) is left alone: the master sends it to a worker whose loop was blocked
+# past `timeout`, and its handler runs inside the signal, where nothing may wait on the loop.
 
 
 def worker_exit(server, worker):
-    from server.serving import stop_serving
+    from server.serving import finish_stopping, stop_serving
 
+    if getattr(worker, "wsgi", None) is not None:  # None: the worker died before its app loaded
+        finish_stopping(worker.wsgi)
     stop_serving()
 
 

@@ -1,18 +1,21 @@
-"""What each serving process does once its app is loaded, before it takes calls.
+"""What each serving process does once its app is loaded, before it takes calls, and as it stops.
 
-`start_serving` is called by gunicorn's `post_worker_init` and by `python app.py`; never by
-`create_app`, which tests and one-off commands also use. `refuse_unfit_server` is called by
-`create_app`: it must run however gunicorn was started, with our config file or without it.
+`start_serving` and the stop are called by gunicorn's hooks (gunicorn.conf.py) and by
+`python app.py`; never by `create_app`, which tests and one-off commands also use.
+`refuse_unfit_server` is called by `create_app`: it must run however gunicorn was started,
+with our config file or without it.
 """
 from __future__ import annotations
 
 import gc
 import logging
+import signal
 import sys
 
 from flask import Flask
 
 from services.post_call.worker import start_workers
+from services.shutdown import Shutdown, check_budget
 
 log = logging.getLogger("server")
 # gevent-websocket's gunicorn worker (the old deployment's `-k`) and the handler it installs.
@@ -49,3 +52,54 @@ def stop_serving() -> None:
     # Frozen objects outlive the interpreter's last collection otherwise, and their
     # finalizers (logging's handler references) would run against torn-down modules.
     gc.unfreeze()
+
+
+# --- stopping: see services/shutdown.py ---------------------------------------------------
+
+def shutdown_of(app: Flask, budget_s: float | None = None) -> Shutdown:
+    """The process's one Shutdown, made on first use (after the job workers started)."""
+    if "shutdown" not in app.extensions:
+        app.extensions["shutdown"] = Shutdown(app.extensions["live_calls"], app.config["SETTINGS"],
+                                              app.extensions.get("job_worker"), budget_s)
+    return app.extensions["shutdown"]
+
+
+def drain_on_sigterm(worker) -> None:
+    """gunicorn's gevent worker (post_worker_init): start the drain on SIGTERM.
+
+    On SIGTERM gunicorn only clears `worker.alive`; within a second its loop closes the
+    listener, then waits up to graceful_timeout for open connections (a call is one) and kills
+    what is left. The drain runs beside that wait: its handler is chained to gunicorn's.
+    """
+    shutdown = shutdown_of(worker.wsgi, budget_s=worker.cfg.graceful_timeout)
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame) -> None:
+        if callable(gunicorn_handler):
+            gunicorn_handler(signum, frame)
+        shutdown.begin()  # only spawns: safe in a signal handler
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def check_shutdown_budget(worker) -> None:
+    """At start-up, whether a stop leaves calls their drain and goodbye. Said by the master's first
+    worker only: one line per start, not one per worker (the master has no logging of ours)."""
+    if worker.age == 1:
+        check_budget(worker.wsgi.config["SETTINGS"], worker.cfg.graceful_timeout)
+
+
+def stop_quickly(app: Flask) -> None:
+    """gunicorn's worker_int (SIGINT or SIGQUIT: a quick stop, the worker exits at once): the
+    calls end now, without a goodbye, but their rows and post-call jobs are stored."""
+    shutdown_of(app).hurry()
+
+
+def finish_stopping(app: Flask) -> None:
+    """gunicorn's worker_exit: the worker's loop is over. Let the drain finish within its budget;
+    after an exit without SIGTERM, end whatever is still running."""
+    shutdown = shutdown_of(app)
+    if shutdown.begun:
+        shutdown.wait()
+    else:
+        shutdown.hurry()

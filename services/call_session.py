@@ -590,6 +590,13 @@ class CallSession:
         if self._ending.begin(EndReason.MAX_DURATION, cancellable=False, awaiting=RequestReason.GOODBYE):
             self._tell_model(call_event("Time limit"), RequestReason.GOODBYE)
 
+    def shut_down(self) -> None:
+        """The process is stopping (a deploy): a short goodbye, then the line closes. Not called
+        off by the caller speaking; an ending already under way stands (it has its own deadline)."""
+        if self._ending.begin(EndReason.SHUTDOWN, cancellable=False, awaiting=RequestReason.GOODBYE):
+            self.log.info("the server is shutting down: saying goodbye")
+            self._tell_model(call_event("Shutdown"), RequestReason.GOODBYE)
+
     def _keypad_entered(self, digits: str) -> None:
         self.log.info("keypad", extra={"digits": digits})
         self._watchdog.heard_from_caller()

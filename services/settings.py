@@ -105,6 +105,9 @@ class Settings:
     max_concurrent_calls: int = 50
     # Twilio's REST API (outbound calls, live call updates); tests point it at a local fake.
     twilio_api_base_url: str = "https://api.twilio.com"
+    # On SIGTERM, how long live calls may go on by themselves before each is told to close with
+    # a goodbye (end reason `shutdown`); gunicorn's graceful_timeout must cover it and the goodbye.
+    shutdown_drain_s: float = 30.0
     timing: CallTiming = field(default_factory=CallTiming)
     post_call: PostCall = field(default_factory=PostCall)
 
@@ -190,6 +193,7 @@ class Settings:
             max_concurrent_calls=_number(get, "MAX_CONCURRENT_CALLS", int, defaults.max_concurrent_calls,
                                          low=1, high=100_000),
             twilio_api_base_url=twilio_api_base_url,
+            shutdown_drain_s=_number(get, "SHUTDOWN_DRAIN_S", float, defaults.shutdown_drain_s, low=0, high=4 * 3600),
             timing=timing,
             post_call=post_call,
         )

@@ -6,11 +6,14 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, abort, current_app, request
 from flask_sock import Sock
+from sqlalchemy import update
 
 from server.security import StreamToken, twilio_signature_valid
 from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamParameters
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
+from services.store.end_reasons import EndReason
+from services.store.models import Call
 from services.twilio_socket import SERVER_OPTIONS, SocketClosed, TwilioSocket
 
 bp = Blueprint("media", __name__)
@@ -45,6 +48,9 @@ def twilio_media(ws) -> None:
         if setup is None:
             twilio.close(1008, "stream not authorised")
             return
+        if current_app.extensions["live_calls"].closed:
+            _refuse_while_stopping(twilio, setup)
+            return
         services = CallServices(db=current_app.extensions["db"], settings=current_app.config["SETTINGS"],
                                 live_calls=current_app.extensions["live_calls"],
                                 journal=current_app.extensions["journal"])
@@ -55,6 +61,16 @@ def twilio_media(ws) -> None:
         # Anything escaping would make Flask write an HTTP 500 into the open websocket.
         log.exception("media stream failed")
         twilio.close(1011, "internal error")
+
+
+def _refuse_while_stopping(twilio: TwilioSocket, setup: CallSetup) -> None:
+    """The process is shutting down: no Realtime session for a new stream. Twilio then asks
+    /webhook/stream_ended (another process) what next; the row says why the call ended."""
+    log.warning("stream refused: the server is shutting down", extra={"call_sid": setup.call_sid})
+    twilio.close(1001, "server shutting down")
+    with current_app.extensions["db"].session() as session:
+        session.execute(update(Call).where(Call.call_sid == setup.call_sid, Call.end_reason.is_(None))
+                        .values(end_reason=EndReason.SHUTDOWN).execution_options(synchronize_session=False))
 
 
 def _await_start(twilio: TwilioSocket) -> CallSetup | None:

@@ -5,7 +5,8 @@ none is due. Queries are short single statements (SQLite's driver blocks the loo
 while it runs one; psycopg 3 yields). A job is settled in one of four ways: its
 handler completed it; it failed and goes back to the queue after its backoff (or is
 given up after `max_attempts`); it asked to wait (`Postpone`); or its worker is
-stopping and gives it straight back.
+stopping, ran out of the time `stop` gave it, and gives it straight back (another worker
+takes it at once, not after the lease).
 """
 from __future__ import annotations
 
@@ -39,26 +40,40 @@ class JobWorker:
         self._greenlets: list[gevent.Greenlet] = []
         # Set once by `stop`; the worker greenlets wait on it between jobs and leave when it is set.
         self._stopping = Event()
+        # Set by `stop` just before it kills the greenlets still in a job: whatever a killed job
+        # raises then is the kill, not the job's failure.
+        self._killing = False
 
     def start(self) -> "JobWorker":
         self._greenlets = [gevent.spawn(self._loop) for _ in range(self._count)]
         log.info("job workers started", extra={"greenlets": self._count})
         return self
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the greenlets: idle ones leave at once; one in a job is killed, and the job goes
-        straight back to the queue."""
+    def stop(self, timeout: float = 5.0, grace_s: float = 0.0) -> None:
+        """Stop the greenlets: none claims another job and idle ones leave at once. One in a job
+        has `grace_s` to finish it; then it is killed and the job goes straight back to the queue."""
+        if not self._greenlets:
+            return  # stopped already, or never started
         self._stopping.set()
-        gevent.sleep(0)
-        gevent.killall([g for g in self._greenlets if not g.dead], timeout=timeout)
+        running = [g for g in self._greenlets if not g.dead]
+        if grace_s > 0:
+            gevent.joinall(running, timeout=grace_s)
+        else:
+            gevent.sleep(0)
+        left = [g for g in running if not g.dead]
+        if left:
+            self._killing = True
+            log.info("job workers stopping: handing back the jobs still running", extra={"jobs": len(left)})
+            gevent.killall(left, timeout=timeout)
         self._greenlets = []
+        log.info("job workers stopped")
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 ran = self.run_once()
             except Exception:
-                if self._stopping.is_set():
+                if self._killing:
                     return  # killed inside a query: the driver may turn GreenletExit into its own error
                 # The database is unreachable or the like: wait and try again, never die.
                 log.exception("job worker error")
@@ -81,11 +96,11 @@ class JobWorker:
         except LeaseLost:
             job_log.warning("job outlived its lease; another worker has it, results dropped", extra=extra)
         except gevent.GreenletExit:
-            jobs.release(self.context.db, claim)
+            self._hand_back(claim, job_log, extra)
             raise
         except Exception as exc:
-            if self._stopping.is_set():
-                jobs.release(self.context.db, claim)  # killed mid-request by `stop`: not the job's failure
+            if self._killing:
+                self._hand_back(claim, job_log, extra)  # killed mid-request by `stop`: not the job's failure
                 raise
             error = f"{type(exc).__name__}: {exc}"
             status = jobs.fail(self.context.db, claim, error, self._settings.max_attempts, self._settings.backoff_s,
@@ -95,6 +110,10 @@ class JobWorker:
         else:
             job_log.debug("job done", extra=extra)
         return True
+
+    def _hand_back(self, claim: jobs.Claim, job_log: logging.LoggerAdapter, extra: dict) -> None:
+        released = jobs.release(self.context.db, claim)
+        job_log.info("job handed back: its worker is stopping", extra={**extra, "released": released})
 
     def _call_sid(self, call_id: int) -> str | None:
         with self.context.db.session() as session:
