@@ -1,4 +1,4 @@
-"""The media socket's frame codec against websocket-client's encoder (a real client's bytes)."""
+"""The frame codec against websocket-client's encoder (a real client's bytes), both ways."""
 import pytest
 from websocket import ABNF
 
@@ -75,3 +75,31 @@ def test_client_frames_are_what_a_server_reads():
         decoder = FrameDecoder(max_message=1 << 20)
         decoder.feed(ws_frames.masked_text_frame(text, b"\x01\x02\x03\x04"))
         assert decoder.next() == (ws_frames.OP_TEXT, text.encode())
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_a_client_reads_server_frames_of_every_length_class(size):
+    payload = bytes(i % 251 for i in range(size))
+    decoder = FrameDecoder(masked=False)
+    decoder.feed(ws_frames.encode(ws_frames.OP_BINARY, payload) + ws_frames.text_frame("next"))
+    assert decoder.next() == (ws_frames.OP_BINARY, payload)
+    assert decoder.next() == (ws_frames.OP_TEXT, b"next")
+    assert decoder.next() is None
+
+
+def test_a_client_refuses_a_masked_frame_and_a_server_an_unmasked_one():
+    for decoder, data in ((FrameDecoder(masked=False), client_frame(b"x")),
+                          (FrameDecoder(), ws_frames.text_frame("x"))):
+        decoder.feed(data)
+        with pytest.raises(FrameProtocolError) as caught:
+            decoder.next()
+        assert caught.value.code == 1002
+
+
+def test_a_client_close_frame_is_masked_and_reads_back():
+    frame = ws_frames.close_frame(1000, "bye", key=b"\x01\x02\x03\x04")
+    assert frame[1] & 0x80
+    decoder = FrameDecoder()
+    decoder.feed(frame)
+    assert decoder.next() == (ws_frames.OP_CLOSE, b"\x03\xe8bye")
+
