@@ -1,8 +1,14 @@
-"""The frame codec against websocket-client's encoder (a real client's bytes), both ways."""
+"""The frame codec against websocket-client's encoder (a real client's bytes), both ways,
+and the media socket's use of simple-websocket (`SimpleWebsocketAdapter`) against the library."""
+import socket
+
+import gevent
 import pytest
+from simple_websocket import ConnectionClosed, Server
 from websocket import ABNF
 
 from services import ws_frames
+from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
 from services.ws_frames import FrameDecoder, FrameProtocolError
 
 
@@ -103,3 +109,38 @@ def test_a_client_close_frame_is_masked_and_reads_back():
     decoder.feed(frame)
     assert decoder.next() == (ws_frames.OP_CLOSE, b"\x03\xe8bye")
 
+
+# --- simple-websocket, as SimpleWebsocketAdapter uses it ---------------------------------
+
+
+def accepted_pair():
+    """A simple-websocket Server over one end of a socket pair (as Flask-Sock builds it under
+    gunicorn), with the adapter's options; the other end is the client, handshake answer read."""
+    server_end, client_end = socket.socketpair()
+    environ = {"gunicorn.socket": server_end, "HTTP_HOST": "test", "HTTP_UPGRADE": "websocket",
+               "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+               "HTTP_SEC_WEBSOCKET_VERSION": "13"}
+    ws = Server(environ, **SimpleWebsocketAdapter.SERVER_OPTIONS)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += client_end.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101")
+    return ws, client_end
+
+
+def test_the_library_leaves_every_frame_to_us_and_writes_nothing_after_our_close():
+    ws, client = accepted_pair()
+    twilio = TwilioSocket(ws)
+    client.sendall(client_frame(b'{"event":"connected"}') + client_frame(b"", ABNF.OPCODE_PING))
+    gevent.sleep(0.05)  # a library reader, had one started, would take the frames now
+    assert twilio.receive(timeout=0.5) == '{"event":"connected"}'
+    twilio.close(1000)
+    # Flask-Sock closes the library's socket after the handler: that must add nothing.
+    with pytest.raises(ConnectionClosed):
+        ws.close()
+    received = b""
+    while chunk := client.recv(4096):
+        received += chunk
+    assert received == ws_frames.close_frame(1000)
+    with pytest.raises(SocketClosed):
+        twilio.send("late")
