@@ -32,7 +32,6 @@ import json
 import math
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
@@ -41,16 +40,12 @@ import gevent
 import gevent.event
 
 from bench import wsframes as wf
-from tests.fakes.twilio_caller import FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID
+from bench.twilio_peer import FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID, new_sid
 
 FRAME_S = FRAME_MS / 1000
 # A clear this soon after the last audio played still cuts that item (as FakeTwilioCall).
 RECENT_S = 2 * FRAME_S
 INF = float("inf")
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
 
 
 @dataclass(eq=False)

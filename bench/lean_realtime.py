@@ -1,13 +1,14 @@
 """A lean fake Realtime API (GA events) for the benchmark, in its own process.
 
 `python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]`
-serves until SIGTERM, then writes {"connections": [one record per connection, the shape
-`bench.fake_realtime` writes], "loop_lag_ms": {...}} to FILE.
+serves until SIGTERM, then writes {"connections": [one record per connection],
+"loop_lag_ms": {...}} to FILE.
 
-It speaks what the server uses of tests/fakes/realtime_server.py (session.created/updated,
-response.created, output items, audio and transcript deltas in one burst after the
-first-byte delay, response.done with usage, server VAD with speech_started/stopped,
-committed and the caller's transcription, cancel, truncate, item create), but each
+It speaks what the server uses of the Realtime API, in the shapes `bench.realtime_peer`
+builds (session.created/updated, response.created, output items, audio and transcript
+deltas in one burst after the first-byte delay, response.done with usage, server VAD
+with speech_started/stopped, committed and the caller's transcription, cancel, truncate,
+item create), but each
 appended frame costs almost nothing: a raw gevent StreamServer, a minimal websocket
 codec, and `input_audio_buffer.append` recognised by comparing the whole unmasked
 message with the two payloads the lean caller sends (silence, speech). Only the rare
@@ -41,11 +42,12 @@ from gevent.server import StreamServer  # noqa: E402
 
 from bench import wsframes as wf  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
+from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH, SILENT_BYTES,  # noqa: E402
+                                 agent_audio_byte, caller_item, default_session, merge_session, message_item,
+                                 new_id, response_object, text_pieces, token_usage, transcribes,
+                                 transcription_completed)
+from bench.twilio_peer import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
-from tests.fakes.realtime_server import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
-                                         SILENT_BYTES, _deep_merge, _text_pieces, agent_audio_byte,
-                                         default_session, message_item, new_id, response_object)
-from tests.fakes.twilio_caller import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
 
 log = logging.getLogger("lean_realtime")
 
@@ -67,7 +69,7 @@ def audio_b64(byte: int, ms: int) -> str:
 
 @lru_cache(maxsize=None)
 def pieces(text: str, n: int) -> tuple[str, ...]:
-    return tuple(_text_pieces(text, n))
+    return tuple(text_pieces(text, n))
 
 
 def dumps(event: dict) -> bytes:
@@ -276,19 +278,13 @@ class Connection:
 
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item = caller_item(item_id)
         frames = [self.frame({"type": "input_audio_buffer.committed", "item_id": item_id,
                               "previous_item_id": previous}),
                   self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": previous}),
                   self.frame({"type": "conversation.item.done", "item": item, "previous_item_id": previous})]
-        if ((self.session.get("audio") or {}).get("input") or {}).get("transcription") is not None:
-            tokens = max(1, len(CALLER_TRANSCRIPT) // 3)
-            frames.append(self.frame({
-                "type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                "content_index": 0, "transcript": CALLER_TRANSCRIPT,
-                "usage": {"type": "tokens", "total_tokens": 20 + tokens, "input_tokens": 20, "output_tokens": tokens,
-                          "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}}))
+        if transcribes(self.session):
+            frames.append(self.frame(transcription_completed(item_id, CALLER_TRANSCRIPT)))
         self.send(*frames)
 
     def _on_append_event(self, event: dict) -> None:
@@ -312,23 +308,15 @@ class Connection:
     # --- session ---
 
     def _on_session_update(self, event: dict) -> None:
-        self.session = _deep_merge(self.session, event["session"])
+        self.session = merge_session(self.session, event["session"])
         self._td = self._turn_detection()
         self.send_event({"type": "session.updated", "session": copy.deepcopy(self.session)})
 
     # --- responses ---
 
     def _usage(self, run: Response) -> dict:
-        instructions = run.instructions or self.session.get("instructions") or ""
-        in_text = 50 + len(instructions) // 3
-        in_audio = self.input_ms // 100
-        cached = in_text // 2 if len(self.responses) > 1 else 0
-        out_audio = run.audio_ms_sent // 50
-        out_text = max(1, len(run.transcript_sent) // 3)
-        return {"total_tokens": in_text + in_audio + out_audio + out_text, "input_tokens": in_text + in_audio,
-                "output_tokens": out_audio + out_text,
-                "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "cached_tokens": cached},
-                "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
+        return token_usage(run.instructions or self.session.get("instructions") or "", self.input_ms,
+                           len(self.responses) > 1, run.audio_ms_sent, run.transcript_sent)
 
     def _on_response_create(self, event: dict) -> None:
         if self.active is not None:
@@ -513,8 +501,7 @@ class LeanRealtime:
             conn.close(1001, "server stopping")
 
 
-def fake_arguments() -> argparse.Namespace:
-    """The command line of both fakes the benchmark can run (this one and bench.fake_realtime)."""
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stats", required=True)
@@ -522,22 +509,13 @@ def fake_arguments() -> argparse.Namespace:
     parser.add_argument("--greeting-ms", type=int, default=1500)
     parser.add_argument("--audio-ms", type=int, default=2500)
     logging.basicConfig(level=logging.WARNING)
-    return parser.parse_args()
-
-
-def serve_until_sigterm() -> None:
-    """Once the fake is up: serve until the benchmark sends SIGTERM."""
+    args = parser.parse_args()
+    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)
-    done.wait()
-
-
-def main() -> None:
-    args = fake_arguments()
-    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
-    lag = LoopLag().start()
-    serve_until_sigterm()
+    done.wait()  # until the benchmark is done
     lag.stop()
     records = [conn.summary() for conn in fake.connections]
     with open(args.stats, "w") as fh:
