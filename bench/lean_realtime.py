@@ -8,11 +8,11 @@ It speaks what the server uses of the Realtime API, in the shapes `bench.realtim
 builds (session.created/updated, response.created, output items, audio and transcript
 deltas in one burst after the first-byte delay, response.done with usage, server VAD
 with speech_started/stopped, committed and the caller's transcription, cancel, truncate,
-item create), but each
-appended frame costs almost nothing: a raw gevent StreamServer, a minimal websocket
-codec, and `input_audio_buffer.append` recognised by comparing the whole unmasked
-message with the two payloads the lean caller sends (silence, speech). Only the rare
-events are parsed as JSON and validated with `services.realtime_protocol`.
+item create), but each appended frame costs almost nothing: a raw gevent StreamServer,
+the server's own frame codec (`services.ws_frames`), and `input_audio_buffer.append`
+recognised by comparing the whole unmasked message with the two payloads the lean caller
+sends (silence, speech). Only the rare events are parsed as JSON and validated with
+`services.realtime_protocol`.
 
 One greenlet per connection (its reader) and one per response (the first-byte wait).
 """
@@ -40,14 +40,16 @@ import gevent.event  # noqa: E402
 import gevent.lock  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
-from bench import wsframes as wf  # noqa: E402
+from bench import ws_handshake  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
 from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH, SILENT_BYTES,  # noqa: E402
                                  agent_audio_byte, caller_item, default_session, merge_session, message_item,
                                  new_id, response_object, text_pieces, token_usage, transcribes,
                                  transcription_completed)
 from bench.twilio_peer import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
+from services import ws_frames  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
+from services.ws_frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, FrameProtocolError  # noqa: E402
 
 log = logging.getLogger("lean_realtime")
 
@@ -132,7 +134,7 @@ class Connection:
 
     def frame(self, event: dict) -> bytes:
         event = {"type": event["type"], "event_id": self._event_id(), **event}
-        return wf.server_frame(dumps(event))
+        return ws_frames.encode(OP_TEXT, dumps(event))
 
     def send(self, *frames: bytes) -> None:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -152,63 +154,46 @@ class Connection:
     def serve(self, rest: bytes) -> None:
         self.send_event({"type": "session.created", "session": copy.deepcopy(self.session)})
         recv = self.sock.recv
-        unmask = wf.unmask
+        decoder = FrameDecoder()  # the server under test is the client here: its frames are masked
+        feed, next_message = decoder.feed, decoder.next
         silence, speech = SILENCE_MSG, SPEECH_MSG
-        buf = rest
+        data = rest
         while True:
-            n = len(buf)
-            pos = 0
-            while n - pos >= 6:
-                b0, b1 = buf[pos], buf[pos + 1]
-                length, hl = b1 & 0x7F, 2
-                if length == 126:
-                    if n - pos < 8:
-                        break
-                    length, hl = (buf[pos + 2] << 8) | buf[pos + 3], 4
-                elif length == 127:
-                    if n - pos < 14:
-                        break
-                    length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-                if not b1 & 0x80:
-                    self._invalid(None, "unmasked client frame")
-                    self.close(1002, "unmasked frame")
+            feed(data)
+            while True:
+                try:
+                    message = next_message()
+                except FrameProtocolError as exc:
+                    self._invalid(None, str(exc))
+                    self.close(exc.code, str(exc))
                     return
-                start = pos + hl + 4
-                end = start + length
-                if end > n:
+                if message is None:
                     break
-                payload = unmask(buf[start:end], buf[start - 4:start])
-                pos = end
-                op = b0 & 0x0F
-                if op == wf.OP_TEXT and b0 & 0x80:
+                op, payload = message
+                if op == OP_TEXT:
                     if payload == silence:
                         self._on_audio(FRAME_BYTES, False)
                     elif payload == speech:
                         self._on_audio(FRAME_BYTES, True)
                     else:
                         self._on_text(payload)
-                elif op == wf.OP_CLOSE:
-                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
-                    self.close(code)
+                elif op == OP_CLOSE:
+                    self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000)
                     return
-                elif op == wf.OP_PING:
-                    self.send(wf.server_frame(payload, wf.OP_PONG))
-                elif op == wf.OP_PONG:
-                    pass
-                else:  # binary, or fragments: the server sends neither
-                    self._invalid(None, f"frame with opcode {op}, fin {bool(b0 & 0x80)}")
-            buf = buf[pos:] if pos else buf
+                elif op == OP_PING:
+                    self.send(ws_frames.encode(OP_PONG, payload))
+                elif op != OP_PONG:  # binary: the server sends none
+                    self._invalid(None, f"message with opcode {op}")
             data = recv(262144)
             if not data:
                 return
-            buf = buf + data if buf else data
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self.send(wf.server_frame(wf.close_payload(code, reason), wf.OP_CLOSE))
+            self.send(ws_frames.close_frame(code, reason))
         except OSError:
             pass
 
@@ -354,7 +339,7 @@ class Connection:
                 if run.finished or self.closed:
                     return
                 ms = min(CHUNK_MS, run.audio_ms - run.audio_ms_sent)
-                frames = [wf.server_frame((head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
+                frames = [ws_frames.encode(OP_TEXT, (head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
                 if texts[k]:
                     frames.append(self.frame({"type": "response.output_audio_transcript.delta", "response_id": run.id,
                                               "item_id": run.item_id, "output_index": 0, "content_index": 0,
@@ -465,14 +450,14 @@ class LeanRealtime:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would bunch the deltas
         conn = None
         try:
-            request = wf.read_request(sock)
+            request = ws_handshake.read_request(sock)
             if request is None:
                 return
             target, headers, rest = request
             if urlsplit(target).path != PATH or headers.get("upgrade", "").lower() != "websocket":
                 sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
-            wf.server_accept(sock, headers)
+            ws_handshake.server_accept(sock, headers)
             conn = Connection(self, sock, target, headers)
             self.connections.append(conn)
             conn.serve(rest)
