@@ -1,6 +1,6 @@
 """N concurrent simulated calls against the real server under gunicorn.
 
-    python -m bench.calls --calls 20 --seconds 15 [--workers 1] [--first-byte-ms 200] [--json FILE] [--full-fakes]
+    python -m bench.calls --calls 20 --seconds 15 [--workers 1] [--first-byte-ms 200] [--json FILE]
 
 Processes: gunicorn (`gunicorn.conf.py`, gevent worker), the fake Realtime API
 (`bench.lean_realtime`), and this one, which runs the N Twilio callers
@@ -10,8 +10,8 @@ answer heard to the end, then more turns until the time is up. Prints one table 
 writes the figures as JSON.
 
 The load generators (this process and the fake) must not be the bottleneck: the table
-shows their CPU as a share of one core. `--full-fakes` runs the test fakes instead
-(`FakeTwilioCall`, `bench.fake_realtime` over `FakeRealtime`), which cost far more.
+shows their CPU as a share of one core. They are the benchmark's own: nothing here
+imports the tests.
 """
 from gevent import monkey
 
@@ -35,11 +35,11 @@ import requests  # noqa: E402
 
 from bench.lean_caller import LeanCall, Ticker  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
+from bench.twilio_peer import place_call  # noqa: E402
+from bench.waiting import wait_for  # noqa: E402
+from services.call_figures import histogram_percentile  # noqa: E402
 from services.store.db import Database  # noqa: E402
 from services.store.models import Call  # noqa: E402
-from services.call_figures import histogram_percentile  # noqa: E402
-from tests.fakes.twilio_caller import FakeTwilioCall, place_call  # noqa: E402
-from tests.fakes.waiting import wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_NUMBER = "+972300000001"
@@ -88,7 +88,6 @@ class Run:
     workers: int
     first_byte_ms: int
     tmp: Path
-    full_fakes: bool = False
     port: int = field(default_factory=free_port)
     fake_port: int = field(default_factory=free_port)
     procs: list[subprocess.Popen] = field(default_factory=list)
@@ -104,8 +103,7 @@ class Run:
         return f"sqlite:///{self.tmp / 'bench.db'}"
 
     def start(self) -> subprocess.Popen:
-        module = "bench.fake_realtime" if self.full_fakes else "bench.lean_realtime"
-        fake = self.fake = subprocess.Popen([sys.executable, "-m", module, "--port", str(self.fake_port),
+        fake = self.fake = subprocess.Popen([sys.executable, "-m", "bench.lean_realtime", "--port", str(self.fake_port),
                                              "--stats", str(self.tmp / "fake.json"),
                                              "--first-byte-ms", str(self.first_byte_ms)], cwd=ROOT)
         self.procs.append(fake)
@@ -145,15 +143,12 @@ class Run:
 # --- one call ---------------------------------------------------------------------------
 
 
-def one_call(run: Run, index: int, errors: list[str]) -> FakeTwilioCall | LeanCall | None:
+def one_call(run: Run, index: int, errors: list[str]) -> LeanCall | None:
     call_sid = f"CAbench{index:026d}"
     url = f"ws://127.0.0.1:{run.port}/ws/twilio-media"
     try:
         placed = place_call(run.base_url, call_sid, f"+97250{index:07d}", BUSINESS_NUMBER)
-        if run.full_fakes:
-            caller = FakeTwilioCall(url, call_sid, placed.parameters, record_arrivals=True).start()
-        else:
-            caller = LeanCall(url, call_sid, placed.parameters, ticker=run.ticker).start()
+        caller = LeanCall(url, call_sid, placed.parameters, ticker=run.ticker).start()
     except Exception as exc:  # noqa: BLE001 - a benchmark counts failures instead of stopping
         errors.append(f"{call_sid}: could not start: {exc!r}")
         return None
@@ -183,22 +178,12 @@ def one_call(run: Run, index: int, errors: list[str]) -> FakeTwilioCall | LeanCa
 # --- figures ----------------------------------------------------------------------------
 
 
-def arrival_runs(caller: FakeTwilioCall | LeanCall) -> list[list[float]]:
-    """Media arrival times, one list per agent segment."""
-    if isinstance(caller, LeanCall):
-        return caller.arrival_runs()
-    by_segment: dict[int, list[float]] = {}
-    for t, segment in caller.arrivals or ():
-        by_segment.setdefault(segment, []).append(t)
-    return list(by_segment.values())
-
-
-def playout_gaps_ms(callers: list[FakeTwilioCall | LeanCall]) -> list[float]:
+def playout_gaps_ms(callers: list[LeanCall]) -> list[float]:
     """Silences inside an agent item as the caller plays it: a frame that arrives after the one
     before it has finished playing. The stutter a caller hears; 0 when TX keeps ahead."""
     gaps = []
     for caller in callers:
-        for times in arrival_runs(caller):
+        for times in caller.arrival_runs():
             playout_end = times[0]
             for arrival in times:
                 if arrival > playout_end:
@@ -215,7 +200,7 @@ def merged_histogram(stored: list[tuple[str, str, dict]], key: str) -> list[int]
     return counts
 
 
-def join_fake(callers: list, fake_records: list[dict]) -> list[tuple[FakeTwilioCall | LeanCall, dict]]:
+def join_fake(callers: list[LeanCall], fake_records: list[dict]) -> list[tuple[LeanCall, dict]]:
     """Pair each caller with its Realtime connection by the agent items its marks name."""
     by_item = {r["item_id"]: rec for rec in fake_records for r in rec["responses"]}
     pairs = []
@@ -280,8 +265,6 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
     def share(ms):
         return round(ms / (elapsed * 1000), 3)
 
-    lean = [c for c in callers if isinstance(c, LeanCall)]
-
     return {
         "calls": run.calls, "seconds": run.seconds, "workers": run.workers, "first_byte_ms": run.first_byte_ms,
         "elapsed_s": round(elapsed, 1),
@@ -304,13 +287,12 @@ def figures(run: Run, callers: list, fake_records: list[dict], cpu: dict, rss: d
                                   "cpu_share_of_one_core": round(ms / (elapsed * 1000), 3), "rss_kb": rss.get(pid)}
                        for pid, ms in cpu.items()},
         "rss_kb_per_call": round(sum(rss.values()) / run.calls, 1) if run.calls else None,
-        "load_generators": "full test fakes" if run.full_fakes else "lean (bench.lean_caller, bench.lean_realtime)",
         "bench_process_cpu_share_of_one_core": share(load["bench_cpu_ms"]),
         "fake_realtime_cpu_share_of_one_core": share(load["fake_cpu_ms"]),
         "load_generators_cpu_share_of_one_core": share(load["bench_cpu_ms"] + load["fake_cpu_ms"]),
         "bench_loop_lag_ms": load["bench_loop_lag_ms"],
         "fake_loop_lag_ms": load["fake_loop_lag_ms"],
-        "caller_send_stalls": sum(c.send_stalls for c in lean) if lean else None,
+        "caller_send_stalls": sum(c.send_stalls for c in callers),
         "errors": errors,
     }
 
@@ -335,7 +317,6 @@ def print_table(result: dict) -> None:
     for pid, w in result["per_worker"].items():
         print(f"{'worker ' + pid:34} {w['calls']:>5} calls, CPU {w['cpu_share_of_one_core']} of a core, "
               f"RSS +{w['rss_kb']} KB")
-    print(f"load generators: {result['load_generators']}")
     print(f"{'callers (bench) CPU share of core':34} {result['bench_process_cpu_share_of_one_core']:>8}")
     print(f"{'fake Realtime CPU share of core':34} {result['fake_realtime_cpu_share_of_one_core']:>8}")
     print(f"{'load generators CPU share, total':34} {result['load_generators_cpu_share_of_one_core']:>8}")
@@ -359,12 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp-s", type=float, default=None,
                         help="spread the call starts over this long (default: 10 new calls a second per worker)")
     parser.add_argument("--json", default=None, help="where to write the figures (default bench/results/)")
-    parser.add_argument("--full-fakes", action="store_true",
-                        help="drive the calls with the test fakes (FakeTwilioCall, FakeRealtime) for comparison")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        run = Run(args.calls, args.seconds, args.workers, args.first_byte_ms, Path(tmp), full_fakes=args.full_fakes)
+        run = Run(args.calls, args.seconds, args.workers, args.first_byte_ms, Path(tmp))
         try:
             server = run.start()
             workers = worker_pids(server.pid)
@@ -394,11 +373,9 @@ def main(argv: list[str] | None = None) -> int:
             gevent.sleep(1.0)  # the last calls' rows are written as their streams close
         finally:
             run.stop()
-        fake_stats = json.loads((run.tmp / "fake.json").read_text()) if (run.tmp / "fake.json").exists() else []
-        if isinstance(fake_stats, dict):  # bench.lean_realtime
-            fake_records, fake_lag = fake_stats["connections"], fake_stats["loop_lag_ms"]
-        else:  # bench.fake_realtime
-            fake_records, fake_lag = fake_stats, None
+        stats_file = run.tmp / "fake.json"
+        fake_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        fake_records, fake_lag = fake_stats.get("connections", []), fake_stats.get("loop_lag_ms")
         if not fake_stats:
             errors.append("the fake Realtime API wrote no figures")
         server_log = (run.tmp / "server.log").read_text(errors="replace")

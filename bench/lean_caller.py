@@ -8,12 +8,13 @@ behaviour the benchmark measures with little work per frame:
   drift-free schedule, the calls spread over `slots` phases (as real calls' frames are
   not all in step). Each call's two media frames (silence, speech) are built once: a
   constant JSON message (no sequence numbers: the server ignores them), masked with a
-  fixed key. Sends go straight to the non-blocking socket; a socket that will not take
-  a frame gets a backlog that a flusher greenlet drains, so one slow socket never
-  stalls the ticker (`send_stalls` counts it).
-- Receiving: one greenlet per call parses the server's (unmasked) frames by hand. A
-  media message is recognised by its prefix and its audio length is taken from the
-  base64 length without decoding; only `mark` and `clear` are parsed as JSON.
+  fixed key (the server does not check the key's randomness). Sends go straight to the
+  non-blocking socket; a socket that will not take a frame gets a backlog that a flusher
+  greenlet drains, so one slow socket never stalls the ticker (`send_stalls` counts it).
+- Receiving: one greenlet per call reads the server's (unmasked) frames with the server's
+  own codec (`services.ws_frames`). A media message is recognised by its prefix and its
+  audio length is taken from the base64 length without decoding; only `mark` and `clear`
+  are parsed as JSON.
 - Playout is computed from time: the audio plays back to back from its arrival, so
   each frame extends `play_end` and heard = received - cleared - what is still ahead
   of `play_end`. A mark is echoed when playout reaches it (a loop timer per mark);
@@ -32,7 +33,6 @@ import json
 import math
 import socket
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
@@ -40,17 +40,16 @@ from urllib.parse import urlsplit
 import gevent
 import gevent.event
 
-from bench import wsframes as wf
-from tests.fakes.twilio_caller import FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID
+from bench import ws_handshake
+from bench.twilio_peer import FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID, new_sid
+from services import ws_frames
+from services.ws_frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, FrameProtocolError
 
 FRAME_S = FRAME_MS / 1000
 # A clear this soon after the last audio played still cuts that item (as FakeTwilioCall).
 RECENT_S = 2 * FRAME_S
 INF = float("inf")
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
+FIXED_MASK = b"\x5a\x3c\xa5\xc3"
 
 
 @dataclass(eq=False)
@@ -190,8 +189,8 @@ class LeanCall:
         self._slot = 0
 
     def _media_frame(self, audio: bytes) -> bytes:
-        return wf.client_frame(('{"event":"media","streamSid":"' + self.stream_sid + '","media":{"track":"inbound",'
-                                '"payload":"' + base64.b64encode(audio).decode("ascii") + '"}}').encode())
+        return self._frame(('{"event":"media","streamSid":"' + self.stream_sid + '","media":{"track":"inbound",'
+                            '"payload":"' + base64.b64encode(audio).decode("ascii") + '"}}').encode())
 
     # --- lifecycle ---
 
@@ -200,7 +199,7 @@ class LeanCall:
         host, port = parts.hostname, parts.port or 80
         sock = socket.create_connection((host, port), timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rest = wf.client_handshake(sock, host, port, parts.path + (f"?{parts.query}" if parts.query else ""))
+        rest = ws_handshake.client_handshake(sock, host, port, parts.path + (f"?{parts.query}" if parts.query else ""))
         sock.settimeout(None)
         self._sock, self._raw = sock, sock._sock  # gevent keeps the real socket non-blocking
         self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -222,7 +221,7 @@ class LeanCall:
             self._send_json({"event": "stop", "streamSid": self.stream_sid,
                              "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
             self._close_sent = True
-            self._send(wf.client_frame(wf.close_payload(1000), wf.OP_CLOSE), closing=True)
+            self._send(ws_frames.close_frame(1000, key=FIXED_MASK), closing=True)
             if not self._closed_event.wait(timeout):
                 self.greenlet_errors.append(f"the server did not answer the close within {timeout:.1f}s")
         self._halt()
@@ -273,7 +272,11 @@ class LeanCall:
             self._backlog = None
 
     def _send_json(self, message: dict) -> bool:
-        return self._send(wf.client_frame(json.dumps(message, separators=(",", ":")).encode()))
+        return self._send(self._frame(json.dumps(message, separators=(",", ":")).encode()))
+
+    @staticmethod
+    def _frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
+        return ws_frames.encode(opcode, payload, FIXED_MASK)
 
     def speak(self, ms: int) -> None:
         """Send speech frames for `ms` from the next frame on (extends speech already under way)."""
@@ -294,43 +297,32 @@ class LeanCall:
             self.greenlet_errors.append(f"receiver: {exc!r}")
             self._on_closed(None, "")
 
-    def _receive(self, buf: bytes) -> None:
+    def _receive(self, rest: bytes) -> None:
         recv = self._sock.recv
+        decoder = FrameDecoder(masked=False)  # a server's frames
+        feed, next_message = decoder.feed, decoder.next
         prefix = self._media_prefix
         plen = len(prefix) + 3  # the prefix and the closing '"}}'
         monotonic = time.monotonic
         on_media = self._on_media
         now = monotonic()
+        data = rest
         while True:
-            n = len(buf)
-            pos = 0
-            while n - pos >= 2:
-                b0, length = buf[pos], buf[pos + 1]
-                hl = 2
-                if length >= 126:
-                    if length & 0x80:
-                        self._protocol_error("masked frame from the server")
-                        self._on_closed(None, "")
-                        return
-                    if length == 126:
-                        if n - pos < 4:
-                            break
-                        length, hl = (buf[pos + 2] << 8) | buf[pos + 3], 4
-                    else:
-                        if n - pos < 10:
-                            break
-                        length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-                start = pos + hl
-                end = start + length
-                if end > n:
-                    break
-                pos = end
-                if b0 == 0x81 and buf.startswith(prefix, start) and buf.endswith(b'"}}', start, end):
-                    b64 = length - plen
-                    on_media(now, b64 // 4 * 3 - (buf[end - 4] == 61) - (buf[end - 5] == 61))
-                elif self._on_frame(now, b0, buf[start:end]):
+            feed(data)
+            while True:
+                try:
+                    message = next_message()
+                except FrameProtocolError as exc:
+                    self._protocol_error(f"bad frame from the server: {exc}")
+                    self._on_closed(None, "")
                     return
-            buf = buf[pos:] if pos else buf
+                if message is None:
+                    break
+                op, payload = message
+                if op == OP_TEXT and payload.startswith(prefix) and payload.endswith(b'"}}'):
+                    on_media(now, (len(payload) - plen) // 4 * 3 - (payload[-4] == 61) - (payload[-5] == 61))
+                elif self._on_message(now, op, payload):
+                    return
             try:
                 data = recv(262144)
             except OSError:
@@ -339,27 +331,24 @@ class LeanCall:
                 self._on_closed(None, "")  # no close frame: the connection just went away
                 return
             now = monotonic()
-            buf = buf + data if buf else data
 
-    def _on_frame(self, now: float, b0: int, payload: bytes) -> bool:
+    def _on_message(self, now: float, op: int, payload: bytes) -> bool:
         """Anything but a media message in the expected shape; True when the stream is over."""
-        op = b0 & 0x0F
-        if op == wf.OP_CLOSE:
+        if op == OP_CLOSE:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
             if not self._close_sent:
                 self._close_sent = True
                 self.closed_by_server = True
-                self._send(wf.client_frame(wf.close_payload(code if code != 1005 else 1000), wf.OP_CLOSE),
-                           closing=True)
+                self._send(ws_frames.close_frame(code if code != 1005 else 1000, key=FIXED_MASK), closing=True)
             self._on_closed(code, payload[2:].decode("utf-8", "replace"))
             return True
-        if op == wf.OP_PING:
-            self._send(wf.client_frame(payload, wf.OP_PONG))
+        if op == OP_PING:
+            self._send(self._frame(payload, OP_PONG))
             return False
-        if op == wf.OP_PONG:
+        if op == OP_PONG:
             return False
-        if op != wf.OP_TEXT or not b0 & 0x80:
-            self._protocol_error(f"frame with opcode {op}, fin {bool(b0 & 0x80)} (Twilio takes whole JSON text)")
+        if op != OP_TEXT:
+            self._protocol_error(f"message with opcode {op} (Twilio takes JSON text)")
             return False
         text = payload.decode("utf-8", "replace")
         try:

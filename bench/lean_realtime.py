@@ -1,17 +1,18 @@
 """A lean fake Realtime API (GA events) for the benchmark, in its own process.
 
 `python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]`
-serves until SIGTERM, then writes {"connections": [one record per connection, the shape
-`bench.fake_realtime` writes], "loop_lag_ms": {...}} to FILE.
+serves until SIGTERM, then writes {"connections": [one record per connection],
+"loop_lag_ms": {...}} to FILE.
 
-It speaks what the server uses of tests/fakes/realtime_server.py (session.created/updated,
-response.created, output items, audio and transcript deltas in one burst after the
-first-byte delay, response.done with usage, server VAD with speech_started/stopped,
-committed and the caller's transcription, cancel, truncate, item create), but each
-appended frame costs almost nothing: a raw gevent StreamServer, a minimal websocket
-codec, and `input_audio_buffer.append` recognised by comparing the whole unmasked
-message with the two payloads the lean caller sends (silence, speech). Only the rare
-events are parsed as JSON and validated with `services.realtime_protocol`.
+It speaks what the server uses of the Realtime API, in the shapes `bench.realtime_peer`
+builds (session.created/updated, response.created, output items, audio and transcript
+deltas in one burst after the first-byte delay, response.done with usage, server VAD
+with speech_started/stopped, committed and the caller's transcription, cancel, truncate,
+item create), but each appended frame costs almost nothing: a raw gevent StreamServer,
+the server's own frame codec (`services.ws_frames`), and `input_audio_buffer.append`
+recognised by comparing the whole unmasked message with the two payloads the lean caller
+sends (silence, speech). Only the rare events are parsed as JSON and validated with
+`services.realtime_protocol`.
 
 One greenlet per connection (its reader) and one per response (the first-byte wait).
 """
@@ -39,13 +40,16 @@ import gevent.event  # noqa: E402
 import gevent.lock  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
-from bench import wsframes as wf  # noqa: E402
+from bench import ws_handshake  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
+from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH, SILENT_BYTES,  # noqa: E402
+                                 agent_audio_byte, caller_item, default_session, merge_session, message_item,
+                                 new_id, response_object, text_pieces, token_usage, transcribes,
+                                 transcription_completed)
+from bench.twilio_peer import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
+from services import ws_frames  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
-from tests.fakes.realtime_server import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
-                                         SILENT_BYTES, _deep_merge, _text_pieces, agent_audio_byte,
-                                         default_session, message_item, new_id, response_object)
-from tests.fakes.twilio_caller import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
+from services.ws_frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, FrameProtocolError  # noqa: E402
 
 log = logging.getLogger("lean_realtime")
 
@@ -67,7 +71,7 @@ def audio_b64(byte: int, ms: int) -> str:
 
 @lru_cache(maxsize=None)
 def pieces(text: str, n: int) -> tuple[str, ...]:
-    return tuple(_text_pieces(text, n))
+    return tuple(text_pieces(text, n))
 
 
 def dumps(event: dict) -> bytes:
@@ -130,7 +134,7 @@ class Connection:
 
     def frame(self, event: dict) -> bytes:
         event = {"type": event["type"], "event_id": self._event_id(), **event}
-        return wf.server_frame(dumps(event))
+        return ws_frames.encode(OP_TEXT, dumps(event))
 
     def send(self, *frames: bytes) -> None:
         data = frames[0] if len(frames) == 1 else b"".join(frames)
@@ -150,63 +154,46 @@ class Connection:
     def serve(self, rest: bytes) -> None:
         self.send_event({"type": "session.created", "session": copy.deepcopy(self.session)})
         recv = self.sock.recv
-        unmask = wf.unmask
+        decoder = FrameDecoder()  # the server under test is the client here: its frames are masked
+        feed, next_message = decoder.feed, decoder.next
         silence, speech = SILENCE_MSG, SPEECH_MSG
-        buf = rest
+        data = rest
         while True:
-            n = len(buf)
-            pos = 0
-            while n - pos >= 6:
-                b0, b1 = buf[pos], buf[pos + 1]
-                length, hl = b1 & 0x7F, 2
-                if length == 126:
-                    if n - pos < 8:
-                        break
-                    length, hl = (buf[pos + 2] << 8) | buf[pos + 3], 4
-                elif length == 127:
-                    if n - pos < 14:
-                        break
-                    length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-                if not b1 & 0x80:
-                    self._invalid(None, "unmasked client frame")
-                    self.close(1002, "unmasked frame")
+            feed(data)
+            while True:
+                try:
+                    message = next_message()
+                except FrameProtocolError as exc:
+                    self._invalid(None, str(exc))
+                    self.close(exc.code, str(exc))
                     return
-                start = pos + hl + 4
-                end = start + length
-                if end > n:
+                if message is None:
                     break
-                payload = unmask(buf[start:end], buf[start - 4:start])
-                pos = end
-                op = b0 & 0x0F
-                if op == wf.OP_TEXT and b0 & 0x80:
+                op, payload = message
+                if op == OP_TEXT:
                     if payload == silence:
                         self._on_audio(FRAME_BYTES, False)
                     elif payload == speech:
                         self._on_audio(FRAME_BYTES, True)
                     else:
                         self._on_text(payload)
-                elif op == wf.OP_CLOSE:
-                    code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
-                    self.close(code)
+                elif op == OP_CLOSE:
+                    self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000)
                     return
-                elif op == wf.OP_PING:
-                    self.send(wf.server_frame(payload, wf.OP_PONG))
-                elif op == wf.OP_PONG:
-                    pass
-                else:  # binary, or fragments: the server sends neither
-                    self._invalid(None, f"frame with opcode {op}, fin {bool(b0 & 0x80)}")
-            buf = buf[pos:] if pos else buf
+                elif op == OP_PING:
+                    self.send(ws_frames.encode(OP_PONG, payload))
+                elif op != OP_PONG:  # binary: the server sends none
+                    self._invalid(None, f"message with opcode {op}")
             data = recv(262144)
             if not data:
                 return
-            buf = buf + data if buf else data
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
             return
         self.closed = True
         try:
-            self.send(wf.server_frame(wf.close_payload(code, reason), wf.OP_CLOSE))
+            self.send(ws_frames.close_frame(code, reason))
         except OSError:
             pass
 
@@ -276,19 +263,13 @@ class Connection:
 
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item = caller_item(item_id)
         frames = [self.frame({"type": "input_audio_buffer.committed", "item_id": item_id,
                               "previous_item_id": previous}),
                   self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": previous}),
                   self.frame({"type": "conversation.item.done", "item": item, "previous_item_id": previous})]
-        if ((self.session.get("audio") or {}).get("input") or {}).get("transcription") is not None:
-            tokens = max(1, len(CALLER_TRANSCRIPT) // 3)
-            frames.append(self.frame({
-                "type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                "content_index": 0, "transcript": CALLER_TRANSCRIPT,
-                "usage": {"type": "tokens", "total_tokens": 20 + tokens, "input_tokens": 20, "output_tokens": tokens,
-                          "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}}))
+        if transcribes(self.session):
+            frames.append(self.frame(transcription_completed(item_id, CALLER_TRANSCRIPT)))
         self.send(*frames)
 
     def _on_append_event(self, event: dict) -> None:
@@ -312,23 +293,15 @@ class Connection:
     # --- session ---
 
     def _on_session_update(self, event: dict) -> None:
-        self.session = _deep_merge(self.session, event["session"])
+        self.session = merge_session(self.session, event["session"])
         self._td = self._turn_detection()
         self.send_event({"type": "session.updated", "session": copy.deepcopy(self.session)})
 
     # --- responses ---
 
     def _usage(self, run: Response) -> dict:
-        instructions = run.instructions or self.session.get("instructions") or ""
-        in_text = 50 + len(instructions) // 3
-        in_audio = self.input_ms // 100
-        cached = in_text // 2 if len(self.responses) > 1 else 0
-        out_audio = run.audio_ms_sent // 50
-        out_text = max(1, len(run.transcript_sent) // 3)
-        return {"total_tokens": in_text + in_audio + out_audio + out_text, "input_tokens": in_text + in_audio,
-                "output_tokens": out_audio + out_text,
-                "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "cached_tokens": cached},
-                "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
+        return token_usage(run.instructions or self.session.get("instructions") or "", self.input_ms,
+                           len(self.responses) > 1, run.audio_ms_sent, run.transcript_sent)
 
     def _on_response_create(self, event: dict) -> None:
         if self.active is not None:
@@ -366,7 +339,7 @@ class Connection:
                 if run.finished or self.closed:
                     return
                 ms = min(CHUNK_MS, run.audio_ms - run.audio_ms_sent)
-                frames = [wf.server_frame((head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
+                frames = [ws_frames.encode(OP_TEXT, (head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
                 if texts[k]:
                     frames.append(self.frame({"type": "response.output_audio_transcript.delta", "response_id": run.id,
                                               "item_id": run.item_id, "output_index": 0, "content_index": 0,
@@ -477,14 +450,14 @@ class LeanRealtime:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would bunch the deltas
         conn = None
         try:
-            request = wf.read_request(sock)
+            request = ws_handshake.read_request(sock)
             if request is None:
                 return
             target, headers, rest = request
             if urlsplit(target).path != PATH or headers.get("upgrade", "").lower() != "websocket":
                 sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
-            wf.server_accept(sock, headers)
+            ws_handshake.server_accept(sock, headers)
             conn = Connection(self, sock, target, headers)
             self.connections.append(conn)
             conn.serve(rest)
@@ -513,8 +486,7 @@ class LeanRealtime:
             conn.close(1001, "server stopping")
 
 
-def fake_arguments() -> argparse.Namespace:
-    """The command line of both fakes the benchmark can run (this one and bench.fake_realtime)."""
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--stats", required=True)
@@ -522,22 +494,13 @@ def fake_arguments() -> argparse.Namespace:
     parser.add_argument("--greeting-ms", type=int, default=1500)
     parser.add_argument("--audio-ms", type=int, default=2500)
     logging.basicConfig(level=logging.WARNING)
-    return parser.parse_args()
-
-
-def serve_until_sigterm() -> None:
-    """Once the fake is up: serve until the benchmark sends SIGTERM."""
+    args = parser.parse_args()
+    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()
     gevent.signal_handler(signal.SIGTERM, done.set)
-    done.wait()
-
-
-def main() -> None:
-    args = fake_arguments()
-    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
-    lag = LoopLag().start()
-    serve_until_sigterm()
+    done.wait()  # until the benchmark is done
     lag.stop()
     records = [conn.summary() for conn in fake.connections]
     with open(args.stats, "w") as fh:

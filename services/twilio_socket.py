@@ -1,8 +1,9 @@
 """The Twilio media websocket once Flask-Sock has accepted it.
 
 simple-websocket does the handshake; then the call's RX greenlet reads frames straight
-from the socket (`services.ws_frames`) instead of through the library's reader greenlet,
-and every write (TX's media, barge-in's `clear`, a pong, the close) goes through one lock
+from the socket (`services.ws_frames`) instead of through the library's reader greenlet
+(that costs a greenlet switch and wsproto's parser per 20 ms frame: the README's Benchmark
+section has the figures), and every write (TX's media, barge-in's `clear`, a pong, the close) goes through one lock
 and `sendall`: simple-websocket's own `send` takes no lock and may write part of a frame.
 """
 from __future__ import annotations
@@ -26,8 +27,11 @@ class SocketClosed(Exception):
         self.reason = reason
 
 
-class NoReaderThread:
-    """Given to simple-websocket as its thread class: nothing reads the socket behind our back."""
+# --- simple-websocket: the only place that touches its internals ---------------------
+
+
+class _NoReaderThread:
+    """simple-websocket's `thread_class`: the reader it would start is never run."""
 
     def __init__(self, target=None, **_kwargs):
         self.name = "media-rx"
@@ -36,8 +40,33 @@ class NoReaderThread:
         pass
 
 
-# For `app.config["SOCK_SERVER_OPTIONS"]`.
-SERVER_OPTIONS = {"thread_class": NoReaderThread}
+class SimpleWebsocketAdapter:
+    """What this module uses of a `simple_websocket.Server` beyond its public methods.
+
+    Written against simple-websocket==1.1.0 (pinned in requirements.txt); read it again
+    before a bump. Three things:
+
+    - the `thread_class` option (given through Flask-Sock's `SOCK_SERVER_OPTIONS`): the
+      library builds its reader as `thread_class(target=...)`, renames it through `.name`
+      and calls `.start()`; `_NoReaderThread` never runs it, so nothing reads the socket
+      but us and the library's ping, pong and close handling never happens (we do those);
+    - `ws.sock`, the accepted socket: the handshake is rebuilt from the WSGI environ and
+      reads nothing from it, so no frame is left behind in the library's buffers;
+    - `ws.connected`, set to False once we have closed: Flask-Sock calls `ws.close()`
+      after the handler returns, which then raises ConnectionClosed (Flask-Sock ignores
+      it) instead of building a second close frame and writing it after ours.
+    """
+
+    # For `app.config["SOCK_SERVER_OPTIONS"]`. No `ping_interval`: the reader would send the pings.
+    SERVER_OPTIONS = {"thread_class": _NoReaderThread}
+
+    @staticmethod
+    def socket_of(ws) -> socket.socket:
+        return ws.sock
+
+    @staticmethod
+    def mark_closed(ws) -> None:
+        ws.connected = False
 
 
 class TwilioSocket:
@@ -45,16 +74,12 @@ class TwilioSocket:
 
     def __init__(self, ws):
         self._ws = ws
-        self._sock = ws.sock
+        self._sock = SimpleWebsocketAdapter.socket_of(ws)
         # Guards: writes to the socket and `_closed`. Any greenlet may send or close.
         self._send_lock = threading.Lock()
         self._closed = False
         self._decoder = FrameDecoder()
         self.close_code: int | None = None
-
-    @property
-    def connected(self) -> bool:
-        return not self._closed
 
     def send(self, *texts: str) -> None:
         """Send text messages in one write."""
@@ -133,8 +158,7 @@ class TwilioSocket:
         self._release()
 
     def _release(self) -> None:
-        # simple-websocket must not write its own close frame after ours.
-        self._ws.connected = False
+        SimpleWebsocketAdapter.mark_closed(self._ws)
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:

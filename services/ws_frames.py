@@ -1,11 +1,12 @@
-"""RFC 6455 frames without extensions: what Twilio and the Realtime API speak.
+"""RFC 6455 frames without extensions, the project's one frame codec.
 
 The handshakes stay with the libraries (Flask-Sock/simple-websocket for Twilio's socket,
 websocket-client for the Realtime one); once a socket is open, the per-frame paths use
 these: the call's RX greenlet reads Twilio's frames here directly, and caller audio goes
 to the Realtime API as frames built here. simple-websocket's reader greenlet and wsproto's
-parser cost a greenlet switch and a generator pipeline per 20 ms frame, which at hundreds
-of calls per worker is a large share of the CPU. Pure: bytes in, frames out.
+parser cost a greenlet switch and a generator pipeline per 20 ms frame. The benchmark's
+lean callers and fake Realtime API read and write their frames here too: no other module
+parses a frame header. Pure: bytes in, frames out.
 """
 from __future__ import annotations
 
@@ -54,14 +55,21 @@ def masked_text_frame(text: str, key: bytes) -> bytes:
     return encode(OP_TEXT, text.encode(), key)
 
 
-def close_frame(code: int, reason: str = "") -> bytes:
-    return encode(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120])
+def close_frame(code: int, reason: str = "", key: bytes | None = None) -> bytes:
+    """A close frame; masked with `key` when a client sends it. The reason is cut to fit 125 bytes."""
+    return encode(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120], key)
 
 
 class FrameDecoder:
-    """Feed bytes, take whole messages. Client frames must be masked (RFC 6455 5.1)."""
+    """Feed bytes, take whole messages.
 
-    def __init__(self, max_message: int = 1 << 20):
+    A server reads a client's frames, which must be masked (RFC 6455 5.1): the default. With
+    `masked=False` it reads as a client, a server's frames, which must not be (the benchmark's
+    callers read the server's this way).
+    """
+
+    def __init__(self, max_message: int = 1 << 20, masked: bool = True):
+        self._mask_bit = 0x80 if masked else 0
         self._buffer = bytearray()
         self._max = max_message
         self._parts: list[bytes] = []
@@ -110,8 +118,8 @@ class FrameDecoder:
         b0, b1 = buffer[0], buffer[1]
         if b0 & 0x70:
             raise FrameProtocolError(1002, "reserved bits set without an extension")
-        if not b1 & 0x80:
-            raise FrameProtocolError(1002, "client frame not masked")
+        if b1 & 0x80 != self._mask_bit:
+            raise FrameProtocolError(1002, "client frame not masked" if self._mask_bit else "server frame masked")
         size = b1 & 0x7F
         start = 2
         if size == 126:
@@ -124,10 +132,12 @@ class FrameDecoder:
             size, start = int.from_bytes(buffer[2:10], "big"), 10
         if size > self._max:
             raise FrameProtocolError(1009, "message too big")
-        end = start + 4 + size
+        key_size = 4 if self._mask_bit else 0
+        end = start + key_size + size
         if len(buffer) < end:
             return None
-        key = bytes(buffer[start:start + 4])
-        payload = unmask(key, bytes(buffer[start + 4:end]))
+        payload = bytes(buffer[start + key_size:end])
+        if key_size:
+            payload = unmask(bytes(buffer[start:start + 4]), payload)
         del buffer[:end]
         return bool(b0 & 0x80), b0 & 0x0F, payload

@@ -33,5 +33,4 @@ def test_bench_calls_runs_and_reports(tmp_path):
     # the callers time those they heard to their end mark (the greeting at least).
     assert figures["chunk_forwarding_ms_server"]["n"] >= 10
     assert figures["chunk_forwarding_ms_seen"]["n"] >= 5
-    assert figures["load_generators"].startswith("lean")
     assert [w["calls"] for w in figures["per_worker"].values()] == [5], "one worker carried every call"

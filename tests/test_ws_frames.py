@@ -1,8 +1,14 @@
-"""The media socket's frame codec against websocket-client's encoder (a real client's bytes)."""
+"""The frame codec against websocket-client's encoder (a real client's bytes), both ways,
+and the media socket's use of simple-websocket (`SimpleWebsocketAdapter`) against the library."""
+import socket
+
+import gevent
 import pytest
+from simple_websocket import ConnectionClosed, Server
 from websocket import ABNF
 
 from services import ws_frames
+from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
 from services.ws_frames import FrameDecoder, FrameProtocolError
 
 
@@ -75,3 +81,66 @@ def test_client_frames_are_what_a_server_reads():
         decoder = FrameDecoder(max_message=1 << 20)
         decoder.feed(ws_frames.masked_text_frame(text, b"\x01\x02\x03\x04"))
         assert decoder.next() == (ws_frames.OP_TEXT, text.encode())
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
+def test_a_client_reads_server_frames_of_every_length_class(size):
+    payload = bytes(i % 251 for i in range(size))
+    decoder = FrameDecoder(masked=False)
+    decoder.feed(ws_frames.encode(ws_frames.OP_BINARY, payload) + ws_frames.text_frame("next"))
+    assert decoder.next() == (ws_frames.OP_BINARY, payload)
+    assert decoder.next() == (ws_frames.OP_TEXT, b"next")
+    assert decoder.next() is None
+
+
+def test_a_client_refuses_a_masked_frame_and_a_server_an_unmasked_one():
+    for decoder, data in ((FrameDecoder(masked=False), client_frame(b"x")),
+                          (FrameDecoder(), ws_frames.text_frame("x"))):
+        decoder.feed(data)
+        with pytest.raises(FrameProtocolError) as caught:
+            decoder.next()
+        assert caught.value.code == 1002
+
+
+def test_a_client_close_frame_is_masked_and_reads_back():
+    frame = ws_frames.close_frame(1000, "bye", key=b"\x01\x02\x03\x04")
+    assert frame[1] & 0x80
+    decoder = FrameDecoder()
+    decoder.feed(frame)
+    assert decoder.next() == (ws_frames.OP_CLOSE, b"\x03\xe8bye")
+
+
+# --- simple-websocket, as SimpleWebsocketAdapter uses it ---------------------------------
+
+
+def accepted_pair():
+    """A simple-websocket Server over one end of a socket pair (as Flask-Sock builds it under
+    gunicorn), with the adapter's options; the other end is the client, handshake answer read."""
+    server_end, client_end = socket.socketpair()
+    environ = {"gunicorn.socket": server_end, "HTTP_HOST": "test", "HTTP_UPGRADE": "websocket",
+               "HTTP_CONNECTION": "Upgrade", "HTTP_SEC_WEBSOCKET_KEY": "dGhlIHNhbXBsZSBub25jZQ==",
+               "HTTP_SEC_WEBSOCKET_VERSION": "13"}
+    ws = Server(environ, **SimpleWebsocketAdapter.SERVER_OPTIONS)
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += client_end.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 101")
+    return ws, client_end
+
+
+def test_the_library_leaves_every_frame_to_us_and_writes_nothing_after_our_close():
+    ws, client = accepted_pair()
+    twilio = TwilioSocket(ws)
+    client.sendall(client_frame(b'{"event":"connected"}') + client_frame(b"", ABNF.OPCODE_PING))
+    gevent.sleep(0.05)  # a library reader, had one started, would take the frames now
+    assert twilio.receive(timeout=0.5) == '{"event":"connected"}'
+    twilio.close(1000)
+    # Flask-Sock closes the library's socket after the handler: that must add nothing.
+    with pytest.raises(ConnectionClosed):
+        ws.close()
+    received = b""
+    while chunk := client.recv(4096):
+        received += chunk
+    assert received == ws_frames.close_frame(1000)
+    with pytest.raises(SocketClosed):
+        twilio.send("late")

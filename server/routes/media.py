@@ -14,7 +14,7 @@ from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
 from services.store.end_reasons import EndReason
 from services.store.models import Call
-from services.twilio_socket import SERVER_OPTIONS, SocketClosed, TwilioSocket
+from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
 
 bp = Blueprint("media", __name__)
 sock = Sock()
@@ -109,5 +109,5 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
 
 
 def init_app(app: Flask) -> None:
-    app.config["SOCK_SERVER_OPTIONS"] = SERVER_OPTIONS
+    app.config["SOCK_SERVER_OPTIONS"] = SimpleWebsocketAdapter.SERVER_OPTIONS
     app.register_blueprint(bp)

@@ -1,4 +1,4 @@
-"""A fake OpenAI Realtime API (GA events) on loopback, for tests and benchmarks.
+"""A fake OpenAI Realtime API (GA events) on loopback, for the tests.
 
 Modelled on the real websocket API: `session.created` on connect, `session.updated`
 on `session.update`, server VAD over the μ-law the client appends, and scripted
@@ -10,7 +10,7 @@ Each connection has two writers at most: its handler greenlet (answers client
 events, runs the VAD) and the greenlet streaming the active response. Both write
 through `RealtimeConnection.send`, under the connection's lock.
 
-Run alone (gevent-patched) for benchmarks:
+Run alone (gevent-patched), to try a client against it:
     python -m tests.fakes.realtime_server --port 8765 --first-byte-ms 300 --audio-ms 2000
 """
 if __name__ == "__main__":  # patch before anything imports socket; importing the module patches nothing
@@ -25,12 +25,10 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import re  # noqa: E402
 import socket  # noqa: E402
 import struct  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from typing import Any, Callable, Mapping, Sequence  # noqa: E402
 
@@ -41,26 +39,17 @@ from flask_sock import Sock  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 from simple_websocket import ConnectionClosed  # noqa: E402
 
+from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH, SILENT_BYTES,  # noqa: E402
+                                 agent_audio_byte, caller_item, default_session, merge_session, message_item,
+                                 new_id, response_object, text_pieces, token_usage, transcribes,
+                                 transcription_completed)
+from bench.waiting import wait_for  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
-from tests.fakes.waiting import wait_for  # noqa: E402
 
 log = logging.getLogger("fake_realtime")
 
-PATH = "/v1/realtime"
-SILENT_BYTES = b"\xff\x7f"  # μ-law zero, both signs
 DEFAULT_REPLY_TEXT = "בשמחה, אני כאן כדי לעזור."
 DEFAULT_CALLER_TRANSCRIPT = "שלום"
-DEFAULT_SILENCE_MS = 400
-DEFAULT_PREFIX_PADDING_MS = 300
-
-
-def agent_audio_byte(response_index: int) -> int:
-    """The constant μ-law byte of a connection's n-th response (0-based): tells responses apart."""
-    return 0x20 + response_index % 64
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:22]}"
 
 
 # --- script ----------------------------------------------------------------------------
@@ -196,79 +185,6 @@ class _LockedSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
-
-
-# Tagged unions: the client's object replaces the old one whole (a pcmu format has no rate).
-_REPLACED_WHOLE = {"format", "turn_detection", "transcription", "noise_reduction", "tracing", "prompt"}
-
-
-def _deep_merge(base: dict, update: Mapping) -> dict:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict) and key not in _REPLACED_WHOLE:
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def default_session(model: str) -> dict:
-    """The session the real API reports in session.created (GA shape)."""
-    return {
-        "type": "realtime",
-        "object": "realtime.session",
-        "id": new_id("sess"),
-        "model": model,
-        "output_modalities": ["audio"],
-        "instructions": "",
-        "tools": [],
-        "tool_choice": "auto",
-        "max_output_tokens": "inf",
-        "tracing": None,
-        "prompt": None,
-        "expires_at": int(time.time()) + 3600,
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcm", "rate": 24000},
-                "transcription": None,
-                "noise_reduction": None,
-                "turn_detection": {"type": "server_vad", "threshold": 0.5,
-                                   "prefix_padding_ms": DEFAULT_PREFIX_PADDING_MS,
-                                   "silence_duration_ms": DEFAULT_SILENCE_MS, "idle_timeout_ms": None,
-                                   "create_response": True, "interrupt_response": True},
-            },
-            "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "marin", "speed": 1.0},
-        },
-        "include": None,
-    }
-
-
-def _text_pieces(text: str, n: int) -> list[str]:
-    """Split text into n transcript deltas whose concatenation is the text."""
-    words = re.findall(r"\s*\S+\s*", text) or [text]
-    pieces = [""] * max(1, n)
-    for i, word in enumerate(words):
-        pieces[i * len(pieces) // len(words)] += word
-    return pieces
-
-
-def response_object(session: dict, run, status: str, output: list, usage: dict | None = None) -> dict:
-    """A GA `response` object for `run` (anything with `.id`), in the session's audio format."""
-    out = session["audio"]["output"]
-    obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
-           "output": output, "conversation_id": "conv_" + session["id"][5:], "output_modalities": ["audio"],
-           "max_output_tokens": "inf", "audio": {"output": {"format": out["format"], "voice": out.get("voice")}},
-           "usage": usage, "metadata": None}
-    if status == "cancelled":
-        obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
-    return obj
-
-
-def message_item(run, status: str, with_content: bool) -> dict:
-    """The assistant message item of `run` (anything with `.item_id` and `.transcript_sent`)."""
-    content = [{"type": "output_audio", "transcript": run.transcript_sent}] if with_content else []
-    return {"id": run.item_id, "object": "realtime.item", "type": "message", "role": "assistant",
-            "status": status, "content": content}
 
 
 class RealtimeConnection:
@@ -459,7 +375,7 @@ class RealtimeConnection:
         if mode == "never" or (mode == "second" and self.session_updates == 1):
             log.info("ignoring session.update #%d (script: %s)", self.session_updates, mode)
             return
-        self.session = _deep_merge(self.session, event["session"])
+        self.session = merge_session(self.session, event["session"])
         delay = self.script.session_updated_delay_ms / 1000
         if delay:
             self._spawn(self._send_session_updated, delay=delay)
@@ -515,12 +431,11 @@ class RealtimeConnection:
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
         self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user", "status": "completed",
-                "content": [{"type": "input_audio", "transcript": None}]}
+        item = caller_item(item_id)
         self.send({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
         self.send({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
-        if ((self.session.get("audio") or {}).get("input") or {}).get("transcription") is None:
-            return  # the real API transcribes only when the session asks for it
+        if not transcribes(self.session):
+            return
         transcripts = self.script.caller_transcripts
         if self._transcript_index < len(transcripts):
             text = transcripts[self._transcript_index]
@@ -534,12 +449,7 @@ class RealtimeConnection:
             self._send_transcript(item_id, text)
 
     def _send_transcript(self, item_id: str, text: str) -> None:
-        tokens = max(1, len(text) // 3)
-        self.send({"type": "conversation.item.input_audio_transcription.completed", "item_id": item_id,
-                   "content_index": 0, "transcript": text,
-                   "usage": {"type": "tokens", "total_tokens": 20 + tokens, "input_tokens": 20,
-                             "output_tokens": tokens,
-                             "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}})
+        self.send(transcription_completed(item_id, text))
 
     def _on_input_clear(self, event: dict) -> None:
         self._speech_item = None
@@ -591,17 +501,9 @@ class RealtimeConnection:
                 "name": run.tool_call.name, "call_id": run.call_id, "arguments": arguments}
 
     def _usage(self, run: ResponseRecord) -> dict:
-        """Plausible GA-shaped token counts: audio ~ 1 token per 50 ms, text ~ 1 per 3 characters."""
-        instructions = run.instructions or self.session.get("instructions") or ""
-        in_text = 50 + len(instructions) // 3
-        in_audio = int(self.input_ms // 100)
-        cached = in_text // 2 if len(self.responses) > 1 else 0
-        out_audio = int(run.audio_ms_sent // 50)
-        out_text = max(1, len(run.transcript_sent or (run.tool_call.arguments_json if run.tool_call else "")) // 3)
-        return {"total_tokens": in_text + in_audio + out_audio + out_text, "input_tokens": in_text + in_audio,
-                "output_tokens": out_audio + out_text,
-                "input_token_details": {"text_tokens": in_text, "audio_tokens": in_audio, "cached_tokens": cached},
-                "output_token_details": {"text_tokens": out_text, "audio_tokens": out_audio}}
+        return token_usage(run.instructions or self.session.get("instructions") or "", self.input_ms,
+                           len(self.responses) > 1, run.audio_ms_sent,
+                           run.transcript_sent or (run.tool_call.arguments_json if run.tool_call else ""))
 
     def _pause(self, run: ResponseRecord, until: float) -> bool:
         """Sleep until the monotonic deadline; False if the response was finished (cancelled) meanwhile."""
@@ -638,7 +540,7 @@ class RealtimeConnection:
             return
         chunk_ms = max(20, int(script.chunk_ms))
         n = math.ceil(run.audio_ms_planned / chunk_ms)
-        pieces = _text_pieces(run.transcript, n)
+        pieces = text_pieces(run.transcript, n)
         pattern = bytes([agent_audio_byte(index)])
         t0 = time.monotonic()
         for k in range(n):
@@ -801,13 +703,12 @@ class _NoDelayServer(WSGIServer):
 
 
 class FakeRealtime:
-    """The fake API on 127.0.0.1. `history=False` keeps no audio events (for long benchmarks)."""
+    """The fake API on 127.0.0.1. `history=False` keeps no audio events (for long runs)."""
 
     def __init__(self, script: RealtimeScript | None = None, host: str = "127.0.0.1", port: int = 0,
-                 history: bool = True, on_closed: Callable[[RealtimeConnection], None] | None = None) -> None:
+                 history: bool = True) -> None:
         self.script = script or RealtimeScript()
         self.history = history
-        self.on_closed = on_closed  # sees each connection as it closes (benchmarks keep figures this way)
         self.connections: list[RealtimeConnection] = []
         self.refused: list[dict] = []  # headers of upgrades refused with 500
         self._host, self._port = host, port
@@ -843,8 +744,6 @@ class FakeRealtime:
                 conn.closed_at = time.monotonic()
                 conn._kill_greenlets()
                 log.info("connection %d closed", self.connections.index(conn) + 1)
-                if self.on_closed is not None:
-                    self.on_closed(conn)
                 if not self.history:
                     self.connections.remove(conn)
 

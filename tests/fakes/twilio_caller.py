@@ -21,83 +21,17 @@ import socket
 import struct
 import threading
 import time
-import uuid
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import gevent
-import requests
 import websocket
 
-from tests.fakes.waiting import wait_for
+from bench.twilio_peer import (FRAME_BYTES, FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID,  # noqa: F401
+                               PlacedCall, new_sid, parse_twiml, place_call, twilio_form)
+from bench.waiting import wait_for
 
 log = logging.getLogger("fake_twilio")
-
-TEST_ACCOUNT_SID = "AC" + "0" * 30 + "01"
-FRAME_MS = 20
-FRAME_BYTES = 160  # 20 ms of μ-law at 8 kHz
-SILENCE_FRAME = b"\xff" * FRAME_BYTES
-# A 500 Hz square wave (8 samples each side of zero): steady, clearly not silence to any VAD.
-SPEECH_FRAME = (b"\x28" * 8 + b"\xa8" * 8) * (FRAME_BYTES // 16)
-
-
-def new_sid(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex
-
-
-# --- the webhook -----------------------------------------------------------------------
-
-
-def twilio_form(call_sid: str, from_: str, to: str, account_sid: str = TEST_ACCOUNT_SID,
-                extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The form fields Twilio posts for an inbound call (what a signature is computed over)."""
-    form = {"CallSid": call_sid, "AccountSid": account_sid, "From": from_, "To": to, "Direction": "inbound",
-            "CallStatus": "ringing", "ApiVersion": "2010-04-01"}
-    form.update(extra or {})
-    return form
-
-
-@dataclass(frozen=True)
-class PlacedCall:
-    """What the webhook answered. `stream_url` is None when the TwiML connects no stream."""
-
-    status_code: int
-    twiml: str
-    stream_url: str | None = None
-    parameters: dict[str, str] = field(default_factory=dict)
-    action_url: str | None = None
-    status_callback: str | None = None
-    says: tuple[str, ...] = ()
-    hangup: bool = False
-
-
-def parse_twiml(status_code: int, text: str) -> PlacedCall:
-    try:
-        root = ET.fromstring(text)
-    except ET.ParseError:
-        return PlacedCall(status_code=status_code, twiml=text)
-    connect = root.find("Connect")
-    stream = connect.find("Stream") if connect is not None else None
-    params = {p.get("name"): p.get("value") for p in stream.findall("Parameter")} if stream is not None else {}
-    return PlacedCall(
-        status_code=status_code, twiml=text,
-        stream_url=stream.get("url") if stream is not None else None,
-        parameters=params,
-        action_url=connect.get("action") if connect is not None else None,
-        status_callback=stream.get("statusCallback") if stream is not None else None,
-        says=tuple((say.text or "") for say in root.iter("Say")),
-        hangup=root.find("Hangup") is not None,
-    )
-
-
-def place_call(base_url: str, call_sid: str, from_: str, to: str, path: str = "/webhook/incoming_call",
-               headers: Mapping[str, str] | None = None, extra_fields: Mapping[str, str] | None = None,
-               account_sid: str = TEST_ACCOUNT_SID, timeout: float = 5.0) -> PlacedCall:
-    """POST the webhook as Twilio does and read the TwiML it answers."""
-    form = twilio_form(call_sid, from_, to, account_sid, extra_fields)
-    response = requests.post(base_url.rstrip("/") + path, data=form, headers=dict(headers or {}), timeout=timeout)
-    return parse_twiml(response.status_code, response.text)
 
 
 # --- the media stream ------------------------------------------------------------------
@@ -157,8 +91,7 @@ class FakeTwilioCall:
 
     def __init__(self, media_ws_url: str, call_sid: str, parameters: Mapping[str, str] | None = None,
                  stream_sid: str | None = None, account_sid: str = TEST_ACCOUNT_SID,
-                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
-                 record_arrivals: bool = False) -> None:
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
         self.url = media_ws_url
         self.call_sid = call_sid
         self.parameters = dict(parameters or {})
@@ -188,8 +121,6 @@ class FakeTwilioCall:
         self.first_heard_at: float | None = None
         self.last_heard_at: float | None = None
         self.playout_log: list[tuple[float, float, int]] = []  # (tick time, ms heard, segment index)
-        # (arrival time, segment index) of every media frame, for pacing jitter (benchmarks).
-        self.arrivals: list[tuple[float, int]] | None = [] if record_arrivals else None
         self.unplayed_at_close_ms: float | None = None
         self.closed_at: float | None = None
         self.close_code: int | None = None  # None: the socket closed without a close frame
@@ -449,8 +380,6 @@ class FakeTwilioCall:
                 self.first_audio_received_at = now
             segment.received_ms += len(audio) / 8
             self.received_ms += len(audio) / 8
-            if self.arrivals is not None:
-                self.arrivals.append((now, segment.index))
             self._buffer.append(_Audio(audio, segment))
             self._buffered_bytes += len(audio)
             self.max_buffered_ms = max(self.max_buffered_ms, self._buffered_bytes / 8)

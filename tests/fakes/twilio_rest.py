@@ -16,7 +16,7 @@ from typing import Any, Callable
 from flask import Flask, jsonify, request
 from gevent.pywsgi import WSGIServer
 
-from tests.fakes.waiting import wait_for
+from bench.waiting import wait_for
 
 log = logging.getLogger("fake_twilio_rest")
 API = "/2010-04-01/Accounts/<account_sid>"

@@ -1,9 +1,7 @@
-"""Just enough RFC 6455 for the benchmark's lean fakes: handshakes and frame parsing.
+"""The websocket upgrade (RFC 6455 section 4) for the benchmark's lean fakes, both sides.
 
-Frames are built and unmasked by the server's own `services.ws_frames`.
-Text frames only (plus close, ping, pong); no extensions, no fragmentation on send.
-A client masks every frame; the lean caller uses one fixed mask key, which lets it
-build each call's media frame once (the server does not check the key's randomness).
+Only the HTTP handshake: once a socket is open, frames are built and read by the server's
+own codec, `services.ws_frames`.
 """
 from __future__ import annotations
 
@@ -11,11 +9,7 @@ import base64
 import hashlib
 import os
 
-from services import ws_frames
-from services.ws_frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT  # noqa: F401
-
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-FIXED_MASK = b"\x5a\x3c\xa5\xc3"
 
 
 class HandshakeError(Exception):
@@ -24,25 +18,6 @@ class HandshakeError(Exception):
 
 def accept_key(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key + GUID).digest())
-
-
-def unmask(data: bytes, key: bytes) -> bytes:
-    return ws_frames.unmask(key, data)
-
-
-mask = unmask
-
-
-def client_frame(payload: bytes, opcode: int = OP_TEXT, key: bytes = FIXED_MASK) -> bytes:
-    return ws_frames.encode(opcode, payload, key)
-
-
-def server_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
-    return ws_frames.encode(opcode, payload)
-
-
-def close_payload(code: int, reason: str = "") -> bytes:
-    return code.to_bytes(2, "big") + reason.encode()
 
 
 def client_handshake(sock, host: str, port: int, path: str, headers: dict[str, str] | None = None) -> bytes:
@@ -90,36 +65,3 @@ def server_accept(sock, headers: dict[str, str]) -> None:
     key = headers.get("sec-websocket-key", "").encode()
     sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Accept: " + accept_key(key) + b"\r\n\r\n")
-
-
-def parse_frames(buf: bytes, pos: int = 0):
-    """Yield (fin, opcode, payload, end) for each whole frame from `pos`, unmasking client frames.
-
-    Used on the rare paths; the hot paths inline the same header arithmetic.
-    """
-    n = len(buf)
-    while n - pos >= 2:
-        b0, b1 = buf[pos], buf[pos + 1]
-        length, hl = b1 & 0x7F, 2
-        if length == 126:
-            if n - pos < 4:
-                return
-            length, hl = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
-        elif length == 127:
-            if n - pos < 10:
-                return
-            length, hl = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
-        key = None
-        if b1 & 0x80:
-            if n - pos < hl + 4:
-                return
-            key = buf[pos + hl:pos + hl + 4]
-            hl += 4
-        end = pos + hl + length
-        if end > n:
-            return
-        payload = buf[pos + hl:end]
-        if key is not None:
-            payload = unmask(payload, key)
-        yield bool(b0 & 0x80), b0 & 0x0F, payload, end
-        pos = end
