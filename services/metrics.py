@@ -36,6 +36,14 @@ TOOL_CALLS = Counter("call_tool_calls_total", "Function calls the model made, by
                      ["tool", "outcome"], registry=REGISTRY)  # outcome: ok | problem | failed
 TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
 COST = Counter("realtime_cost_usd_total", "Estimated Realtime cost in USD", registry=REGISTRY)
+# The call journal (services/call_journal.py) through database trouble.
+JOURNAL_QUEUE_DEPTH = Gauge("journal_queue_depth", "Call writes handed to the journal and not yet stored",
+                            multiprocess_mode="livesum", registry=REGISTRY)
+JOURNAL_RETRIES = Counter("journal_retries_total", "Journal transactions that failed on database trouble and "
+                          "were retried", registry=REGISTRY)
+JOURNAL_DROPPED = Counter("journal_dropped_total", "Call writes never stored, by reason", ["reason"],
+                          registry=REGISTRY)  # reason: queue_full | failed | no_call_row
+CALLS_SWEPT = Counter("calls_swept_total", "Calls of a lost process ended by the sweeper", registry=REGISTRY)
 
 
 def exposition() -> bytes:
