@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sqlite3
 import threading
 import time
 import uuid
@@ -74,8 +75,12 @@ def _utc(epoch: float) -> datetime:
 
 def is_database_trouble(exc: BaseException) -> bool:
     """The database, not the write, failed: retrying the same transaction later may land it."""
-    if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError,
-                        sa_exc.DisconnectionError)):
+    if isinstance(exc, sa_exc.OperationalError):
+        # pysqlite reports a statement SQLite cannot run (no such column, ...) as operational too;
+        # retried, it would hold every call's writes behind it for good.
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        return code is None or code & 0xFF != sqlite3.SQLITE_ERROR
+    if isinstance(exc, (sa_exc.InterfaceError, sa_exc.TimeoutError, sa_exc.DisconnectionError)):
         return True
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
@@ -128,7 +133,7 @@ class JournalWriter:
             metrics.JOURNAL_DROPPED.labels("queue_full").inc()
             if first_drop:
                 _store_log.error("journal queue full: call turns are dropped until it drains",
-                                    extra={"max_queued": self._max_queued})
+                                 extra={"max_queued": self._max_queued})
             return False
         metrics.JOURNAL_QUEUE_DEPTH.inc()
         self._queue.put(_Entry(call_sid, write, log or _store_log, ends_call, fallback))
@@ -296,7 +301,7 @@ class JournalWriter:
                                 .execution_options(synchronize_session=False))
         except Exception as exc:  # the next beat tries again
             _store_log.warning("live calls not stamped", extra={"calls": len(sids),
-                                                                   "error": str(exc).splitlines()[0][:300]})
+                                                                "error": str(exc).splitlines()[0][:300]})
 
 
 def _end(call: Call, end_reason: EndReason, ended: datetime) -> None:

@@ -4,6 +4,7 @@ import logging
 import time
 
 import gevent
+from sqlalchemy import text
 
 from services import metrics
 from services.store.db import Database
@@ -218,4 +219,22 @@ def test_the_rows_of_live_calls_are_stamped_until_their_end_is_stored(settings):
     last = _stored(db, "CA-a")[0].last_seen_at
     gevent.sleep(0.3)  # six beats: none stamps a call whose end is stored
     assert _stored(db, "CA-a")[0].last_seen_at == last
+    db.dispose()
+
+
+def test_a_write_the_database_cannot_run_is_dropped_not_retried_for_ever(settings):
+    db = _db(settings)
+    dropped = _sample("journal_dropped_total", reason="failed")
+    retries = _sample("journal_retries_total")
+    writer = JournalWriter(db)
+    journal = CallJournal(writer, "CA-a", LOG)
+    now = time.time()
+    journal.add_turn("caller", "שלום", now)
+    # SQLite calls this an OperationalError, as it does a locked database.
+    writer.submit("CA-a", lambda session, call: session.execute(text("SELECT no_such_column FROM calls")), LOG)
+    journal.add_turn("agent", "היי", now + 1)
+    assert journal.close(timeout=5)
+    assert _stored(db, "CA-a")[1] == ["שלום", "היי"]
+    assert _sample("journal_dropped_total", reason="failed") - dropped == 1
+    assert _sample("journal_retries_total") == retries
     db.dispose()
