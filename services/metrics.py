@@ -40,6 +40,14 @@ REALTIME_RECONNECTS = Counter("realtime_reconnects_total", "Realtime sessions lo
                               ["outcome"], registry=REGISTRY)
 RESPONSE_STALLS = Counter("realtime_response_stalls_total", "Responses cancelled for showing no event",
                           registry=REGISTRY)
+# The call journal (services/call_journal.py) through database trouble.
+JOURNAL_QUEUE_DEPTH = Gauge("journal_queue_depth", "Call writes handed to the journal and not yet stored",
+                            multiprocess_mode="livesum", registry=REGISTRY)
+JOURNAL_RETRIES = Counter("journal_retries_total", "Journal transactions that failed on database trouble and "
+                          "were retried", registry=REGISTRY)
+JOURNAL_DROPPED = Counter("journal_dropped_total", "Call writes never stored, by reason", ["reason"],
+                          registry=REGISTRY)  # reason: queue_full | failed | no_call_row
+CALLS_SWEPT = Counter("calls_swept_total", "Calls of a lost process ended by the sweeper", registry=REGISTRY)
 
 
 def exposition() -> bytes:

@@ -18,6 +18,7 @@ from gevent.event import Event
 from flask import Flask
 from sqlalchemy import select
 
+from services.call_sweeper import start_sweeper
 from services.store.db import Database
 from services.logging_setup import call_logger
 from services.store.models import Call
@@ -126,6 +127,7 @@ def start_workers(app: Flask) -> JobWorker | None:
     Never at import or in `create_app`: tests and one-off commands build apps that must not
     take jobs.
     """
+    start_sweeper(app)  # every serving process, whether or not it runs jobs
     if "job_worker" in app.extensions:
         return app.extensions["job_worker"]
     settings: Settings = app.config["SETTINGS"]

@@ -33,11 +33,12 @@ class EndReason(StrEnum):
     REALTIME_DROPPED = "realtime_dropped"
     SERVER_ERROR = "server_error"
     BUSINESS_NOT_FOUND = "business_not_found"
+    PROCESS_LOST = "process_lost"  # the process carrying the call died; the sweeper ended its row
 
 
 # Our side failed: the caller hears an apology rather than a plain hang-up, and a call without
 # conversation is summarised as a failure, not as the caller leaving.
 FAILURES = frozenset({
     EndReason.REALTIME_UNAVAILABLE, EndReason.REALTIME_SESSION_TIMEOUT, EndReason.REALTIME_DROPPED,
-    EndReason.SERVER_ERROR, EndReason.BUSINESS_NOT_FOUND,
+    EndReason.SERVER_ERROR, EndReason.BUSINESS_NOT_FOUND, EndReason.PROCESS_LOST,
 })

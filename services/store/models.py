@@ -114,6 +114,9 @@ class Call(Base):
     stream_due_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # "host:pid" of the worker whose websocket carried the stream: a call lives in one process.
     served_by: Mapped[str | None] = mapped_column(String(128))
+    # The serving process's journal stamps its live calls' rows now and then (call_journal.HEARTBEAT_S);
+    # a row with a stream, no end and an old stamp is a lost process's (services/call_sweeper.py).
+    last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -161,6 +164,8 @@ class Turn(Base):
     # Agent turns: the caller's end of speech (for the greeting, the stream's start) to
     # the turn's first frame sent to Twilio, in ms.
     latency_ms: Mapped[float | None] = mapped_column(Float)
+    # The journal's key for the write: a retried batch whose first try did land inserts nothing twice.
+    write_key: Mapped[str | None] = mapped_column(String(32), unique=True, index=True)
 
     call: Mapped[Call] = relationship(back_populates="turns")
 

@@ -1,0 +1,108 @@
+"""Database trouble during a call, over loopback: it never delays what the caller hears, and once
+the database is back every turn is stored exactly once and the call's end comes with its job."""
+import time
+
+import gevent
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from services.store.db import Database
+from services.store.models import Business, Call, Job
+from tests import databases
+from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
+from tests.db_lock import database_locked
+from tests.fakes.realtime_server import RealtimeScript, Reply
+from tests.fakes.twilio_caller import place_call
+from tests.fakes.waiting import wait_for
+
+GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 800)
+ANSWER = Reply("בשמחה, לאיזה יום?", 800)
+ASKED = "אני רוצה לקבוע תור"
+
+
+def _stored(h, call_sid):
+    with h.live.db.session() as session:
+        call = session.query(Call).filter_by(call_sid=call_sid).one_or_none()
+        if call is None:
+            return None, [], []
+        jobs = [job.kind for job in session.query(Job).filter_by(call_id=call.id)]
+        return call.ended_at, [(t.speaker, t.text) for t in call.turns], jobs
+
+
+def test_the_answer_is_heard_while_the_database_is_locked_and_every_turn_lands_once(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING, ANSWER], caller_transcripts=[ASKED]))
+    caller = h.call()
+    caller.wait_heard(GREETING.audio_ms, timeout=5)
+    caller.wait_quiet(200)
+    wait_for(lambda: _stored(h, caller.call_sid)[1] == [("agent", GREETING.text)], 5, message="the greeting stored")
+
+    with database_locked(h.live.settings.database_url) as lock:
+        caller.speak(600)
+        # A second call rings meanwhile: its webhook's admission waits for the lock, and the call
+        # under way does not wait with it.
+        ringing = gevent.spawn(place_call, h.live.base_url, "CA-rings-during-the-lock", CALLER_NUMBER,
+                               BUSINESS_NUMBER, timeout=60)
+        caller.wait_heard(GREETING.audio_ms + ANSWER.audio_ms, timeout=5)
+        assert lock.held, "the caller heard the answer while the database was locked"
+        caller.wait_quiet(200)  # the answer's turn is handed to the journal once heard
+        assert not ringing.ready()
+        if not databases.is_postgres():  # SQLite readers read under the lock: nothing was written
+            assert _stored(h, caller.call_sid)[1] == [("agent", GREETING.text)]
+    caller.stop()
+
+    def landed():
+        ended_at, turns, jobs = _stored(h, caller.call_sid)
+        return ended_at is not None and jobs and (turns, jobs)
+
+    turns, jobs = wait_for(landed, 10, message="the call's end and turns once the lock is gone")
+    assert turns == [("agent", GREETING.text), ("caller", ASKED), ("agent", ANSWER.text)]
+    assert jobs == ["post_call"]
+    assert ringing.get(timeout=10).stream_url, "the second call was admitted once the lock was gone"
+
+
+sqlite_only = pytest.mark.skipif(databases.is_postgres(), reason="SQLite waits for its lock in C; PostgreSQL's "
+                                                                 "driver waits on its socket, yielding")
+
+
+def _add_business(db: Database, name: str) -> None:
+    with db.session() as session:
+        session.add(Business(name=name))
+
+
+@sqlite_only
+def test_a_statement_waiting_for_sqlites_lock_lets_every_other_greenlet_run(settings):
+    db = Database(settings.database_url)
+    db.upgrade()
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(time.monotonic())
+            gevent.sleep(0.005)
+
+    ticker = gevent.spawn(tick)
+    try:
+        with database_locked(settings.database_url):
+            writer = gevent.spawn(_add_business, db, "waits for the lock")
+            before = len(ticks)
+            wait_for(lambda: len(ticks) >= before + 20, 5, message="the loop to run while the insert waits")
+            assert not writer.ready()
+        writer.get(timeout=5)
+    finally:
+        ticker.kill()
+    with db.session() as session:
+        assert session.query(Business).filter_by(name="waits for the lock").count() == 1
+    db.dispose()
+
+
+@sqlite_only
+def test_a_statement_gives_up_on_sqlites_lock_after_the_lock_wait(settings):
+    db = Database(settings.database_url, lock_wait_s=0.2)
+    db.upgrade()
+    with database_locked(settings.database_url):
+        started = time.monotonic()
+        with pytest.raises(OperationalError, match="database is locked"):
+            _add_business(db, "never")
+        assert time.monotonic() - started >= 0.2
+    _add_business(db, "once the lock is gone")
+    db.dispose()
