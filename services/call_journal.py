@@ -305,9 +305,10 @@ class JournalWriter:
 
 
 def _end(call: Call, end_reason: EndReason, ended: datetime) -> None:
-    # A row the sweeper ended while this process still carried the call (it had lost sight of
-    # it during database trouble): the call's own end is the truth.
-    swept = call.end_reason == EndReason.PROCESS_LOST
+    # A row ended by a guess while this process still carried the call: the sweeper's (it had
+    # lost sight of it during database trouble), or the limits' `no_stream` (the stream's row was
+    # written after its deadline). The call's own end is the truth.
+    swept = call.end_reason in (EndReason.PROCESS_LOST, EndReason.NO_STREAM)
     if call.end_reason is None or call.end_reason == EndReason.CALLER_HANGUP or swept:
         call.end_reason = end_reason
     if call.ended_at is None or swept:
@@ -338,6 +339,9 @@ class CallJournal:
             call.last_seen_at = utcnow()
             if call.answered_at is None:
                 call.answered_at = _utc(at)
+            if call.end_reason == EndReason.NO_STREAM:  # the guess was wrong: the stream came
+                call.end_reason = call.ended_at = None
+                call.status = "in-progress"
             if call.status in ("queued", "initiated", "ringing"):
                 call.status = "in-progress"
 

@@ -1,7 +1,7 @@
 """calls.last_seen_at (the journal's heartbeat of a live call), turns.write_key (its idempotent inserts)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 from alembic import op
 import sqlalchemy as sa
