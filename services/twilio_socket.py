@@ -127,7 +127,8 @@ class TwilioSocket:
             elif opcode == ws_frames.OP_CLOSE:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
                 self.close(1000)
-                self.close_code = code
+                with self._send_lock:
+                    self.close_code = code  # Twilio's code, not ours
                 raise SocketClosed(code, payload[2:].decode(errors="replace"))
 
     def close(self, code: int = 1000, message: str | None = None) -> None:
