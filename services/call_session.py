@@ -13,15 +13,17 @@ and `Keypad` (DTMF).
 
 Lock order, for every lock a call takes (an arrow: may be taken while holding the one before):
     BargeIn._lock → Greeting._lock | Playback._lock | Transcripts._lock | CallFigures._lock
+                  | JournalWriter._lock (storing the heard part)
                   → ResponseGate._lock → ws.lock (the Realtime socket's writes)
                   → TwilioSocket._send_lock
                   → CallEnding._lock → Playback._lock
     ResponseGate._lock → ws.lock                (it sends `response.create` under its lock)
     CallEnding._lock → Playback._lock
-The others (`_end_lock`, Greeting, Playback, Transcripts, CallFigures, CallGreenlets, Keypad,
-SilenceWatchdog, CallTools, LiveCalls) are leaves: nothing is taken while one is held. The
-only locks held across a socket write are BargeIn's (a cut is one act) and ResponseGate's (a
-cancel must not overtake its create); Playback writes frames after releasing its lock.
+The others (`_end_lock`, Greeting, Playback, Transcripts, CallFigures, JournalWriter,
+CallGreenlets, Keypad, SilenceWatchdog, CallTools, LiveCalls, ws.lock, TwilioSocket's) are
+leaves: nothing is taken while one is held. The only locks held across a socket write are
+BargeIn's (a cut is one act), ResponseGate's (a cancel must not overtake its create) and the
+sockets' own; Playback writes frames after releasing its lock.
 """
 from __future__ import annotations
 
@@ -598,7 +600,7 @@ class CallSession:
             self._tell_model(call_event("Shutdown"), RequestReason.GOODBYE)
 
     def _keypad_entered(self, digits: str) -> None:
-        self.log.info("keypad", extra={"digits": digits})
+        self.log.info("keypad", extra={"digit_count": len(digits)})  # never the digits: PINs, ID numbers
         self._watchdog.heard_from_caller()
         self._journal.add_turn("dtmf", digits, time.time())
         notice = call_event("Keypad", digits=digits)

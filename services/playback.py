@@ -86,7 +86,7 @@ class Playback:
         # from integers each time (never accumulated), so how many frames leave at once does not
         # depend on where the clock stands. Marks re-anchor _t0 (what was heard), never _s0.
         self._s0 = 0.0
-        self._wakeup = Event()  # set by whoever queues audio or stops; waited on and cleared by TX
+        self._wakeup = Event()  # set by whoever queues audio or stops; TX waits on it; `_send_due` clears it
         self._stopped = Event()  # set once, by stop(), from any greenlet
 
     # --- Realtime side -------------------------------------------------------------
