@@ -18,6 +18,7 @@ def business_json(business: Business) -> dict[str, Any]:
         "greeting": business.greeting,
         "outbound_greeting": business.outbound_greeting,
         "transfer_number": business.transfer_number,
+        "transfer_on_shutdown": business.transfer_on_shutdown,
         "timezone": business.timezone,
         "working_hours": business.working_hours,
         "max_concurrent_calls": business.max_concurrent_calls,

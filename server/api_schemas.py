@@ -215,6 +215,7 @@ class BusinessPatch(Body):
     greeting: str = LEFT_OUT
     outbound_greeting: str = LEFT_OUT
     transfer_number: Phone | None = LEFT_OUT
+    transfer_on_shutdown: Flag = LEFT_OUT
     timezone: TimeZone = LEFT_OUT
     working_hours: WorkingHours = LEFT_OUT
     max_concurrent_calls: ConcurrentCalls = LEFT_OUT

@@ -303,14 +303,21 @@ class CallSession:
         (`/webhook/stream_ended` dials it), else the caller hears a short apology."""
         number = getattr(self._business, "transfer_number", None)
         if number:
-            try:
-                with self._services.db.session() as session:  # before the stream closes: stream_ended reads it
-                    call = session.scalar(select(Call).where(Call.call_sid == self.setup.call_sid))
-                    if call is not None:
-                        call.transfer_to = number
-            except Exception:
-                self.log.exception("could not store the transfer number: the caller hears the apology")
+            self._store_transfer_to(number)
         self.end(EndReason.REALTIME_DROPPED)
+
+    def _store_transfer_to(self, number: str) -> bool:
+        """Where `/webhook/stream_ended` sends the call, written now: it asks as soon as the
+        stream closes. Off the audio path (the call is ending), like the transfer tool's write."""
+        try:
+            with self._services.db.session() as session:
+                call = session.scalar(select(Call).where(Call.call_sid == self.setup.call_sid))
+                if call is not None:
+                    call.transfer_to = number
+            return call is not None
+        except Exception:
+            self.log.exception("could not store the transfer number: the caller hears the apology instead")
+            return False
 
     def _stop_session_timers(self) -> None:
         for timer in self._session_timers:
@@ -593,9 +600,17 @@ class CallSession:
             self._tell_model(call_event("Time limit"), RequestReason.GOODBYE)
 
     def shut_down(self) -> None:
-        """The process is stopping (a deploy): a short goodbye, then the line closes. Not called
-        off by the caller speaking; an ending already under way stands (it has its own deadline)."""
-        if self._ending.begin(EndReason.SHUTDOWN, cancellable=False, awaiting=RequestReason.GOODBYE):
+        """The process is stopping (a deploy): a short goodbye, then the line closes; or, when the
+        business asks for it, a short notice, then its person (`/webhook/stream_ended` dials).
+        Not called off by the caller speaking; an ending already under way stands."""
+        business = self._business
+        transfer = bool(business is not None and business.transfer_on_shutdown and business.transfer_number)
+        if not self._ending.begin(EndReason.SHUTDOWN, cancellable=False, awaiting=RequestReason.GOODBYE):
+            return
+        if transfer and self._store_transfer_to(business.transfer_number):
+            self.log.info("the server is shutting down: handing the call to a person")
+            self._tell_model(call_event("Shutdown transfer"), RequestReason.GOODBYE)
+        else:
             self.log.info("the server is shutting down: saying goodbye")
             self._tell_model(call_event("Shutdown"), RequestReason.GOODBYE)
 

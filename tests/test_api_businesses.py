@@ -8,7 +8,7 @@ FULL = dict(
     name="מספרת רחל", phone_numbers=["+972300000010", "+972300000011"], voice="coral",
     business_prompt="מספרה ברמת גן.", greeting="שלום, מספרת רחל.", outbound_greeting="היי, כאן מספרת רחל.",
     transfer_number="+972501112233", timezone="Asia/Jerusalem", working_hours=HOURS,
-    max_concurrent_calls=3, use_customer_name=False,
+    max_concurrent_calls=3, use_customer_name=False, transfer_on_shutdown=True,
 )
 
 
@@ -41,6 +41,7 @@ def test_create_with_only_a_name_gets_defaults(live_server):
     body = response.json()
     assert body["phone_numbers"] == [] and body["voice"] == "alloy" and body["timezone"] == "Asia/Jerusalem"
     assert body["max_concurrent_calls"] == 5 and body["transfer_number"] is None
+    assert body["transfer_on_shutdown"] is False
 
 
 def test_patch_changes_only_the_given_fields(live_server):

@@ -179,3 +179,27 @@ def test_python_app_py_stops_the_same_way_on_sigint(tmp_path):
         fake.stop()
     log_text = (tmp_path / "dev.log").read_text()
     assert "end_reason=shutdown" in log_text and "Traceback" not in log_text
+
+
+def test_a_business_that_asks_for_it_has_its_calls_handed_to_its_person_on_a_deploy(make_harness):
+    import xml.etree.ElementTree as ET
+
+    from prompts.tools import call_event
+
+    notice = Reply("אני מעבירה אותך עכשיו לנציג מהעסק", 700)
+    person = "+97235550000"
+    h = make_harness(RealtimeScript(responses=[GREETING, notice]), shutdown_drain_s=0.0,
+                     business={"transfer_number": person, "transfer_on_shutdown": True})
+    caller = _greeted(h)
+    shutdown = _shutdown(h)
+    shutdown.begin()
+    assert caller.wait_closed(timeout=8) == 1000
+    assert shutdown.wait(timeout=5)
+    conn = h.fake.connections[0]
+    assert conn.items_created[-1]["content"][0]["text"] == call_event("Shutdown transfer")
+    assert caller.heard_ms >= GREETING.audio_ms + notice.audio_ms - 40, "the notice was heard to its end"
+    stored = h.wait_ended(caller.call_sid)
+    assert stored.row.end_reason == EndReason.SHUTDOWN and stored.row.transfer_to == person
+    root = ET.fromstring(h.stream_ended(caller.call_sid).twiml)
+    assert root.find("Dial").find("Number").text == person
+    assert root.find("Say") is None, "the agent already said it"

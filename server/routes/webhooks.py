@@ -128,8 +128,9 @@ def stream_ended() -> Response:
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
     failed = reason in end_reasons.FAILURES
-    if call is not None and call.transfer_to and (reason == EndReason.TRANSFER or failed):
-        # Asked for by the agent, or our side failed and the business has someone to take the call.
+    if call is not None and call.transfer_to and (reason in (EndReason.TRANSFER, EndReason.SHUTDOWN) or failed):
+        # Asked for by the agent, or by the business for a deploy, or our side failed and the
+        # business has someone to take the call.
         # The caller ID the person sees: the caller's number (inbound), the business's (outbound).
         return _xml(twiml.dial(call.transfer_to, caller_id=call.from_number or None,
                                timeout_s=_settings().timing.transfer_ring_s,

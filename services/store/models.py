@@ -59,6 +59,8 @@ class Business(Base):
     greeting: Mapped[str] = mapped_column(Text, default="")
     outbound_greeting: Mapped[str] = mapped_column(Text, default="")
     transfer_number: Mapped[str | None] = mapped_column(String(32))
+    # On a deploy, live calls go to the transfer number (after a short notice) instead of a goodbye.
+    transfer_on_shutdown: Mapped[bool] = mapped_column(Boolean, default=False)
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jerusalem")
     working_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=5)
