@@ -8,8 +8,8 @@ everything and closes. TX (`Playback.run`) paces the agent's audio out.
 Collaborators, each a module of its own: `Playback` (pacing and the playback clock),
 `ResponseGate` (one response at a time), `Greeting`, `BargeIn`, `Transcripts` (turns),
 `CallFigures` (latencies and counts), `CallJournal` (DB writes off the audio path), `CallTools`
-(the model's function calls), `CallEnding` (the last words heard, then close), `SilenceWatchdog`
-and `Keypad` (DTMF).
+(the model's function calls), `CallEnding` (the last words heard, then close), `SilenceWatchdog`,
+`Keypad` (DTMF) and `RealtimeWatch` (pings, and a response that stalls).
 
 Lock order, for every lock a call takes (an arrow: may be taken while holding the one before):
     BargeIn._lock → Greeting._lock | Playback._lock | Transcripts._lock | CallFigures._lock
@@ -54,6 +54,7 @@ from services.logging_setup import call_logger
 from services.playback import Playback
 from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
+from services.realtime_watch import RealtimeWatch
 from services.response_gate import RequestReason, ResponseGate
 from services.settings import Settings
 from services.silence_watchdog import SilenceWatchdog
@@ -151,6 +152,10 @@ class CallSession:
         self._end_lock = threading.Lock()
         self._end_reason: EndReason | None = None
         self._ended = Event()
+        self._realtime_watch = RealtimeWatch(
+            connection=lambda: self._realtime, last_event_at=lambda: self._last_event_at, gate=self._gate,
+            figures=self.figures, timing=timing, session_ready=self._session_ready, ended=self._ended,
+            log=call_logger("realtime", setup.call_sid))
 
     # --- the story ---------------------------------------------------------------------
 
@@ -260,7 +265,64 @@ class CallSession:
         self._send_late_crm()
         self._greeting.request(self._prompts.greeting_instruction)
         self._greenlets.spawn(self._watchdog.run)
-        self._greenlets.spawn(self._watch_realtime)
+        self._greenlets.spawn(self._realtime_watch.run)
+
+    def _converse(self, log) -> None:
+        while not self._ended.is_set():
+            event = self._next_event(log)
+            if event is not None:
+                self._on_realtime_event(event)
+
+    def _listen(self) -> None:
+        """RX: caller audio to Realtime, echoed marks to the playback clock, until the caller goes."""
+        figures = self.figures
+        ready = self._session_ready
+        backlog: deque[str] = deque()
+        while not self._ended.is_set():
+            try:
+                # No timeout here: a timer per read would cost more than the read.
+                message = self._twilio.receive()
+            except SocketClosed:
+                return  # without a `stop`: the caller's side vanished
+            self._rx_messages += 1
+            try:
+                event = tw.parse_frame(message)
+            except tw.FrameError as exc:
+                if figures.drop_rx(exc.reason) == 1:  # one line per kind of damage, not per frame
+                    self.log.warning("dropped malformed Twilio frame", extra={"reason": exc.reason, "detail": str(exc)})
+                continue
+            if isinstance(event, tw.Media):
+                if not ready.is_set():
+                    # Before the session is confirmed the model cannot take audio yet: hold the
+                    # caller's first words (a bounded second) instead of losing them.
+                    backlog.append(event.payload)
+                    if len(backlog) > HELD_FRAMES:
+                        backlog.popleft()
+                        figures.drop_rx("session_not_ready")
+                    continue
+                try:
+                    if backlog:
+                        for payload in backlog:
+                            self._realtime.send(rt.audio_append(payload))
+                        figures.frames_in += len(backlog)
+                        backlog.clear()
+                    self._realtime.send(rt.audio_append(event.payload))
+                    figures.frames_in += 1
+                except RealtimeClosed:
+                    figures.drop_rx("realtime_closed")
+            elif isinstance(event, tw.Mark):
+                heard_item = self._playback.on_mark(event.name)
+                if heard_item is not None:
+                    self._agent_item_heard(heard_item)
+            elif isinstance(event, tw.Stop):
+                self.end(EndReason.CALLER_HANGUP)
+                return
+            elif isinstance(event, tw.Dtmf):
+                self._keypad.press(event.digit)
+            else:
+                figures.drop_rx("unexpected_" + type(event).__name__.lower())
+
+    # --- a lost Realtime session ----------------------------------------------------
 
     def _session_lost(self, log, why: str) -> bool:
         """The Realtime session is gone. The first time: silence the agent, hold the caller's
@@ -324,97 +386,6 @@ class CallSession:
             if timer is not None:
                 timer.kill(block=False)
         self._session_timers = []
-
-    def _watch_realtime(self) -> None:
-        """Signs of life from the Realtime API: a quiet socket is pinged, and one that answers no
-        ping is taken for dropped (the Realtime greenlet reconnects); a response that shows no
-        event for `response_stall_s` is cancelled, so the call does not wait on it."""
-        timing = self._timing
-        tick = max(0.05, min(0.5, timing.realtime_pong_timeout_s / 4, timing.response_stall_s / 8))
-        pinged = None  # the connection pinged, while it stays quiet
-        pinged_at = 0.0
-        while not self._ended.is_set():
-            gevent.sleep(tick)
-            if not self._session_ready.is_set():
-                pinged = None
-                continue
-            conn, now = self._realtime, time.monotonic()
-            if now - conn.heard_at < timing.realtime_ping_after_s:
-                pinged = None
-            elif pinged is not conn:
-                pinged, pinged_at = conn, now
-                conn.ping()
-            elif now - pinged_at >= timing.realtime_pong_timeout_s:
-                self.log.warning("the Realtime socket answers no ping: taking it for dropped",
-                                 extra={"quiet_s": round(now - conn.heard_at, 1)})
-                pinged = None
-                conn.close()
-                continue
-            since = self._gate.active_since
-            if since is not None and now - max(since, self._last_event_at) >= timing.response_stall_s:
-                response_id = self._gate.abandon()
-                self.figures.response_stalls += 1
-                metrics.RESPONSE_STALLS.inc()
-                self.log.warning("response stalled: cancelled", extra={"response_id": response_id})
-                try:
-                    conn.send(rt.response_cancel())
-                except RealtimeClosed:
-                    pass
-
-    def _converse(self, log) -> None:
-        while not self._ended.is_set():
-            event = self._next_event(log)
-            if event is not None:
-                self._on_realtime_event(event)
-
-    def _listen(self) -> None:
-        """RX: caller audio to Realtime, echoed marks to the playback clock, until the caller goes."""
-        figures = self.figures
-        ready = self._session_ready
-        backlog: deque[str] = deque()
-        while not self._ended.is_set():
-            try:
-                # No timeout here: a timer per read would cost more than the read.
-                message = self._twilio.receive()
-            except SocketClosed:
-                return  # without a `stop`: the caller's side vanished
-            self._rx_messages += 1
-            try:
-                event = tw.parse_frame(message)
-            except tw.FrameError as exc:
-                if figures.drop_rx(exc.reason) == 1:  # one line per kind of damage, not per frame
-                    self.log.warning("dropped malformed Twilio frame", extra={"reason": exc.reason, "detail": str(exc)})
-                continue
-            if isinstance(event, tw.Media):
-                if not ready.is_set():
-                    # Before the session is confirmed the model cannot take audio yet: hold the
-                    # caller's first words (a bounded second) instead of losing them.
-                    backlog.append(event.payload)
-                    if len(backlog) > HELD_FRAMES:
-                        backlog.popleft()
-                        figures.drop_rx("session_not_ready")
-                    continue
-                try:
-                    if backlog:
-                        for payload in backlog:
-                            self._realtime.send(rt.audio_append(payload))
-                        figures.frames_in += len(backlog)
-                        backlog.clear()
-                    self._realtime.send(rt.audio_append(event.payload))
-                    figures.frames_in += 1
-                except RealtimeClosed:
-                    figures.drop_rx("realtime_closed")
-            elif isinstance(event, tw.Mark):
-                heard_item = self._playback.on_mark(event.name)
-                if heard_item is not None:
-                    self._agent_item_heard(heard_item)
-            elif isinstance(event, tw.Stop):
-                self.end(EndReason.CALLER_HANGUP)
-                return
-            elif isinstance(event, tw.Dtmf):
-                self._keypad.press(event.digit)
-            else:
-                figures.drop_rx("unexpected_" + type(event).__name__.lower())
 
     # --- the sockets ---------------------------------------------------------------------
 
@@ -581,10 +552,8 @@ class CallSession:
     def _silence_does_not_count(self) -> bool:
         """The agent is speaking or about to (a response that has shown no event for a while is
         not "about to"), the caller is speaking, or the call is ending."""
-        since = self._gate.active_since
-        responding = since is not None and (
-            time.monotonic() - max(since, self._last_event_at) < self._timing.realtime_ping_after_s)
-        return (self._barge_in.caller_speaking or self._playback.is_playing() or responding
+        return (self._barge_in.caller_speaking or self._playback.is_playing()
+                or self._realtime_watch.responding(time.monotonic())
                 or self._tools.busy or self._ending.reason is not None)
 
     def _ask_if_still_there(self) -> None:

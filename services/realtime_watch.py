@@ -1,0 +1,81 @@
+"""Signs of life from the Realtime API, for one call.
+
+A socket that has sent nothing for `realtime_ping_after_s` is pinged; one that still sends
+nothing (no pong, no event) `realtime_pong_timeout_s` later is taken for dropped: it is closed,
+and the call's Realtime greenlet, whose read then fails, reconnects. A response that has shown
+no event for `response_stall_s` since it was asked for (or since its last event) is given up:
+the gate is freed, the response cancelled, and the stall counted.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import gevent
+from gevent.event import Event
+
+from services import metrics
+from services import realtime_protocol as rt
+from services.call_figures import CallFigures
+from services.realtime_client import RealtimeClosed, RealtimeConnection
+from services.response_gate import ResponseGate
+from services.settings import CallTiming
+
+
+class RealtimeWatch:
+    """`run` is its own greenlet; it reads the call's connection and last event time through
+    the callables given (the Realtime greenlet replaces the one and writes the other)."""
+
+    def __init__(self, *, connection: Callable[[], RealtimeConnection], last_event_at: Callable[[], float],
+                 gate: ResponseGate, figures: CallFigures, timing: CallTiming, session_ready: Event,
+                 ended: Event, log: logging.LoggerAdapter):
+        self._connection = connection
+        self._last_event_at = last_event_at
+        self._gate = gate
+        self._figures = figures
+        self._timing = timing
+        self._session_ready = session_ready
+        self._ended = ended
+        self._log = log
+
+    def responding(self, now: float) -> bool:
+        """A response is under way and has shown a sign of life lately (not stalled)."""
+        since = self._gate.active_since
+        return since is not None and now - max(since, self._last_event_at()) < self._timing.realtime_ping_after_s
+
+    def run(self) -> None:
+        timing = self._timing
+        tick = max(0.05, min(0.5, timing.realtime_pong_timeout_s / 4, timing.response_stall_s / 8))
+        pinged = None  # the connection pinged, while it stays quiet
+        pinged_at = 0.0
+        while not self._ended.is_set():
+            gevent.sleep(tick)
+            if not self._session_ready.is_set():  # being opened: its own deadlines run
+                pinged = None
+                continue
+            conn, now = self._connection(), time.monotonic()
+            if now - conn.heard_at < timing.realtime_ping_after_s:
+                pinged = None
+            elif pinged is not conn:
+                pinged, pinged_at = conn, now
+                conn.ping()
+            elif now - pinged_at >= timing.realtime_pong_timeout_s:
+                self._log.warning("the Realtime socket answers no ping: taking it for dropped",
+                                  extra={"quiet_s": round(now - conn.heard_at, 1)})
+                pinged = None
+                conn.close()
+                continue
+            since = self._gate.active_since
+            if since is not None and now - max(since, self._last_event_at()) >= timing.response_stall_s:
+                self._give_up_on_response(conn)
+
+    def _give_up_on_response(self, conn: RealtimeConnection) -> None:
+        response_id = self._gate.abandon()
+        self._figures.response_stalls += 1
+        metrics.RESPONSE_STALLS.inc()
+        self._log.warning("response stalled: cancelled", extra={"response_id": response_id})
+        try:
+            conn.send(rt.response_cancel())
+        except RealtimeClosed:
+            pass
