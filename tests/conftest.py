@@ -11,6 +11,7 @@ import pytest  # noqa: E402
 
 from server import create_app  # noqa: E402
 from server.dev_server import make_server  # noqa: E402
+from services.store.db import Database  # noqa: E402
 from services.store.models import Business, PhoneNumber  # noqa: E402
 from services.settings import CallTiming, Settings  # noqa: E402
 from tests import databases  # noqa: E402
@@ -70,6 +71,15 @@ def settings(database_url) -> Settings:
         log_level="INFO",
         timing=CallTiming(session_update_retry_s=3.0, session_update_timeout_s=8.0),
     )
+
+
+@pytest.fixture
+def db(settings) -> Database:
+    """The test's database, migrated, without a server."""
+    database = Database(settings.database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
 
 
 def start_live_server(settings: Settings) -> tuple[LiveServer, object]:

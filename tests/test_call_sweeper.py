@@ -23,14 +23,6 @@ from tests.gunicorn_proc import running_gunicorn
 HOST = socket.gethostname()
 
 
-@pytest.fixture
-def db(settings):
-    database = Database(settings.database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
-
-
 @pytest.fixture(scope="module")
 def dead_pid() -> int:
     """A pid that was this host's and is no longer."""

@@ -8,21 +8,12 @@ import gevent
 import pytest
 
 from prompts import CrmFacts
-from services.store.db import Database
 from services.store.models import Business, Call, Lead
 from services.crm_context import CRM_WAIT_BOUND_S, CallCrmContext, load_crm_facts
 
 CALLER = "+972501234567"
 OTHER = "+972529999999"
 JERUSALEM = ZoneInfo("Asia/Jerusalem")  # the business's zone by default
-
-
-@pytest.fixture
-def db(settings):
-    database = Database(settings.database_url)
-    database.upgrade()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture
