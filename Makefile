@@ -1,4 +1,5 @@
-# `make run`: set up and serve on the embedded defaults (SQLite, no Twilio account needed).
+# `make run`: set up and serve on the embedded defaults (SQLite, no Twilio account needed), on
+# loopback only and with Twilio's signature check off: a demo, never facing the internet.
 # `make test`: set up and run the test suite.
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ setup: $(BIN)/.installed
 
 run: setup
 	$(BIN)/flask --app app demo-business
-	$(BIN)/python app.py
+	HOST=127.0.0.1 TWILIO_SIGNATURE_CHECK=off $(BIN)/python app.py
 
 test: setup
 	$(BIN)/python -m pytest

@@ -1,7 +1,8 @@
 """Entry point.
 
 Production: `gunicorn -c gunicorn.conf.py app:app` (gunicorn's gevent worker).
-Development: `python app.py` serves the same app on gevent's WSGI server, port `PORT` (5000).
+Development: `python app.py` serves the same app on gevent's WSGI server, on `HOST` (0.0.0.0),
+port `PORT` (5000).
 """
 if __name__ == "__main__":
     # Must come before anything imports socket, ssl or threading.
@@ -26,9 +27,10 @@ def main() -> None:
         app.extensions["db"].upgrade()
     start_serving(app)
     port = int(os.environ.get("PORT", "5000"))
-    logging.getLogger("server").info("serving on gevent WSGI", extra={"port": port})
+    # HOST is read by the settings too: the admin API without a token trusts a loopback bind only.
+    logging.getLogger("server").info("serving on gevent WSGI", extra={"host": settings.host, "port": port})
     try:
-        serve(app, "0.0.0.0", port)
+        serve(app, settings.host, port)
     finally:
         stop_serving()
 

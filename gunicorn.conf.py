@@ -16,7 +16,11 @@ _made_metrics_dir = None
 if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     _made_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="agent-metrics-")
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
+# HOST is read by the settings too (the admin API without a token trusts a loopback bind only):
+# bind through HOST and PORT, not gunicorn's --bind.
+_host = os.environ.get("HOST", "").strip() or "0.0.0.0"
+bind = f"[{_host}]:{os.environ.get('PORT', '5000')}" if ":" in _host and not _host.startswith("[") \
+    else f"{_host}:{os.environ.get('PORT', '5000')}"
 worker_class = "gevent"
 workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "1000"))

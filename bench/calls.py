@@ -110,6 +110,8 @@ class Run:
         env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": self.db_url, "WEB_CONCURRENCY": str(self.workers),
                "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{self.fake_port}/v1/realtime", "OPENAI_API_KEY": "sk-bench",
                "SECRET_KEY": "bench", "LOG_LEVEL": "INFO", "MAX_CONCURRENT_CALLS": str(self.calls * 2),
+               # Loopback only, unsigned: the bench's callers are not Twilio and it uses the API untokened.
+               "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off",
                # Post-call jobs would call the OpenAI REST API; the benchmark measures calls only.
                "POST_CALL_WORKERS": "0"}
         server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,

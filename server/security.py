@@ -8,6 +8,11 @@ from dataclasses import dataclass
 
 from twilio.request_validator import RequestValidator
 
+# Said whenever a webhook or stream is refused for want of a token to check it with.
+NO_TOKEN_HINT = "set TWILIO_AUTH_TOKEN, or TWILIO_SIGNATURE_CHECK=off for development"
+SIGNATURE_CHECK_OFF_WARNING = ("TWILIO_SIGNATURE_CHECK=off: webhooks and media streams are accepted unsigned; "
+                               "set TWILIO_AUTH_TOKEN (and remove TWILIO_SIGNATURE_CHECK) to turn the check on")
+
 
 def signed_url(public_base_url: str | None, request_url: str, full_path: str) -> str:
     """The URL Twilio signed: behind a proxy it is the public one, not the one we see."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -97,6 +98,15 @@ class Settings:
     twilio_auth_token: str = ""
     public_base_url: str | None = None
     admin_api_token: str = ""
+    # False only by TWILIO_SIGNATURE_CHECK=off (development): then, without TWILIO_AUTH_TOKEN,
+    # unsigned webhooks and streams are let in. A token set is always checked.
+    twilio_signature_check: bool = True
+    # The address the server listens on (app.py, gunicorn.conf.py): the admin API without a
+    # token answers only when it is loopback, since behind a local proxy every peer looks local.
+    host: str = "0.0.0.0"
+    # Host header names the API answers to (DNS rebinding); empty means the loopback names
+    # and PUBLIC_BASE_URL's host.
+    allowed_hosts: tuple[str, ...] = ()
     log_level: str = "INFO"
     log_levels: Mapping[str, str] = field(default_factory=dict)
     # Signs the per-call stream token. Must be the same in every worker and host.
@@ -115,6 +125,30 @@ class Settings:
     def realtime_ws_url(self) -> str:
         sep = "&" if "?" in self.openai_realtime_url else "?"
         return f"{self.openai_realtime_url}{sep}model={self.openai_realtime_model}"
+
+    @property
+    def unsigned_twilio_allowed(self) -> bool:
+        """Webhooks and streams without a signature are let in (development only)."""
+        return not self.twilio_auth_token and not self.twilio_signature_check
+
+    @property
+    def listens_on_loopback_only(self) -> bool:
+        if self.host.strip("[]").lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def api_hosts(self) -> frozenset[str]:
+        """Host header names (lower case, no port) the admin API answers to."""
+        if self.allowed_hosts:
+            return frozenset(h.lower() for h in self.allowed_hosts)
+        names = {"localhost", "127.0.0.1", "::1"}
+        if self.public_base_url:
+            names.add((urlsplit(self.public_base_url).hostname or "").lower())
+        return frozenset(names)
 
     @property
     def is_sqlite(self) -> bool:
@@ -173,6 +207,15 @@ class Settings:
                                            defaults.timing.stream_start_timeout_s, low=1, high=3600),
         )
 
+        signature_check = get("TWILIO_SIGNATURE_CHECK", "on").lower()
+        if signature_check not in ("on", "off"):
+            raise SettingsError(f"TWILIO_SIGNATURE_CHECK must be on or off, got {signature_check!r}")
+        host = get("HOST", defaults.host)
+        allowed_hosts = tuple(h.strip().lower() for h in get("ALLOWED_HOSTS", "").split(",") if h.strip())
+        for name in allowed_hosts:
+            if "/" in name or " " in name:
+                raise SettingsError(f"ALLOWED_HOSTS: expected host names, got {name!r}")
+
         twilio_auth_token = get("TWILIO_AUTH_TOKEN", "")
         openai_api_key = get("OPENAI_API_KEY", "")
         secret_key = get("SECRET_KEY") or _derived_secret(twilio_auth_token, openai_api_key)
@@ -187,6 +230,9 @@ class Settings:
             twilio_auth_token=twilio_auth_token,
             public_base_url=public_base_url,
             admin_api_token=get("ADMIN_API_TOKEN", ""),
+            twilio_signature_check=signature_check == "on",
+            host=host,
+            allowed_hosts=allowed_hosts,
             log_level=log_level,
             log_levels=log_levels,
             secret_key=secret_key,

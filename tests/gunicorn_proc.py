@@ -50,7 +50,9 @@ def running_gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 1,
     """Start gunicorn with `env` on a free port; wait until every worker booted and it answers.
     `name` names its log file, for tests that run several."""
     server = Gunicorn(port=free_port(), log_path=tmp_path / f"{name}.log")
-    full_env = {**os.environ, **env, "PORT": str(server.port), "WEB_CONCURRENCY": str(workers)}
+    # As the settings fixture: loopback only, unsigned Twilio requests let in, unless `env` says otherwise.
+    full_env = {**os.environ, "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off", **env, "PORT": str(server.port),
+                "WEB_CONCURRENCY": str(workers)}
     with open(server.log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
                                 cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)

@@ -145,8 +145,12 @@ def test_malformed_or_non_object_bodies_are_400(live_server, business_id):
         response = requests.post(api(live_server), data=body, headers={"Content-Type": "application/json"}, timeout=5)
         assert response.status_code == 400, body
         assert "error" in response.json()
-    response = requests.patch(api(live_server, f"/{business_id}"), data="{oops", timeout=5)
+    response = requests.patch(api(live_server, f"/{business_id}"), data="{oops",
+                              headers={"Content-Type": "application/json"}, timeout=5)
     assert response.status_code == 400
+    # Without the JSON content type the body is not read at all.
+    response = requests.patch(api(live_server, f"/{business_id}"), data="{oops", timeout=5)
+    assert response.status_code == 415 and "error" in response.json()
 
 
 def test_unknown_business_is_404_for_every_verb(live_server):

@@ -148,7 +148,8 @@ def test_python_app_py_stops_the_same_way_on_sigint(tmp_path):
     port = free_port()
     env = {**os.environ, "PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'dev.db'}",
            "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-dev", "SECRET_KEY": "dev-secret",
-           "SHUTDOWN_DRAIN_S": "0.5", "POST_CALL_WORKERS": "0", "CALL_SILENCE_S": "120"}
+           "SHUTDOWN_DRAIN_S": "0.5", "POST_CALL_WORKERS": "0", "CALL_SILENCE_S": "120",
+           "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off"}  # as `make run`
     base = f"http://127.0.0.1:{port}"
     with open(tmp_path / "dev.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

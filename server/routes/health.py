@@ -13,7 +13,9 @@ bp = Blueprint("health", __name__)
 @bp.get("/healthz")
 def healthz():
     """This process's own view: the calls it carries now (each worker answers for itself)."""
-    return jsonify(status="ok", active_calls=len(current_app.extensions["live_calls"]), worker=this_process())
+    settings = current_app.config["SETTINGS"]
+    return jsonify(status="ok", active_calls=len(current_app.extensions["live_calls"]), worker=this_process(),
+                   twilio_signature_check="off" if settings.unsigned_twilio_allowed else "on")
 
 
 @bp.get("/metrics")

@@ -8,7 +8,7 @@ from flask import Blueprint, Flask, abort, current_app, request
 from flask_sock import Sock
 from sqlalchemy import update
 
-from server.security import StreamToken, twilio_signature_valid
+from server.security import NO_TOKEN_HINT, StreamToken, twilio_signature_valid
 from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamParameters
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
@@ -30,7 +30,10 @@ def _check_upgrade_signature() -> None:
     """Twilio signs the upgrade request like a webhook; refuse before accepting the socket."""
     settings = current_app.config["SETTINGS"]
     if not settings.twilio_auth_token:
-        return
+        if settings.unsigned_twilio_allowed:
+            return
+        log.warning(f"rejected media stream: no TWILIO_AUTH_TOKEN; {NO_TOKEN_HINT}")
+        abort(403, f"Twilio signature checking is not configured: {NO_TOKEN_HINT}")
     host = urlsplit(settings.public_base_url).netloc if settings.public_base_url else request.host
     signature = request.headers.get("X-Twilio-Signature")
     # The stream URL in our TwiML is wss://; accept the https:// form some proxies present.

@@ -13,7 +13,8 @@ from server.request_db import get_db, request_session
 from services.store import end_reasons
 from services.store.end_reasons import EndReason
 from services.store.models import Business, Call
-from server.security import StreamToken, signed_url, twilio_signature_valid
+from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamToken, signed_url,
+                             twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
 from services.call_limits import Admission, CallLimits
 from services.post_call import recording
@@ -26,11 +27,21 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
+@bp.record_once
+def _warn_when_unchecked(state) -> None:
+    if state.app.config["SETTINGS"].unsigned_twilio_allowed:
+        log.warning(SIGNATURE_CHECK_OFF_WARNING)
+
+
 @bp.before_request
 def _check_twilio_signature() -> None:
     settings = _settings()
     if not settings.twilio_auth_token:
-        return
+        if settings.unsigned_twilio_allowed:
+            return
+        # Closed by default: nothing to check the signature with is no reason to let it in.
+        log.warning(f"rejected webhook: no TWILIO_AUTH_TOKEN; {NO_TOKEN_HINT}", extra={"path": request.path})
+        abort(403, f"Twilio signature checking is not configured: {NO_TOKEN_HINT}")
     url = signed_url(settings.public_base_url, request.url, request.full_path)
     if not twilio_signature_valid(settings.twilio_auth_token, url, request.form.to_dict(),
                                   request.headers.get("X-Twilio-Signature")):
@@ -42,8 +53,18 @@ def _xml(body: str) -> Response:
     return Response(body, mimetype="text/xml")
 
 
+_warned_host_from_request = False
+
+
 def _base_url() -> str:
-    return _settings().public_base_url or request.host_url.rstrip("/")
+    global _warned_host_from_request
+    if _settings().public_base_url:
+        return _settings().public_base_url
+    if not _warned_host_from_request:
+        # The Host header is the caller's to choose: fine in development, not facing the internet.
+        _warned_host_from_request = True
+        log.warning("PUBLIC_BASE_URL is not set: the TwiML's addresses come from the request's Host header")
+    return request.host_url.rstrip("/")
 
 
 def _stream_twiml(params: StreamParameters, stream_due_by: datetime) -> str:

@@ -1,5 +1,8 @@
 """Admin REST API under /api (Bearer ADMIN_API_TOKEN; loopback only when unset).
 
+Every request's Host header must be one the API answers to (ALLOWED_HOSTS): a browser page
+on another site that renames itself to 127.0.0.1 by DNS (rebinding) still sends its own name.
+
 One child blueprint per resource; auth and JSON errors live here and apply to all.
 """
 from __future__ import annotations
@@ -25,14 +28,32 @@ log = logging.getLogger("api")
 
 @bp.before_request
 def _authorize() -> None:
-    token = current_app.config["SETTINGS"].admin_api_token
+    settings = current_app.config["SETTINGS"]
+    host = _host_name(request.host)
+    if host not in settings.api_hosts:
+        log.warning("api request for a host not allowed", extra={"host": request.host[:200], "path": request.path})
+        abort(400, "this Host is not allowed (ALLOWED_HOSTS)")
+    token = settings.admin_api_token
     if token:
         given = request.headers.get("Authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             abort(401, "missing or wrong bearer token")
         return
+    # The peer's address alone is not enough: a reverse proxy on this host makes every peer loopback.
+    if not settings.listens_on_loopback_only:
+        abort(403, "ADMIN_API_TOKEN is not set and the server does not listen on loopback only (HOST)")
     if not _is_loopback(request.remote_addr):
         abort(403, "ADMIN_API_TOKEN is not set: the API answers loopback only")
+
+
+def _host_name(host: str) -> str:
+    """The Host header's name, lower case, without its port ("[::1]:5000" is "::1")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
 
 
 def _is_loopback(addr: str | None) -> bool:

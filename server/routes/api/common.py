@@ -14,9 +14,11 @@ Row = TypeVar("Row")
 
 
 def json_object() -> dict[str, Any]:
+    # Only application/json: a form or text/plain body is what a cross-site page can send unasked.
+    if not request.is_json:
+        abort(415, "the body must be application/json")
     try:
-        # force: curl and scripts often omit the content type; the body is JSON anyway.
-        data = request.get_json(force=True)
+        data = request.get_json()
     except BadRequest:
         abort(400, "the body is not valid JSON")
     if not isinstance(data, dict):
