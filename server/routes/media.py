@@ -13,7 +13,7 @@ from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamPara
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
 from services.store.end_reasons import EndReason
-from services.store.models import Call
+from services.store.models import Call, utcnow
 from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
 
 bp = Blueprint("media", __name__)
@@ -104,11 +104,25 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
         problem = StreamToken(settings.secret_key).verify(params.signed_text(), start.parameters.get("token"))
     except BadStreamParameters as exc:
         problem = str(exc)
+    if problem is None and not _claim_stream(params.call_sid):
+        problem = "the call's stream token was already used (or the call is unknown)"
     if problem is not None:
         log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
         return None
     return CallSetup(call_sid=params.call_sid, stream_sid=start.stream_sid, business_id=params.business_id,
                      direction=params.direction, from_number=params.from_number, to_number=params.to_number)
+
+
+def _claim_stream(call_sid: str) -> bool:
+    """Mark the call's row as streamed; False when another stream did first. One conditional
+    UPDATE, committed before the call starts: the database decides between workers and hosts.
+    (`stream_sid` will not do: the call's journal writes it later, asynchronously.)"""
+    with current_app.extensions["db"].session() as session:
+        result = session.execute(update(Call)
+                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None))
+                                 .values(stream_claimed_at=utcnow())
+                                 .execution_options(synchronize_session=False))
+        return result.rowcount == 1
 
 
 def init_app(app: Flask) -> None:

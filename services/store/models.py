@@ -111,6 +111,9 @@ class Call(Base):
     to_number: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(24), default="ringing", index=True)
     stream_sid: Mapped[str | None] = mapped_column(String(64))
+    # Set, once, by the first stream whose `start` shows this call's token (server/routes/media.py):
+    # a second stream with the same token is refused, whichever worker or host it reaches.
+    stream_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # When the webhook answered with stream TwiML, plus the stream start timeout: a call whose
     # stream has not started by then (and a margin) is over, end reason `no_stream`.
     stream_due_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
