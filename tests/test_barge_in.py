@@ -6,6 +6,18 @@ LONG_REPLY = Reply("יש לנו תורים פנויים ביום ראשון בב
                    "ומחיר תספורת הוא שמונים שקלים.", 5000)
 
 
+def _assert_truncated_at_what_was_heard(h, clear, truncate) -> None:
+    """The model is told what the caller had heard when the server cut: never more than a frame
+    or so beyond it, and less only by what the caller heard while the cut was on its way (from the
+    speech start the server acted on to the clear's arrival: slow on a loaded machine)."""
+    conn = next(c for c in h.fake.connections if truncate in c.client_events("conversation.item.truncate"))
+    started_at = max(t for t, event in conn.server_events
+                     if event["type"] == "input_audio_buffer.speech_started" and t <= clear.t)
+    on_the_way_ms = (clear.t - started_at) * 1000
+    assert -60 <= clear.playing_heard_ms - truncate["audio_end_ms"] <= 60 + on_the_way_ms, (
+        truncate["audio_end_ms"], clear.playing_heard_ms, on_the_way_ms)
+
+
 def _greet_then_ask(h):
     caller = h.call()
     caller.wait_heard(1200, timeout=5)
@@ -27,7 +39,7 @@ def test_caller_speaking_over_the_agent_cuts_it_and_the_model_learns_what_was_he
 
     conn = h.fake.connections[0]
     truncate = h.fake.wait_for_event("conversation.item.truncate", timeout=3)
-    assert abs(truncate["audio_end_ms"] - clear.playing_heard_ms) <= 60, (truncate, clear.playing_heard_ms)
+    _assert_truncated_at_what_was_heard(h, clear, truncate)
     assert truncate["item_id"] == h.fake.responses[1].item_id
     assert len(conn.client_events("response.cancel")) == 1
     assert h.fake.responses[1].status == "cancelled"
@@ -54,7 +66,7 @@ def test_barge_in_while_the_answer_is_buffered_truncates_without_cancelling(make
     caller.speak(600)
     clear = caller.wait_clear(timeout=3)
     truncate = h.fake.wait_for_event("conversation.item.truncate", timeout=3)
-    assert abs(truncate["audio_end_ms"] - clear.playing_heard_ms) <= 60
+    _assert_truncated_at_what_was_heard(h, clear, truncate)
     assert h.fake.client_events("response.cancel") == []
     assert clear.dropped_ms < 200, "the server holds the audio back; Twilio's buffer stays short"
     assert h.fake.invalid_events == [] and h.fake.double_responses == []
@@ -85,7 +97,7 @@ def test_real_speech_after_the_protected_start_cuts_the_greeting(make_harness):
     assert clear.playing_heard_ms < 2000
     truncate = h.fake.wait_for_event("conversation.item.truncate", timeout=3)
     assert truncate["item_id"] == h.fake.responses[0].item_id
-    assert abs(truncate["audio_end_ms"] - clear.playing_heard_ms) <= 60
+    _assert_truncated_at_what_was_heard(h, clear, truncate)
 
 
 def test_speech_that_starts_in_the_protected_start_and_goes_on_cuts_the_greeting(make_harness):
@@ -96,4 +108,7 @@ def test_speech_that_starts_in_the_protected_start_and_goes_on_cuts_the_greeting
     clear = caller.wait_clear(timeout=3)
     # Cut once it is clearly not a burst of noise (speech start + VAD silence window +
     # 300 ms): not at once, and not after the greeting.
-    assert 700 <= clear.playing_heard_ms <= 1000
+    conn = h.fake.connections[0]
+    started_at = next(t for t, event in conn.server_events if event["type"] == "input_audio_buffer.speech_started")
+    assert clear.t - started_at >= 0.700 - 0.020, "the server waited out the noise window"
+    assert 700 <= clear.playing_heard_ms < 3000
