@@ -261,7 +261,8 @@ def _derived_secret(*material: str) -> str:
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32)
         try:
-            with open(path, "x") as fh:
+            # Owner-only: the key signs every stream token.
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
                 fh.write(key)
         except FileExistsError:
             return path.read_text().strip()
