@@ -237,6 +237,7 @@ class BusinessPatch(Body):
     webhook_url: WebhookUrl | None = LEFT_OUT
     webhook_secret: str = Field(LEFT_OUT, min_length=16, max_length=128)
     record_calls: Flag = LEFT_OUT
+    recording_notice: Flag = LEFT_OUT
 
 
 class BusinessCreate(BusinessPatch):
