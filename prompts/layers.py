@@ -1,7 +1,7 @@
 """One builder per prompt layer, each filling its one text file of `prompts/text/`.
 
 `business` is any object with `name, business_prompt, greeting, outbound_greeting,
-use_customer_name` (the ORM `Business` fits). `direction` is "inbound" or "outbound".
+use_customer_name` and optionally `record_calls, recording_notice` (the ORM `Business` fits). `direction` is "inbound" or "outbound".
 """
 from __future__ import annotations
 
@@ -73,8 +73,12 @@ def greeting_text(business, direction: str) -> str:
     """What the agent says first: the business's greeting for this direction, or the default one."""
     field = "greeting" if check_direction(direction) == "inbound" else "outbound_greeting"
     own = (getattr(business, field, "") or "").strip()
-    source = own or dict(sections("greeting.md"))[f"Default ({direction})"]
-    return " ".join(fill(source, {"business_name": business_name(business)})[0].split())
+    texts = dict(sections("greeting.md"))
+    source = own or texts[f"Default ({direction})"]
+    greeting = " ".join(fill(source, {"business_name": business_name(business)})[0].split())
+    if getattr(business, "record_calls", False) and getattr(business, "recording_notice", False):
+        greeting = f"{greeting} {texts['Recording notice']}"
+    return greeting
 
 
 def build_greeting_layer(business, direction: str) -> Layer:

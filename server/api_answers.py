@@ -29,6 +29,7 @@ def business_json(business: Business) -> dict[str, Any]:
         # Shown to the admin, who gives it to the receiving system to check signatures.
         "webhook_secret": business.webhook_secret,
         "record_calls": business.record_calls,
+        "recording_notice": business.recording_notice,
         # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
         "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),

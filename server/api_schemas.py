@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 import pydantic
+from flask import current_app, has_app_context
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WrapValidator
 
 from services.store.call_records import KNOWN_STATUSES
@@ -111,6 +112,17 @@ def is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+def is_webhook_url(value: str) -> bool:
+    """https, or plain http too where the server's settings allow it (WEBHOOK_ALLOW_HTTP, development)."""
+    settings = current_app.config.get("SETTINGS") if has_app_context() else None
+    try:
+        scheme = urlsplit(value).scheme
+    except ValueError:
+        return False
+    allowed = scheme == "https" or (scheme == "http" and getattr(settings, "webhook_allow_http", False))
+    return allowed and is_http_url(value)
+
+
 def from_iso(value: Any) -> datetime:
     """An ISO-8601 time in UTC; one without an offset is taken as UTC, like everything stored."""
     if not isinstance(value, str):
@@ -179,7 +191,7 @@ ConcurrentCalls = count(1, 1000)
 AppointmentMinutes = count(5, 480)
 BusinessName = Annotated[str, Field(max_length=200), AfterValidator(not_blank)]
 WebhookUrl = Annotated[str, Field(max_length=500),
-                       says("must be an http:// or https:// URL of at most 500 characters", is_http_url)]
+                       says("must be an https:// URL of at most 500 characters", is_webhook_url)]
 PhoneNumbers = Annotated[list[str], PlainValidator(distinct_numbers, json_schema_input_type=list[str])]
 WorkingHours = Annotated[dict[str, list[list[str]]],
                          PlainValidator(working_hours, json_schema_input_type=dict[Day, list[tuple[str, str]]])]
@@ -225,6 +237,7 @@ class BusinessPatch(Body):
     webhook_url: WebhookUrl | None = LEFT_OUT
     webhook_secret: str = Field(LEFT_OUT, min_length=16, max_length=128)
     record_calls: Flag = LEFT_OUT
+    recording_notice: Flag = LEFT_OUT
 
 
 class BusinessCreate(BusinessPatch):

@@ -2,13 +2,30 @@
 
 Areas are logger names (`call`, `rx`, `tx`, `realtime`, `store`, `webhooks`, `api`,
 `prompts`, ...). Lines about a call carry `call_sid=`: use `call_logger(area, sid)`.
+
+Privacy: above DEBUG no line carries a full phone number (shown as `…567`, its last three
+digits: `mask_number`, and every E.164-looking run in a line is masked the same way as a
+net), keypad digits, tool arguments or transcripts. Secrets are never logged at any level.
 """
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Mapping
+
+# "+" and 6 or more digits: E.164 as Twilio sends it (call sids and ids carry no "+").
+_E164 = re.compile(r"\+\d{6,15}")
+
+
+def mask_number(number: str | None) -> str:
+    """A phone number as logs show it: only its last three digits."""
+    if not number:
+        return "-"
+    digits = "".join(c for c in number if c.isdigit())
+    return "…" + digits[-3:] if len(digits) > 3 else "…"
+
 
 _RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -30,7 +47,10 @@ class LogfmtFormatter(logging.Formatter):
                 parts.append(f"{key}={_quote(str(value))}")
         if record.exc_info:
             parts.append(f"exc={_quote(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        line = " ".join(parts)
+        if record.levelno > logging.DEBUG:
+            line = _E164.sub(lambda m: mask_number(m.group()), line)
+        return line
 
 
 def _quote(value: str) -> str:

@@ -118,6 +118,10 @@ class Settings:
     # On SIGTERM, how long live calls may go on by themselves before each is told to close with
     # a goodbye (end reason `shutdown`); gunicorn's graceful_timeout must cover it and the goodbye.
     shutdown_drain_s: float = 30.0
+    # Business webhooks go to https on public addresses; these open plain http and loopback or
+    # private targets, for development and tests only.
+    webhook_allow_http: bool = False
+    webhook_allow_private: bool = False
     timing: CallTiming = field(default_factory=CallTiming)
     post_call: PostCall = field(default_factory=PostCall)
 
@@ -240,6 +244,8 @@ class Settings:
                                          low=1, high=100_000),
             twilio_api_base_url=twilio_api_base_url,
             shutdown_drain_s=_number(get, "SHUTDOWN_DRAIN_S", float, defaults.shutdown_drain_s, low=0, high=4 * 3600),
+            webhook_allow_http=_switch(get, "WEBHOOK_ALLOW_HTTP"),
+            webhook_allow_private=_switch(get, "WEBHOOK_ALLOW_PRIVATE"),
             timing=timing,
             post_call=post_call,
         )
@@ -256,6 +262,13 @@ def _number(get, name: str, kind: type, default, *, low, high):
     if not low <= value <= high:
         raise SettingsError(f"{name} must be from {low} to {high}, got {text!r}")
     return value
+
+
+def _switch(get, name: str) -> bool:
+    text = (get(name) or "off").lower()
+    if text not in ("on", "off"):
+        raise SettingsError(f"{name} must be on or off, got {text!r}")
+    return text == "on"
 
 
 _LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -294,7 +307,8 @@ def _derived_secret(*material: str) -> str:
         INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
         key = secrets.token_hex(32)
         try:
-            with open(path, "x") as fh:
+            # Owner-only: the key signs every stream token.
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
                 fh.write(key)
         except FileExistsError:
             return path.read_text().strip()

@@ -94,7 +94,9 @@ def make_world(make_live_server, settings: Settings):
     def make(*, webhook: bool = True, settings_changes: dict | None = None, **business_fields) -> World:
         openai = FakeOpenAI().start()
         receiver = WebhookReceiver(WEBHOOK_SECRET).start()
+        # The receiver is plain http on loopback: the test settings open both, a test may close them.
         live = make_live_server(settings.replace(**{"openai_base_url": openai.base_url, "post_call": TEST_POST_CALL,
+                                                    "webhook_allow_http": True, "webhook_allow_private": True,
                                                     **(settings_changes or {})}))
         if webhook:
             business_fields.setdefault("webhook_url", receiver.url)

@@ -63,7 +63,7 @@ def test_each_problem_is_named_at_once_in_plain_words():
         "phone_numbers": '"0501234567" is not an E.164 number such as +972501234567',
         "transfer_number": "must be an E.164 number such as +972501234567",
         "timezone": "must be an IANA time zone such as Asia/Jerusalem",
-        "webhook_url": "must be an http:// or https:// URL of at most 500 characters",
+        "webhook_url": "must be an https:// URL of at most 500 characters",
         "webhook_secret": "must be at least 16 characters",
         "voicemail_message": "must be at most 1000 characters",
         "colour": "unknown field",

@@ -23,7 +23,8 @@ def _env(world, **extra) -> dict[str, str]:
     settings = world.live.settings
     return {**os.environ, "DATABASE_URL": settings.database_url, "OPENAI_BASE_URL": world.openai.base_url,
             "OPENAI_API_KEY": "sk-test", "SECRET_KEY": "test-secret", "JOB_POLL_S": "0.05", "JOB_BACKOFF_S": "0.05",
-            "LOG_LEVEL": "WARNING", **extra}
+            "LOG_LEVEL": "WARNING", "WEBHOOK_ALLOW_HTTP": "on", "WEBHOOK_ALLOW_PRIVATE": "on",  # the loopback receiver
+            **extra}
 
 
 def _worker_process(world, tmp_path, name: str, **extra) -> subprocess.Popen:

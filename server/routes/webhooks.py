@@ -17,6 +17,7 @@ from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamT
                              twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
 from services.call_limits import Admission, CallLimits
+from services.logging_setup import mask_number
 from services.post_call import recording
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
@@ -124,7 +125,7 @@ def _answer(direction: str) -> Response:
     business_number = to_number if direction == "inbound" else from_number
     business = business_for_number(session, business_number)
     if business is None:
-        log.warning("call for a number of no business", extra={"call_sid": call_sid, "number": business_number,
+        log.warning("call for a number of no business", extra={"call_sid": call_sid, "number": mask_number(business_number),
                                                                "direction": direction})
         if direction == "outbound":
             return _xml(twiml.hangup())

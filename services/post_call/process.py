@@ -67,7 +67,9 @@ def run_webhook(ctx: JobContext, claim: jobs.Claim, log: logging.LoggerAdapter) 
         with ctx.db.session() as session:
             jobs.complete(session, claim)
         return
-    attempt = webhook.post(ctx.http, url, secret, event, ctx.settings.post_call.webhook_timeout_s)
+    settings = ctx.settings
+    attempt = webhook.post(webhook.session(settings.webhook_allow_private, settings.webhook_allow_http), url, secret, event,
+                           settings.post_call.webhook_timeout_s, allow_http=settings.webhook_allow_http)
     with ctx.db.session() as session:
         session.add(WebhookDelivery(job_id=claim.job_id, call_id=claim.call_id, event_id=event["id"],
                                     attempt=claim.attempt, url=url, status_code=attempt.status_code, ok=attempt.ok,

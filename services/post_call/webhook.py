@@ -13,7 +13,12 @@ What a business receives:
 To verify: recompute the HMAC over the raw body bytes, compare in constant time, and
 reject a timestamp more than 5 minutes away from now (a replay). Any 2xx answer is
 success; anything else, or no answer within the timeout, is retried with backoff, and
-every attempt is stored (webhook_deliveries).
+every attempt is stored (webhook_deliveries): its status and timing, never the body
+the receiver answered.
+
+Where it goes: an https URL (plain http only with WEBHOOK_ALLOW_HTTP=on, for development)
+whose host resolves to public addresses only, checked when the socket is opened
+(public_http); redirects are not followed.
 
 The body: {id, type, created_at, call{…}, turns[…], transcript_source, recording_transcript?,
 summary, extraction{…}, lead{…}|null}.
@@ -23,14 +28,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import requests
 
+from services.post_call.public_http import AddressRefused, public_session
 from services.store.models import Call, Lead, Turn, iso, utcnow
+
+log = logging.getLogger("webhooks")
 
 EVENT_TYPE = "call.completed"
 
@@ -86,7 +97,34 @@ class Attempt:
     duration_ms: float
 
 
-def post(http: requests.Session, url: str, secret: str, event: dict[str, Any], timeout_s: float) -> Attempt:
+@lru_cache(maxsize=None)
+def session(allow_private: bool, allow_http: bool) -> requests.Session:
+    """One pooled session per process for each policy; the check runs on every new socket.
+    `allow_http` is applied by `post`; it is a key here so that it is logged once when on."""
+    if allow_http:
+        log.warning("webhooks may go to plain http:// URLs (WEBHOOK_ALLOW_HTTP=on): development only")
+    if allow_private:
+        log.warning("webhooks may go to loopback and private addresses (WEBHOOK_ALLOW_PRIVATE=on): tests only")
+    return public_session(allow_private)
+
+
+def refusal(url: str, allow_http: bool) -> str | None:
+    """Why `url` is not a webhook address this server sends to, before any connection."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "refused: not a URL"
+    allowed = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in allowed or not parts.hostname:
+        return "refused: the webhook URL must be https://" + ("" if allow_http else " (WEBHOOK_ALLOW_HTTP is off)")
+    return None
+
+
+def post(http: requests.Session, url: str, secret: str, event: dict[str, Any], timeout_s: float,
+         *, allow_http: bool = False) -> Attempt:
+    refused = refusal(url, allow_http)
+    if refused:
+        return Attempt(False, None, refused, 0.0)
     body = encode(event)
     timestamp = int(time.time())
     headers = {
@@ -100,12 +138,30 @@ def post(http: requests.Session, url: str, secret: str, event: dict[str, Any], t
     started = time.monotonic()
     try:
         # No redirects: a redirect would carry the signed event to a host the business did not name.
-        response = http.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False)
-    except requests.RequestException as exc:
-        return Attempt(False, None, f"{type(exc).__name__}: {exc}"[:500], _ms_since(started))
+        # stream=True: the status line is all that is wanted; the body is never downloaded.
+        response = http.post(url, data=body, headers=headers, timeout=timeout_s, allow_redirects=False,
+                             stream=True)
+    except (requests.RequestException, AddressRefused) as exc:
+        return Attempt(False, None, _reason(exc), _ms_since(started))
+    response.close()  # the body is the receiver's and may echo the caller's words: not kept
     ok = 200 <= response.status_code < 300
-    error = None if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+    error = None if ok else f"HTTP {response.status_code}"
     return Attempt(ok, response.status_code, error, _ms_since(started))
+
+
+def _reason(exc: BaseException) -> str:
+    """The refusal itself when the address check said no, else the transport's error."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # requests' error -> urllib3's MaxRetryError -> the connection's error -> ours
+        if isinstance(seen, AddressRefused):
+            return f"refused: {seen}"[:500]
+        inner = getattr(seen, "reason", None) or seen.__cause__
+        if inner is None:
+            inner = next((arg for arg in seen.args if isinstance(arg, BaseException)), None)
+        if not isinstance(inner, BaseException):
+            break
+        seen = inner
+    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _ms_since(started: float) -> float:

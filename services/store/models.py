@@ -73,6 +73,8 @@ class Business(Base):
     webhook_secret: Mapped[str | None] = mapped_column(String(128), default=new_webhook_secret)
     # Dual-channel recording of every call, started when the stream starts.
     record_calls: Mapped[bool] = mapped_column(Boolean, default=True)
+    # With recording on, the greeting ends with a short notice that the call is recorded.
+    recording_notice: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

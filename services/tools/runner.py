@@ -137,7 +137,7 @@ class CallTools:
             metrics.TOOL_CALLS.labels(call.name, outcome).inc()
 
     def _end_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
-        self._log.info("the agent ends the call", extra={"why": args.get("reason", "")[:200]})
+        self._log.info("the agent ends the call")  # not its reason: a tool argument, the caller's words
         return self._begin_ending(EndReason.AGENT_HANGUP, "After end_call", response_id, spoke, cancellable=True)
 
     def _transfer_call(self, args: dict, response_id: str, spoke: bool) -> tuple[dict, bool]:
@@ -148,7 +148,7 @@ class CallTools:
             call = session.scalar(select(Call).where(Call.call_sid == self._context.call_sid))
             if call is not None:
                 call.transfer_to = number
-        self._log.info("transfer to a person", extra={"why": args.get("reason", "")[:200]})
+        self._log.info("transfer to a person")  # not its reason: a tool argument
         return self._begin_ending(EndReason.TRANSFER, "After transfer_call", response_id, spoke, cancellable=False)
 
     def _begin_ending(self, reason: EndReason, event: str, response_id: str, spoke: bool, *,

@@ -11,6 +11,7 @@ import prompts
 from server import api_answers as answers
 from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
+from services.logging_setup import mask_number
 from services.store.models import Business, PhoneNumber, utcnow
 from server.routes.api.common import commit_or_409, get_or_404, json_object
 
@@ -35,7 +36,7 @@ def create_business():
     business = Business(**fields, phone_numbers=[PhoneNumber(e164=n) for n in numbers])
     session.add(business)
     commit_or_409(session, NUMBER_TAKEN)
-    log.info("business created", extra={"business_id": business.id, "numbers": ",".join(numbers)})
+    log.info("business created", extra={"business_id": business.id, "numbers": ",".join(map(mask_number, numbers))})
     return answers.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
 
 
