@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=False)
     app.config["SETTINGS"] = settings
     app.json.ensure_ascii = False  # Hebrew stays readable in API answers.
+    app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # every route: a larger body is a 413, unread
     db = request_db.init_app(app, settings.database_url)
 
     from server import cli

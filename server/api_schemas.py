@@ -130,6 +130,22 @@ def from_iso(value: Any) -> datetime:
     return as_utc(datetime.fromisoformat(value)).astimezone(timezone.utc)
 
 
+# C0 and C1 controls and DEL, but for new lines and tabs: a NUL breaks PostgreSQL text, the
+# rest breaks logs, CSV exports and the prompt. Format marks (RLM, LRM) stay: Hebrew uses them.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def no_control_characters(value: str) -> str:
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("must not contain control characters (new lines and tabs are fine)")
+    return value
+
+
+def text(max_length: int, min_length: int = 0) -> Any:
+    """A string of bounded length without control characters: every text field of a body."""
+    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(no_control_characters)]
+
+
 def not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -189,9 +205,15 @@ Status = choice(*sorted(KNOWN_STATUSES))
 Id = count(1, MAX_ID)
 ConcurrentCalls = count(1, 1000)
 AppointmentMinutes = count(5, 480)
-BusinessName = Annotated[str, Field(max_length=200), AfterValidator(not_blank)]
+BusinessName = Annotated[text(200), AfterValidator(not_blank)]
+PersonName = text(200)
+Prompt = text(20_000)
+Greeting = text(1_000)
+Notes = text(5_000)
+WebhookSecret = text(128, min_length=16)
 WebhookUrl = Annotated[str, Field(max_length=500),
-                       says("must be an https:// URL of at most 500 characters", is_webhook_url)]
+                       says("must be an https:// URL of at most 500 characters", is_webhook_url),
+                       AfterValidator(no_control_characters)]
 PhoneNumbers = Annotated[list[str], PlainValidator(distinct_numbers, json_schema_input_type=list[str])]
 WorkingHours = Annotated[dict[str, list[list[str]]],
                          PlainValidator(working_hours, json_schema_input_type=dict[Day, list[tuple[str, str]]])]
@@ -223,19 +245,19 @@ class BusinessPatch(Body):
     name: BusinessName = LEFT_OUT
     phone_numbers: PhoneNumbers = LEFT_OUT
     voice: Voice = LEFT_OUT
-    business_prompt: str = LEFT_OUT
-    greeting: str = LEFT_OUT
-    outbound_greeting: str = LEFT_OUT
+    business_prompt: Prompt = LEFT_OUT
+    greeting: Greeting = LEFT_OUT
+    outbound_greeting: Greeting = LEFT_OUT
     transfer_number: Phone | None = LEFT_OUT
     transfer_on_shutdown: Flag = LEFT_OUT
     timezone: TimeZone = LEFT_OUT
     working_hours: WorkingHours = LEFT_OUT
     max_concurrent_calls: ConcurrentCalls = LEFT_OUT
     use_customer_name: Flag = LEFT_OUT
-    voicemail_message: str = Field(LEFT_OUT, max_length=1000)
+    voicemail_message: Greeting = LEFT_OUT
     appointment_minutes: AppointmentMinutes = LEFT_OUT
     webhook_url: WebhookUrl | None = LEFT_OUT
-    webhook_secret: str = Field(LEFT_OUT, min_length=16, max_length=128)
+    webhook_secret: WebhookSecret = LEFT_OUT
     record_calls: Flag = LEFT_OUT
     recording_notice: Flag = LEFT_OUT
 
@@ -249,9 +271,9 @@ class BusinessCreate(BusinessPatch):
 class LeadCreate(Body):
     business_id: Id
     phone: Phone
-    name: str | None = Field(LEFT_OUT, max_length=200)
+    name: PersonName | None = LEFT_OUT
     gender: Gender | None = LEFT_OUT
-    notes: str = LEFT_OUT
+    notes: Notes = LEFT_OUT
 
 
 class OutboundCallRequest(Body):

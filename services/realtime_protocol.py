@@ -146,58 +146,102 @@ ServerEvent = (
 )
 
 
-def _usage(raw: Mapping[str, Any] | None) -> Usage | None:
+def _object(parent: Mapping[str, Any], key: str, required: bool = True) -> dict[str, Any]:
+    """`parent[key]`, a JSON object; an optional one left out (or null) reads as {}."""
+    value = parent[key] if required else parent.get(key) or {}
+    if type(value) is not dict:
+        raise TypeError(f"{key} is not an object")
+    return value
+
+
+def _text(parent: Mapping[str, Any], key: str, default: str | None = None) -> str:
+    """`parent[key]`, a string; with a `default`, one left out (or null, or empty) reads as it."""
+    value = parent[key] if default is None else parent.get(key) or default
+    if type(value) is not str:
+        raise TypeError(f"{key} is not a string")
+    return value
+
+
+def _count(parent: Mapping[str, Any], key: str) -> int:
+    value = parent.get(key) or 0
+    if type(value) is not int:
+        raise TypeError(f"{key} is not an integer")
+    return value
+
+
+def _usage(raw: Any) -> Usage | None:
     if not raw:
         return None
-    inp = raw.get("input_token_details") or {}
-    out = raw.get("output_token_details") or {}
+    if type(raw) is not dict:
+        raise TypeError("usage is not an object")
+    inp = _object(raw, "input_token_details", required=False)
+    out = _object(raw, "output_token_details", required=False)
     return Usage(
-        input_text=int(inp.get("text_tokens") or 0),
-        input_audio=int(inp.get("audio_tokens") or 0),
-        input_cached=int(inp.get("cached_tokens") or 0),
-        output_text=int(out.get("text_tokens") or 0),
-        output_audio=int(out.get("audio_tokens") or 0),
+        input_text=_count(inp, "text_tokens"),
+        input_audio=_count(inp, "audio_tokens"),
+        input_cached=_count(inp, "cached_tokens"),
+        output_text=_count(out, "text_tokens"),
+        output_audio=_count(out, "audio_tokens"),
     )
+
+
+def _function_calls(output: Any) -> tuple[FunctionCall, ...]:
+    if not output:
+        return ()
+    if type(output) is not list:
+        raise TypeError("output is not a list")
+    calls = []
+    for item in output:
+        if type(item) is not dict:
+            raise TypeError("output item is not an object")
+        if item.get("type") == "function_call":
+            calls.append(FunctionCall(call_id=_text(item, "call_id"), name=_text(item, "name"),
+                                      arguments=_text(item, "arguments", "{}")))
+    return tuple(calls)
 
 
 def _response_done(e: Mapping[str, Any]) -> ResponseDone:
-    response = e["response"]
-    calls = tuple(
-        FunctionCall(call_id=item["call_id"], name=item["name"], arguments=item.get("arguments") or "{}")
-        for item in response.get("output") or ()
-        if item.get("type") == "function_call"
-    )
-    details = response.get("status_details") or {}
-    reason = details.get("reason") or (details.get("error") or {}).get("message")
-    return ResponseDone(response_id=response.get("id") or "", status=response.get("status") or "completed",
-                        usage=_usage(response.get("usage")), function_calls=calls, status_reason=reason)
+    response = _object(e, "response")
+    details = _object(response, "status_details", required=False)
+    reason = details.get("reason") or _object(details, "error", required=False).get("message")
+    return ResponseDone(response_id=_text(response, "id", ""), status=_text(response, "status", "completed"),
+                        usage=_usage(response.get("usage")), function_calls=_function_calls(response.get("output")),
+                        status_reason=reason if type(reason) is str else None)
 
 
 def _error(e: Mapping[str, Any]) -> ServerError:
-    err = e.get("error") or {}
-    code = str(err.get("code") or err.get("type") or "error")
-    fatal = err.get("type") in FATAL_ERROR_TYPES or code in FATAL_ERROR_CODES
-    return ServerError(code=code, message=str(err.get("message") or ""), fatal=fatal)
+    err = _object(e, "error", required=False)
+    code, kind = err.get("code") or err.get("type") or "error", err.get("type")
+    if type(code) is not str or (kind is not None and type(kind) is not str):
+        raise TypeError("error.code or error.type is not a string")
+    fatal = kind in FATAL_ERROR_TYPES or code in FATAL_ERROR_CODES
+    return ServerError(code=code, message=_text(err, "message", ""), fatal=fatal)
 
 
 # Only the types the call acts on; the rest (session.created, conversation.item.truncated,
-# rate_limits.updated, ...) become `Ignored` without being read further.
+# rate_limits.updated, ...) become `Ignored` without being read further. Every field is
+# checked for its JSON type: a list where a string belongs is a ProtocolError here, not a
+# crash later in the call.
 _PARSERS = {
     "session.updated": lambda e: SessionUpdated(),
-    "response.created": lambda e: ResponseCreated(response_id=e["response"]["id"]),
+    "response.created": lambda e: ResponseCreated(response_id=_text(_object(e, "response"), "id")),
     "response.output_item.added": lambda e: OutputItemAdded(
-        response_id=e["response_id"], item_id=e["item"]["id"], item_type=e["item"].get("type") or ""),
-    "response.output_audio.done": lambda e: AudioDone(response_id=e["response_id"], item_id=e["item_id"]),
-    "response.output_audio_transcript.delta": lambda e: TranscriptDelta(item_id=e["item_id"], delta=e["delta"]),
-    "response.output_audio_transcript.done": lambda e: TranscriptDone(item_id=e["item_id"], transcript=e["transcript"]),
+        response_id=_text(e, "response_id"), item_id=_text(_object(e, "item"), "id"),
+        item_type=_text(_object(e, "item"), "type", "")),
+    "response.output_audio.done": lambda e: AudioDone(response_id=_text(e, "response_id"),
+                                                      item_id=_text(e, "item_id")),
+    "response.output_audio_transcript.delta": lambda e: TranscriptDelta(item_id=_text(e, "item_id"),
+                                                                        delta=_text(e, "delta")),
+    "response.output_audio_transcript.done": lambda e: TranscriptDone(item_id=_text(e, "item_id"),
+                                                                      transcript=_text(e, "transcript")),
     "response.done": _response_done,
-    "input_audio_buffer.speech_started": lambda e: SpeechStarted(item_id=e.get("item_id") or ""),
-    "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(item_id=e.get("item_id") or ""),
-    "input_audio_buffer.committed": lambda e: InputCommitted(item_id=e.get("item_id") or ""),
+    "input_audio_buffer.speech_started": lambda e: SpeechStarted(item_id=_text(e, "item_id", "")),
+    "input_audio_buffer.speech_stopped": lambda e: SpeechStopped(item_id=_text(e, "item_id", "")),
+    "input_audio_buffer.committed": lambda e: InputCommitted(item_id=_text(e, "item_id", "")),
     "conversation.item.input_audio_transcription.completed": lambda e: InputTranscript(
-        item_id=e["item_id"], transcript=e.get("transcript") or ""),
+        item_id=_text(e, "item_id"), transcript=_text(e, "transcript", "")),
     "conversation.item.input_audio_transcription.failed": lambda e: InputTranscriptFailed(
-        item_id=e["item_id"], message=str((e.get("error") or {}).get("message") or "")),
+        item_id=_text(e, "item_id"), message=_text(_object(e, "error", required=False), "message", "")),
     "error": _error,
 }
 
@@ -206,20 +250,24 @@ def parse_server_event(text: str | bytes) -> ServerEvent:
     try:
         event = json.loads(text)
         kind = event["type"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"unreadable server event: {exc}") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise ProtocolError(f"unreadable server event: {type(exc).__name__}") from None
+    if type(event) is not dict or type(kind) is not str:
+        raise ProtocolError("server event without a string type")
     if kind == "response.output_audio.delta":  # the hot one: by far the most frequent
         try:
-            return AudioDelta(response_id=event["response_id"], item_id=event["item_id"],
-                              audio=binascii.a2b_base64(event["delta"]))
-        except (KeyError, TypeError, binascii.Error) as exc:
+            response_id, item_id, delta = event["response_id"], event["item_id"], event["delta"]
+            if type(response_id) is not str or type(item_id) is not str or type(delta) is not str:
+                raise TypeError("response_id, item_id or delta is not a string")
+            return AudioDelta(response_id=response_id, item_id=item_id, audio=binascii.a2b_base64(delta))
+        except (KeyError, TypeError, ValueError) as exc:  # ValueError: bad base64 or a non-ASCII character
             raise ProtocolError(f"bad audio delta: {exc}") from None
     parser = _PARSERS.get(kind)
     if parser is None:
-        return Ignored(type=str(kind))
+        return Ignored(type=kind)
     try:
         return parser(event)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError) as exc:
         raise ProtocolError(f"bad {kind} event: missing or malformed {exc}") from None
 
 

@@ -14,6 +14,8 @@ import sys
 
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _BYTE_ORDER = sys.byteorder
+# A peer fragmenting a message into one-byte frames would cost a bytes object per byte.
+MAX_FRAGMENTS = 1024
 
 
 class FrameProtocolError(ValueError):
@@ -73,6 +75,7 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._max = max_message
         self._parts: list[bytes] = []
+        self._parts_size = 0  # kept as it grows: summing the parts per fragment is quadratic
         self._message_opcode = 0
 
     def feed(self, data: bytes) -> None:
@@ -89,6 +92,8 @@ class FrameDecoder:
                 return None
             fin, opcode, payload = frame
             if opcode >= OP_CLOSE:
+                if opcode > OP_PONG:
+                    raise FrameProtocolError(1002, f"unknown opcode {opcode}")
                 if not fin or len(payload) > 125:
                     raise FrameProtocolError(1002, "fragmented or oversized control frame")
                 return opcode, payload
@@ -104,11 +109,13 @@ class FrameDecoder:
             if fin and not self._parts:
                 return opcode, payload
             self._parts.append(payload)
-            if sum(map(len, self._parts)) > self._max:
-                raise FrameProtocolError(1009, "message too big")
+            self._parts_size += len(payload)
+            if self._parts_size > self._max or len(self._parts) > MAX_FRAGMENTS:
+                raise FrameProtocolError(1009, "message too big or in too many fragments")
             if fin:
                 whole = b"".join(self._parts)
                 self._parts.clear()
+                self._parts_size = 0
                 return self._message_opcode, whole
 
     def _frame(self) -> tuple[bool, int, bytes] | None:

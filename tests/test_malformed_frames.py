@@ -101,3 +101,31 @@ def test_with_an_auth_token_the_upgrade_needs_twilios_signature(make_harness):
     signature = RequestValidator("tok").compute_signature("wss://agent.example.com/ws/twilio-media", {})
     ws = websocket.create_connection(h.live.media_url, timeout=5, header=[f"X-Twilio-Signature: {signature}"])
     ws.close()
+
+
+# Frames that once raised inside the parser: a call ended as server_error on any of them.
+CRASHERS = [
+    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "mediaFormat": {"sampleRate": "x"}}}),
+    json.dumps({"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": ["a"]}}),
+    json.dumps({"event": "start", "start": ["MZ1"]}),
+    json.dumps({"event": "media", "media": {"payload": "שלום"}}),
+    json.dumps({"event": "mark", "mark": {"name": {"deep": [1]}}}),
+    json.dumps({"event": "dtmf", "dtmf": {"digit": ["5"]}}),
+    '{"event": "start", "start": {"mediaFormat": {"sampleRate": Infinity}}}',
+    "[" * 100_000 + "]" * 100_000,
+]
+
+
+def test_frames_that_crashed_the_parser_mid_call_are_dropped_and_the_call_goes_on(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING, Reply("כן?", 800)]))
+    victim = h.call()
+    victim.wait_heard(1000, timeout=5)
+    for junk in CRASHERS:
+        victim.send_raw(junk)
+    victim.wait_quiet(150)
+    victim.speak(600)
+    victim.wait_heard(1800, timeout=5)
+    victim.stop()
+    stored = h.wait_ended(victim.call_sid)
+    assert stored.row.end_reason == "caller_hangup"
+    assert sum(stored.row.metrics["frames_dropped"].values()) == len(CRASHERS)

@@ -89,3 +89,80 @@ def test_tools_are_declared_as_ga_function_tools():
     assert session["tools"] == [{"type": "function", "name": "end_call", "description": "End the call.",
                                  "parameters": tool.parameters}]
     assert session["tool_choice"] == "auto"
+
+
+# --- hostile input: only ProtocolError escapes ------------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12)
+KNOWN_TYPES = sorted(rt._PARSERS) + ["response.output_audio.delta"]
+KEYS = ["response", "response_id", "item_id", "item", "delta", "transcript", "error", "id", "type", "status",
+        "output", "usage", "status_details", "call_id", "name", "arguments", "input_token_details",
+        "output_token_details", "text_tokens", "audio_tokens", "cached_tokens", "code", "message", "reason"]
+event_like = st.recursive(
+    json_values,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(KEYS), inner, max_size=5),
+    max_leaves=20)
+
+
+def _parses_or_refuses(text):
+    try:
+        event = rt.parse_server_event(text)
+    except rt.ProtocolError:
+        return None
+    # Every field the call reads holds its type: str fields strings, counts integers.
+    for name in event.__slots__:
+        value = getattr(event, name)
+        if name in ("usage",) and value is not None:
+            assert all(type(getattr(value, f)) is int for f in value.__slots__)
+        elif name == "function_calls":
+            assert all(isinstance(v, str) for call in value for v in (call.call_id, call.name, call.arguments))
+        elif name == "audio":
+            assert isinstance(value, bytes)
+        elif name == "fatal":
+            assert isinstance(value, bool)
+        else:
+            assert value is None or isinstance(value, str), (name, value)
+    return event
+
+
+@PROPERTY
+@given(st.sampled_from(KNOWN_TYPES), st.dictionaries(st.sampled_from(KEYS), event_like, max_size=6))
+def test_any_known_event_with_any_fields_is_parsed_or_refused(kind, fields):
+    _parses_or_refuses(json.dumps(dict(fields, type=kind)))
+
+
+@PROPERTY
+@given(json_values)
+def test_any_json_document_is_parsed_or_refused(value):
+    _parses_or_refuses(json.dumps(value))
+
+
+@PROPERTY
+@given(st.binary() | st.text())
+def test_any_bytes_or_text_is_parsed_or_refused(data):
+    _parses_or_refuses(data)
+
+
+@pytest.mark.parametrize("text", [
+    '{"type": ["response.done"]}',
+    '{"type": "response.output_audio.delta", "response_id": "r", "item_id": "i", "delta": "\u05e9"}',
+    '{"type": "response.output_audio.delta", "response_id": {}, "item_id": "i", "delta": "/w=="}',
+    '{"type": "response.output_item.added", "response_id": "r", "item": [1]}',
+    '{"type": "response.done", "response": []}',
+    '{"type": "response.done", "response": {"output": [1]}}',
+    '{"type": "response.done", "response": {"usage": {"input_token_details": {"text_tokens": Infinity}}}}',
+    '{"type": "response.done", "response": {"usage": [1]}}',
+    '{"type": "error", "error": ["boom"]}',
+    '{"type": "response.output_audio_transcript.delta", "item_id": "i", "delta": 7}',
+    '[' * 100_000 + ']' * 100_000,
+    b'{"type": "\xff"}',
+])
+def test_events_that_crashed_the_parser_or_slipped_through_are_protocol_errors(text):
+    with pytest.raises(rt.ProtocolError):
+        rt.parse_server_event(text)

@@ -144,3 +144,85 @@ def test_the_library_leaves_every_frame_to_us_and_writes_nothing_after_our_close
     assert received == ws_frames.close_frame(1000)
     with pytest.raises(SocketClosed):
         twilio.send("late")
+
+
+# --- hostile input: only FrameProtocolError escapes ---------------------------------------
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _drain(decoder):
+    messages = []
+    while (message := decoder.next()) is not None:
+        messages.append(message)
+    return messages
+
+
+@PROPERTY
+@given(st.binary(max_size=4096), st.booleans())
+def test_any_bytes_give_messages_or_a_protocol_error(data, masked):
+    decoder = FrameDecoder(max_message=2048, masked=masked)
+    decoder.feed(data)
+    try:
+        for opcode, payload in _drain(decoder):
+            assert opcode in (ws_frames.OP_TEXT, ws_frames.OP_BINARY, ws_frames.OP_CLOSE, ws_frames.OP_PING,
+                              ws_frames.OP_PONG)
+            assert isinstance(payload, bytes) and len(payload) <= 2048
+    except FrameProtocolError as exc:
+        assert exc.code in (1002, 1009)
+
+
+# One message: (opcode, its fragments' payloads); a control frame may sit between fragments.
+message_strategy = st.tuples(st.sampled_from([ABNF.OPCODE_TEXT, ABNF.OPCODE_BINARY]),
+                             st.lists(st.binary(max_size=300), min_size=1, max_size=4),
+                             st.booleans())
+
+
+@PROPERTY
+@given(st.lists(message_strategy, min_size=1, max_size=6), st.data())
+def test_a_valid_stream_cut_anywhere_gives_the_same_messages(messages, data):
+    stream = b""
+    for opcode, fragments, ping_between in messages:
+        for index, fragment in enumerate(fragments):
+            stream += client_frame(fragment, opcode if index == 0 else ABNF.OPCODE_CONT,
+                                   fin=int(index == len(fragments) - 1))
+            if ping_between and index == 0:
+                stream += client_frame(b"ping", ABNF.OPCODE_PING)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
+    decoder = FrameDecoder()
+    received = []
+    for start, end in zip([0] + cuts, cuts + [len(stream)]):
+        decoder.feed(stream[start:end])
+        received.extend(_drain(decoder))
+    assert received == list(_in_send_order(messages))
+
+
+def _in_send_order(messages):
+    """A ping after a message's first fragment comes before the message, unless that fragment was its last."""
+    for opcode, fragments, ping_between in messages:
+        if ping_between and len(fragments) > 1:
+            yield ws_frames.OP_PING, b"ping"
+            yield opcode, b"".join(fragments)
+        else:
+            yield opcode, b"".join(fragments)
+            if ping_between:
+                yield ws_frames.OP_PING, b"ping"
+
+
+def test_a_reserved_control_opcode_is_a_protocol_error():
+    decoder = FrameDecoder()
+    decoder.feed(ws_frames.encode(0xB, b"", key=b"\x01\x02\x03\x04"))
+    with pytest.raises(FrameProtocolError) as caught:
+        decoder.next()
+    assert caught.value.code == 1002
+
+
+def test_a_message_in_too_many_fragments_is_refused():
+    decoder = FrameDecoder()
+    decoder.feed(client_frame(b"x", ABNF.OPCODE_TEXT, fin=0)
+                 + client_frame(b"x", ABNF.OPCODE_CONT, fin=0) * (ws_frames.MAX_FRAGMENTS + 1))
+    with pytest.raises(FrameProtocolError) as caught:
+        decoder.next()
+    assert caught.value.code == 1009

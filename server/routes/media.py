@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
+import gevent
 from flask import Blueprint, Flask, abort, current_app, request
 from flask_sock import Sock
 from sqlalchemy import update
@@ -20,9 +21,10 @@ bp = Blueprint("media", __name__)
 sock = Sock()
 log = logging.getLogger("media")
 
-# Twilio sends `connected` and `start` first; a peer that does not within this is not Twilio.
-START_TIMEOUT_S = 10.0
-MAX_FRAMES_BEFORE_START = 50
+# Twilio sends `connected` and `start` first; a peer that does not, in all, within this
+# time and this many frames is not Twilio: it holds a socket and a greenlet for nothing.
+START_TIMEOUT_S = 5.0
+MAX_FRAMES_BEFORE_START = 5
 
 
 @bp.before_request
@@ -79,21 +81,23 @@ def _refuse_while_stopping(twilio: TwilioSocket, setup: CallSetup) -> None:
 def _await_start(twilio: TwilioSocket) -> CallSetup | None:
     """Read frames until `start`; return the call's setup if its token is good."""
     settings = current_app.config["SETTINGS"]
-    for _ in range(MAX_FRAMES_BEFORE_START):
-        message = twilio.receive(timeout=START_TIMEOUT_S)
-        if message is None:
-            log.warning("no start frame within the time allowed", extra={"timeout_s": START_TIMEOUT_S})
-            return None
-        try:
-            event = tw.parse_frame(message)
-        except tw.FrameError as exc:
-            log.warning("dropped malformed frame before start", extra={"reason": exc.reason})
-            continue
-        if isinstance(event, tw.Start):
-            return _authorise(event, settings)
-        if not isinstance(event, tw.Connected):
-            log.warning("frame before start dropped", extra={"event": type(event).__name__})
-    log.warning("no start frame", extra={"frames": MAX_FRAMES_BEFORE_START})
+    # One deadline for them all: the socket's own timeout is per read, and a peer trickling
+    # bytes would reset it with each one.
+    with gevent.Timeout(START_TIMEOUT_S, False):
+        for _ in range(MAX_FRAMES_BEFORE_START):
+            message = twilio.receive()
+            try:
+                event = tw.parse_frame(message)
+            except tw.FrameError as exc:
+                log.warning("dropped malformed frame before start", extra={"reason": exc.reason})
+                continue
+            if isinstance(event, tw.Start):
+                return _authorise(event, settings)
+            if not isinstance(event, tw.Connected):
+                log.warning("frame before start dropped", extra={"event": type(event).__name__})
+        log.warning("no start frame", extra={"frames": MAX_FRAMES_BEFORE_START})
+        return None
+    log.warning("no start frame within the time allowed", extra={"timeout_s": START_TIMEOUT_S})
     return None
 
 

@@ -34,6 +34,18 @@ def _warn_when_unchecked(state) -> None:
         log.warning(SIGNATURE_CHECK_OFF_WARNING)
 
 
+# Twilio's webhook forms are a few kilobytes.
+MAX_WEBHOOK_BODY = 64 << 10
+
+
+@bp.before_request
+def _limit_body_size() -> None:
+    """Before the signature check reads the form: a body over the limit is a 413, never parsed."""
+    if request.content_length is not None and request.content_length > MAX_WEBHOOK_BODY:
+        abort(413, "the body is too large")
+    request.max_content_length = MAX_WEBHOOK_BODY  # a body without a length stops at the limit too
+
+
 @bp.before_request
 def _check_twilio_signature() -> None:
     settings = _settings()
