@@ -45,8 +45,8 @@ import gevent  # noqa: E402
 import requests  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from bench.calls import (BUSINESS_NUMBER, ROOT, Run, keep_server_log, merged_histogram, percentile,  # noqa: E402
-                         playout_gaps, read_fake_stats, rss_kb, worker_pids)
+from bench.calls import (BUSINESS_NUMBER, CLOCK_TICK_MS, ROOT, Run, cpu_ms, keep_server_log,  # noqa: E402
+                         merged_histogram, percentile, playout_gaps, read_fake_stats, rss_kb, worker_pids)
 from bench.lean_caller import LeanCall  # noqa: E402
 from bench.loop_lag import LoopLag  # noqa: E402
 from bench.twilio_peer import place_call  # noqa: E402
@@ -100,7 +100,9 @@ class Soak:
         self.draining: set[str] = set()  # call sids on the worker told to stop
         self.rss: dict[int, list[tuple[float, int]]] = {}
         self.born: dict[int, int] = {}  # each worker's start time: a pid is ours only while it matches
-        self.samples: list[tuple[float, int, float | None]] = []  # (t, live calls, journal queue depth)
+        # Each second: (t, live calls, journal queue depth, the machine's busy CPU ms, this run's CPU ms).
+        self.samples: list[tuple[float, int, float | None, float, float]] = []
+        self.cpu_seen: dict[int, float] = {}  # this run's processes' CPU ms, as last read
         self.marks: dict[str, float] = {}  # what happened when (monotonic; wall clock as *_wall)
         self.stopped: dict = {}
         self.metrics: dict[str, float] = {}
@@ -195,14 +197,20 @@ class Soak:
     def sample(self) -> None:
         for k in itertools.count():
             now = time.monotonic()
-            for pid in worker_pids(self.master):
+            workers = worker_pids(self.master)
+            for pid in workers:
                 try:
                     self.rss.setdefault(pid, []).append((now, rss_kb(pid)))
                     self.born.setdefault(pid, born(pid))
                 except OSError:
                     pass
+            for pid in [*workers, self.master, self.run.fake.pid, os.getpid()]:
+                try:
+                    self.cpu_seen[pid] = cpu_ms(pid)
+                except OSError:
+                    pass
             depth = self.scrape().get("journal_queue_depth") if k % 2 == 0 else None
-            self.samples.append((now, self.live, depth))
+            self.samples.append((now, self.live, depth, machine_busy_ms(), sum(self.cpu_seen.values())))
             gevent.sleep(1.0)
 
     def scrape(self) -> dict[str, float]:
@@ -273,6 +281,13 @@ class Soak:
                         Call.stream_sid.is_not(None), Call.end_reason.is_(None))):
                     return
             gevent.sleep(0.5)
+
+
+def machine_busy_ms() -> float:
+    """The CPU time all cores have spent busy since boot, whatever ran."""
+    user, nice, system, idle, iowait, irq, softirq, steal = (
+        int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9])
+    return (user + nice + system + irq + softirq + steal) * CLOCK_TICK_MS
 
 
 def born(pid: int) -> int:
@@ -369,20 +384,52 @@ def audio_window(soak: Soak, callers: list[LeanCall], stored: list, conns: list[
               and as_utc(r.answered_at).timestamp() <= pause_wall[1]
               and as_utc(r.ended_at).timestamp() >= pause_wall[0]}
     tx_rows = [(r.call_sid, r.end_reason, r.metrics or {}) for r in stored if (r.call_sid in during) == inside]
-    return {"arrival_delay_ms": p(delays), "playout_gaps": len(gaps), "playout_gaps_at_s_ms": gaps[:50],
+    return {"arrival_delay_ms": p(delays), "playout_gaps": len(gaps),
+            "playout_gaps_5ms": sum(1 for _, ms in gaps if ms >= 5), "playout_gap_ms": p([ms for _, ms in gaps]),
+            "playout_gaps_at_s_ms": sorted(gaps)[:50],
             "answer_start_ms": p(answers), "server_tx_calls": len(tx_rows),
             "server_tx_lateness_p99_ms": histogram_percentile(merged_histogram(tx_rows, "tx_lateness_ms"), 99)}
 
 
+def timeline(soak: Soak, callers: list[LeanCall], step_s: float = 10.0) -> list[dict]:
+    """Every `step_s`: live calls, agent frames received and those 20 ms or more late, playout
+    gaps, the journal's queue, the workers' RSS, and CPU in cores: the machine's (anything
+    running on it) and this run's processes' (gunicorn, the fake, the callers)."""
+    def bin_of(t: float) -> int:
+        return int((t - soak.t0) // step_s)
+
+    delays = arrival_delays(callers)
+    frames, late = Counter(bin_of(t) for t, _ in delays), Counter(bin_of(t) for t, ms in delays if ms >= 20)
+    gaps = Counter(bin_of(t) for t, _ in playout_gaps(callers))
+    last = {}  # each bin's last sample
+    for sample in soak.samples:
+        last[bin_of(sample[0])] = sample
+    rows, before = [], soak.samples[0] if soak.samples else None
+    for k, (t, live, _, busy, ours) in sorted(last.items()):
+        dt = (t - before[0]) * 1000 or 1.0
+        depths = [s[2] for s in soak.samples if bin_of(s[0]) == k and s[2] is not None]
+        rows.append({"t": round(k * step_s), "live": live, "frames": frames[k], "late_20ms": late[k], "gaps": gaps[k],
+                     "journal_queue": max(depths, default=None),
+                     "machine_cores": round((busy - before[3]) / dt, 2), "run_cores": round((ours - before[4]) / dt, 2),
+                     "rss_mb": {str(pid): round([kb for ts, kb in series if ts <= t][-1] / 1024, 1)
+                                for pid, series in soak.rss.items() if series[0][0] <= t and series[-1][0] >= t - 2}})
+        before = last[k]
+    return rows
+
+
 def memory_figures(soak: Soak, stored: list) -> dict:
     """Each worker's RSS from its first sample (before any call) to its last (the stopped one's:
-    before the SIGTERM), over the calls it carried; and at steady load, from the first minute to
-    the SIGTERM (about as many calls live at both), over the calls that started in between."""
+    before the SIGTERM), over the calls it carried; and at steady load, over the calls that started
+    between the first minute (or 10 s after the pause: what the journal held meanwhile stays in
+    the heap) and the SIGTERM, with about as many calls live at both ends."""
     def wall(t: float) -> float:
         return soak.t0_wall + (t - soak.t0)
 
     pids = [(int(r.served_by.rsplit(":", 1)[1]), as_utc(r.answered_at)) for r in stored if r.served_by]
-    warm, steady_end = soak.t0 + min(60.0, soak.duration / 4), soak.marks.get("sigterm", soak.load_end)
+    steady_end = soak.marks.get("sigterm", soak.load_end)
+    warm = soak.t0 + min(60.0, soak.duration / 4)
+    if soak.marks.get("pause_end", steady_end) + 40 < steady_end:
+        warm = max(warm, soak.marks["pause_end"] + 10)
     out = {}
     for pid, samples in soak.rss.items():
         original = samples[0][0] < soak.t0 + 1  # not the replacement, sampled from its boot
@@ -428,7 +475,7 @@ def figures(soak: Soak, fake: dict, log_text: str, bench_lag: dict) -> dict:
     goodbyes = sum(1 for c in started if c.call_sid in soak.draining and c.ended_by == "server 1000"
                    and goodbye_items & {n for _, n in c.caller.marks_echoed})
     carried = Counter(r.served_by.rsplit(":", 1)[1] for r in stored if r.served_by)
-    live = [n for t, n, _ in soak.samples if soak.t0 + 20 < t < m.get("sigterm", soak.load_end)]
+    live = [s[1] for s in soak.samples if soak.t0 + 20 < s[0] < m.get("sigterm", soak.load_end)]
     log_errors, log_warnings = server_problems(log_text, pause_wall)
     # Expected ends: the caller hung up; the stopping worker closed it after its goodbye (1000) or
     # turned away a stream that reached it as it stopped (1001).
@@ -444,7 +491,7 @@ def figures(soak: Soak, fake: dict, log_text: str, bench_lag: dict) -> dict:
         | {"shutdown_drain_s": DRAIN_S, "graceful_timeout_s": GRACEFUL_TIMEOUT_S},
         "timeline_s": {k: round(v - soak.t0, 1) for k, v in m.items() if not k.endswith("_wall")},
         "live_calls": {"min": min(live, default=None), "p50": percentile(live, 50), "max": max(live, default=None),
-                       "min_in_pause": min((n for t, n, _ in soak.samples if in_pause(t)), default=None)},
+                       "min_in_pause": min((s[1] for s in soak.samples if in_pause(s[0])), default=None)},
         "calls": {"placed": len(soak.calls), "webhook": dict(Counter(c.webhook for c in soak.calls)),
                   "webhook_failed_in_pause": sum(1 for c in soak.calls
                                                  if c.webhook != "ok" and in_pause(c.webhook_at, 16)),
@@ -470,7 +517,8 @@ def figures(soak: Soak, fake: dict, log_text: str, bench_lag: dict) -> dict:
         "memory": memory_figures(soak, stored),
         "journal": {"retries": metrics.get("journal_retries_total", 0.0),
                     "dropped": {k: v for k, v in metrics.items() if k.startswith("journal_dropped_total{")},
-                    "queue_depth_peak": max((d for _, _, d in soak.samples if d is not None), default=None)},
+                    "queue_depth_peak": max((s[2] for s in soak.samples if s[2] is not None), default=None)},
+        "timeline": timeline(soak, callers),
         "audio_during_pause": audio_window(soak, callers, stored, conns, True),
         "audio_outside_pause": audio_window(soak, callers, stored, conns, False),
         # A call's close waits (10 s at most) for its writes to be stored.
@@ -531,7 +579,8 @@ def print_table(r: dict) -> None:
     for name in ("audio_during_pause", "audio_outside_pause"):
         a = r[name]
         rows += [(f"{name.replace('_', ' ')}: arrival delay ms", pp(a["arrival_delay_ms"])),
-                 ("  playout gaps (at s: ms)", f"{a['playout_gaps']} {a['playout_gaps_at_s_ms'][:6]}"),
+                 ("  playout gaps: all, 5 ms or more", f"{a['playout_gaps']}, {a['playout_gaps_5ms']}: "
+                                                       + pp(a["playout_gap_ms"])),
                  ("  answer start ms", pp(a["answer_start_ms"])),
                  ("  server TX lateness p99 ms", f"{fmt(a['server_tx_lateness_p99_ms'])} "
                                                  f"over {a['server_tx_calls']} calls")]
@@ -550,6 +599,12 @@ def print_table(r: dict) -> None:
     rows += [("", e[:120]) for e in (errors["soak"] + errors["callers"])[:8]]
     for label, value in rows:
         print(f"{label:36} {value}")
+    print(f"{'t s':>5} {'live':>4} {'frames':>7} {'late':>5} {'gaps':>4} {'queue':>5} {'cores: all':>10} "
+          f"{'this run':>8}  RSS MB per worker")
+    for b in r["timeline"]:
+        print(f"{b['t']:>5} {b['live']:>4} {b['frames']:>7} {b['late_20ms']:>5} {b['gaps']:>4} "
+              f"{fmt(b['journal_queue']):>5} {b['machine_cores']:>10} {b['run_cores']:>8}  "
+              + " ".join(f"{v}" for v in b["rss_mb"].values()))
 
 
 def main(argv: list[str] | None = None) -> int:
