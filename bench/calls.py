@@ -93,6 +93,8 @@ class Run:
     procs: list[subprocess.Popen] = field(default_factory=list)
     fake: subprocess.Popen | None = None
     ticker: Ticker = field(default_factory=Ticker)
+    env: dict[str, str] = field(default_factory=dict)  # the server's, over the defaults below
+    fake_args: list[str] = field(default_factory=list)  # more options for bench.lean_realtime
 
     @property
     def base_url(self) -> str:
@@ -105,7 +107,8 @@ class Run:
     def start(self) -> subprocess.Popen:
         fake = self.fake = subprocess.Popen([sys.executable, "-m", "bench.lean_realtime", "--port", str(self.fake_port),
                                              "--stats", str(self.tmp / "fake.json"),
-                                             "--first-byte-ms", str(self.first_byte_ms)], cwd=ROOT)
+                                             "--first-byte-ms", str(self.first_byte_ms), *self.fake_args],
+                                            cwd=ROOT)
         self.procs.append(fake)
         env = {**os.environ, "PORT": str(self.port), "DATABASE_URL": self.db_url, "WEB_CONCURRENCY": str(self.workers),
                "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{self.fake_port}/v1/realtime", "OPENAI_API_KEY": "sk-bench",
@@ -113,8 +116,11 @@ class Run:
                # Loopback only, unsigned: the bench's callers are not Twilio and it uses the API untokened.
                "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off",
                # Post-call jobs would call the OpenAI REST API; the benchmark measures calls only.
-               "POST_CALL_WORKERS": "0"}
-        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"], cwd=ROOT,
+               "POST_CALL_WORKERS": "0", **self.env}
+        # Loopback only (the command line's bind wins over gunicorn.conf.py's 0.0.0.0), and no
+        # control socket: its default path is one per user, shared with any other gunicorn running.
+        server = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py",
+                                   "--bind", f"127.0.0.1:{self.port}", "--no-control-socket", "app:app"], cwd=ROOT,
                                   env=env, stdout=open(self.tmp / "server.log", "wb"), stderr=subprocess.STDOUT)
         self.procs.append(server)
 
@@ -140,6 +146,21 @@ class Run:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def read_fake_stats(run: Run) -> dict:
+    """What the fake Realtime API wrote as it stopped ({} if nothing)."""
+    stats_file = run.tmp / "fake.json"
+    return json.loads(stats_file.read_text()) if stats_file.exists() else {}
+
+
+def keep_server_log(run: Run, name: str) -> tuple[str, Path]:
+    """The server's log, copied under bench/results/ (the run's directory goes): (text, copy)."""
+    text = (run.tmp / "server.log").read_text(errors="replace")
+    kept = ROOT / "bench" / "results" / name
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(text)
+    return text, kept
 
 
 # --- one call ---------------------------------------------------------------------------
@@ -180,18 +201,23 @@ def one_call(run: Run, index: int, errors: list[str]) -> LeanCall | None:
 # --- figures ----------------------------------------------------------------------------
 
 
-def playout_gaps_ms(callers: list[LeanCall]) -> list[float]:
+def playout_gaps(callers: list[LeanCall]) -> list[tuple[float, float]]:
     """Silences inside an agent item as the caller plays it: a frame that arrives after the one
-    before it has finished playing. The stutter a caller hears; 0 when TX keeps ahead."""
+    before it has finished playing. The stutter a caller hears; none when TX keeps ahead.
+    (when the frame came, the silence in ms)"""
     gaps = []
     for caller in callers:
         for times in caller.arrival_runs():
             playout_end = times[0]
             for arrival in times:
                 if arrival > playout_end:
-                    gaps.append((arrival - playout_end) * 1000)
+                    gaps.append((arrival, (arrival - playout_end) * 1000))
                 playout_end = max(arrival, playout_end) + 0.020
     return gaps
+
+
+def playout_gaps_ms(callers: list[LeanCall]) -> list[float]:
+    return [ms for _, ms in playout_gaps(callers)]
 
 
 def merged_histogram(stored: list[tuple[str, str, dict]], key: str) -> list[int]:
@@ -375,15 +401,11 @@ def main(argv: list[str] | None = None) -> int:
             gevent.sleep(1.0)  # the last calls' rows are written as their streams close
         finally:
             run.stop()
-        stats_file = run.tmp / "fake.json"
-        fake_stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
+        fake_stats = read_fake_stats(run)
         fake_records, fake_lag = fake_stats.get("connections", []), fake_stats.get("loop_lag_ms")
         if not fake_stats:
             errors.append("the fake Realtime API wrote no figures")
-        server_log = (run.tmp / "server.log").read_text(errors="replace")
-        kept = ROOT / "bench" / "results" / "server.log"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        kept.write_text(server_log)
+        server_log, kept = keep_server_log(run, "server.log")
         if "Traceback" in server_log or "level=ERROR" in server_log:
             errors.append(f"the server logged errors: see {kept}")
         load.update(bench_loop_lag_ms=bench_lag.summary(), fake_loop_lag_ms=fake_lag)

@@ -1,8 +1,14 @@
 """A lean fake Realtime API (GA events) for the benchmark, in its own process.
 
-`python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]`
-serves until SIGTERM, then writes {"connections": [one record per connection],
-"loop_lag_ms": {...}} to FILE.
+`python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]
+[--drop-share S --seed N]` serves until SIGTERM, then writes {"connections": [one record per
+connection], "loop_lag_ms": {...}} to FILE.
+
+`--drop-share`: that share of the calls has its connection cut (TCP reset: SO_LINGER 0, then
+close) halfway through the audio of its response number 1, 2 or 3, as a network failure would.
+The calls are picked from the seed, evenly spread over the connections as they come; a
+connection the server opened again to resume a call (the conversation so far sent as items
+before its first response) is never cut, so a call loses its session once at most.
 
 It speaks what the server uses of the Realtime API, in the shapes `bench.realtime_peer`
 builds (session.created/updated, response.created, output items, audio and transcript
@@ -29,8 +35,10 @@ import itertools  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
+import random  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import struct  # noqa: E402
 import time  # noqa: E402
 from functools import lru_cache  # noqa: E402
 from urllib.parse import parse_qs, urlsplit  # noqa: E402
@@ -80,11 +88,13 @@ def dumps(event: dict) -> bytes:
 
 class Response:
     __slots__ = ("id", "item_id", "index", "text", "audio_ms", "created_at", "first_audio_at", "status",
-                 "stage", "finished", "audio_ms_sent", "transcript_sent", "instructions")
+                 "stage", "finished", "audio_ms_sent", "transcript_sent", "instructions", "notice")
 
-    def __init__(self, index: int, text: str, audio_ms: int, instructions: str | None) -> None:
+    def __init__(self, index: int, text: str, audio_ms: int, instructions: str | None,
+                 notice: str | None = None) -> None:
         self.id, self.item_id, self.index = new_id("resp"), new_id("item"), index
         self.text, self.audio_ms, self.instructions = text, audio_ms, instructions
+        self.notice = notice  # the server's system item just before it: what the response is for
         self.created_at = time.monotonic()
         self.first_audio_at: float | None = None
         self.status = "in_progress"
@@ -126,6 +136,12 @@ class Connection:
         self.double_responses = 0
         self.errors: list[str] = []
         self.appended_frames = 0
+        self.speech_stopped: list[float] = []
+        # Cuts: a connection that resumes a call is told the conversation before its first response.
+        self.resumed = False
+        self.drop_at: int | None = None  # the response during which to cut the connection
+        self.dropped_at: float | None = None
+        self._notice: str | None = None  # the last system item since the last response
 
     # --- writing ---
 
@@ -197,6 +213,18 @@ class Connection:
         except OSError:
             pass
 
+    def drop(self) -> None:
+        """Cut the TCP connection without a close frame: with SO_LINGER 0, close sends a reset
+        (the reader's recv then fails and its handler ends)."""
+        with self._wlock:  # not in the middle of another greenlet's write
+            self.dropped_at = time.monotonic()
+            self.closed = True
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.sock.close()
+            except OSError:
+                pass
+
     def _invalid(self, event, reason: str, client_event_id: str | None = None) -> None:
         log.warning("invalid client event: %s", reason)
         self.invalid_events += 1
@@ -257,6 +285,7 @@ class Connection:
             self._silence_ms += nbytes // 8
             if self._silence_ms >= int(td.get("silence_duration_ms") or DEFAULT_SILENCE_MS):
                 item_id, self._speech_item = self._speech_item, None
+                self.speech_stopped.append(time.monotonic())
                 self.send_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.input_ms,
                                  "item_id": item_id})
                 self._commit(item_id)
@@ -311,8 +340,11 @@ class Connection:
                             "Wait until the response is finished before creating a new one.", event.get("event_id"))
             return
         index = len(self.responses)
+        if index == 0 and not self.resumed:
+            self.drop_at = self.fake.pick_drop()
         text, ms = (GREETING_TEXT, self.fake.greeting_ms) if index == 0 else (REPLY_TEXT, self.fake.audio_ms)
-        run = Response(index, text, ms, (event.get("response") or {}).get("instructions"))
+        run = Response(index, text, ms, (event.get("response") or {}).get("instructions"), self._notice)
+        self._notice = None
         self.responses.append(run)
         self.active = run
         item = message_item(run, "in_progress", with_content=False)
@@ -337,6 +369,10 @@ class Connection:
         try:
             for k in range(n):
                 if run.finished or self.closed:
+                    return
+                if run.index == self.drop_at and k == n // 2:
+                    run.status = "dropped"
+                    self.drop()
                     return
                 ms = min(CHUNK_MS, run.audio_ms - run.audio_ms_sent)
                 frames = [ws_frames.encode(OP_TEXT, (head % next(self._eid) + audio_b64(byte, ms) + '"}').encode())]
@@ -407,6 +443,11 @@ class Connection:
                          "audio_end_ms": end_ms})
 
     def _on_item_create(self, event: dict) -> None:
+        role = event["item"].get("role")
+        if not self.responses and role in ("user", "assistant"):
+            self.resumed = True  # the conversation so far: a resumed call
+        if role == "system":
+            self._notice = "".join(part.get("text", "") for part in event["item"].get("content") or [])[:80]
         item = {"id": new_id("item"), "object": "realtime.item", "status": "completed", **event["item"]}
         previous = event.get("previous_item_id") or self._last_item_id
         self._last_item_id = item["id"]
@@ -430,7 +471,11 @@ class Connection:
         return {
             "speech_started": self.speech_started,
             "responses": [{"item_id": r.item_id, "created_at": r.created_at, "first_audio_at": r.first_audio_at,
-                           "status": r.status} for r in self.responses],
+                           "status": r.status, "audio_ms_sent": r.audio_ms_sent, "notice": r.notice}
+                          for r in self.responses],
+            "speech_stopped": self.speech_stopped,
+            "resumed": self.resumed,
+            "dropped_at": self.dropped_at,
             "truncates": self.truncates,
             "invalid_events": self.invalid_events,
             "double_responses": self.double_responses,
@@ -441,10 +486,21 @@ class Connection:
 
 class LeanRealtime:
     def __init__(self, port: int, first_byte_ms: int = 200, greeting_ms: int = 1500, audio_ms: int = 2500,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1) -> None:
         self.first_byte_ms, self.greeting_ms, self.audio_ms = first_byte_ms, greeting_ms, audio_ms
         self.connections: list[Connection] = []
+        self.drop_share, self.seed = drop_share, seed
+        self._calls = itertools.count()  # connections that start a call (not a resumed one)
+        self._drop_phase = random.Random(seed).random()
         self.server = StreamServer((host, port), self._handle)
+
+    def pick_drop(self) -> int | None:
+        """For the k-th call: the response during which to cut it, or None. Exactly `drop_share`
+        of the calls in the long run (one each time k·share + phase passes a whole number)."""
+        k, share = next(self._calls), self.drop_share
+        if share <= 0 or math.floor((k + 1) * share + self._drop_phase) == math.floor(k * share + self._drop_phase):
+            return None
+        return random.Random(f"{self.seed}:{k}").choice((1, 2, 3))
 
     def _handle(self, sock, address) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # Nagle would bunch the deltas
@@ -493,9 +549,13 @@ def main() -> None:
     parser.add_argument("--first-byte-ms", type=int, default=200)
     parser.add_argument("--greeting-ms", type=int, default=1500)
     parser.add_argument("--audio-ms", type=int, default=2500)
+    parser.add_argument("--drop-share", type=float, default=0.0,
+                        help="share of the calls whose connection is cut (TCP reset) mid-response")
+    parser.add_argument("--seed", type=int, default=1, help="picks the calls that --drop-share cuts")
     logging.basicConfig(level=logging.WARNING)
     args = parser.parse_args()
-    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms).start()
+    fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms,
+                        drop_share=args.drop_share, seed=args.seed).start()
     lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()
