@@ -103,6 +103,7 @@ class Soak:
         # Each second: (t, live calls, journal queue depth, the machine's busy CPU ms, this run's CPU ms).
         self.samples: list[tuple[float, int, float | None, float, float]] = []
         self.cpu_seen: dict[int, float] = {}  # this run's processes' CPU ms, as last read
+        self.cpu_start: dict[int, float] = {}  # each process's CPU ms as the calls begin
         self.marks: dict[str, float] = {}  # what happened when (monotonic; wall clock as *_wall)
         self.stopped: dict = {}
         self.metrics: dict[str, float] = {}
@@ -115,6 +116,7 @@ class Soak:
     def go(self, master: int) -> None:
         self.master = master
         self.t0, self.t0_wall = time.monotonic(), time.time()
+        self.cpu_start = {pid: cpu_ms(pid) for pid in worker_pids(master)}
         self.load_end = self.t0 + self.duration
         ramp_s = self.args.calls / (10 * self.args.workers)
         jobs = [gevent.spawn(self.sample), gevent.spawn(self.pause_db), gevent.spawn(self.stop_a_worker)]
@@ -207,6 +209,7 @@ class Soak:
             for pid in [*workers, self.master, self.run.fake.pid, os.getpid()]:
                 try:
                     self.cpu_seen[pid] = cpu_ms(pid)
+                    self.cpu_start.setdefault(pid, self.cpu_seen[pid])  # a replacement: from its first sample
                 except OSError:
                     pass
             depth = self.scrape().get("journal_queue_depth") if k % 2 == 0 else None
@@ -497,11 +500,16 @@ def figures(soak: Soak, fake: dict, log_text: str, bench_lag: dict) -> dict:
                                                  if c.webhook != "ok" and in_pause(c.webhook_at, 16)),
                   "webhook_s": p([c.webhook_s for c in soak.calls]),
                   "webhook_s_answered_in_pause": p([c.webhook_s for c in soak.calls if in_pause(c.webhook_at, 1)]),
+                  # A stream turned away by the stopping worker has a row with an end and no stream.
                   "streams_started": len(started), "rows_with_stream": len(stored),
                   "not_ended": sum(1 for r in stored if r.end_reason is None),
-                  "by_end_reason": dict(Counter(r.end_reason or "none" for r in stored)),
+                  "by_end_reason": dict(Counter(getattr(by_sid.get(c.call_sid), "end_reason", None) or "none"
+                                                for c in started)),
                   "started_not_stored": sum(1 for c in started
-                                            if not getattr(by_sid.get(c.call_sid), "stream_sid", None))},
+                                            if not getattr(by_sid.get(c.call_sid), "end_reason", None))},
+        "server_cpu_ms_per_call_second": round(sum(
+            ms - soak.cpu_start.get(pid, 0.0) for pid, ms in soak.cpu_seen.items() if pid in soak.rss) / max(
+            1.0, sum((c.caller.closed_at or c.caller.started_at) - c.caller.started_at for c in started)), 2),
         "reconnects": {"cuts_injected": sum(1 for c in conns if c["dropped_at"]),
                        "resumed_connections": sum(1 for c in conns if c["resumed"]),
                        "calls_reconnected": sum(1 for n in row_figure("realtime_reconnects") if n),
@@ -558,6 +566,7 @@ def print_table(r: dict) -> None:
         ("streams started / rows", f"{c['streams_started']} / {c['rows_with_stream']}, not ended {c['not_ended']}, "
                                    f"not stored {c['started_not_stored']}"),
         ("completed by end reason", str(c["by_end_reason"])),
+        ("server CPU ms per call-second", fmt(r["server_cpu_ms_per_call_second"])),
         ("Realtime cuts / reconnects", f"{rc['cuts_injected']} cut, {rc['calls_reconnected']} calls reconnected "
                                        f"({rc['reconnects']}), stalls {rc['response_stalls']}"),
         ("reconnect gap, ms", pp(rc["gap_ms"])),
