@@ -29,18 +29,24 @@ graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", "600"))
 keepalive = 5
 # TCP_NODELAY: gunicorn sets it on the listener and Linux accepted sockets inherit it.
 accesslog = None
-# The app configures logging itself (one configuration for everything).
-logconfig_dict = {"version": 1, "disable_existing_loggers": False, "root": {"level": "INFO"}}
+# One configuration for everything (services.logging_setup, installed by on_starting in the master
+# and by the app in each worker): gunicorn's own loggers get no handlers of their own and pass their
+# lines to it, so each line is written once, in one format.
+logconfig_dict = {"version": 1, "disable_existing_loggers": False, "root": {"level": "INFO"},
+                  "loggers": {"gunicorn.error": {"level": "INFO", "propagate": True},
+                              "gunicorn.access": {"level": "INFO", "propagate": True}}}
 
 
 def on_starting(server):
     """Once, in the master, before workers start: a clean metrics directory, the SQLite schema."""
+    from services.logging_setup import configure_logging
     from services.metrics import clear_worker_files
     from services.settings import Settings
 
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_levels)
     clear_worker_files(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
-    settings = Settings.from_env()
     if settings.is_sqlite:
         from services.store.db import Database
 

@@ -126,7 +126,7 @@ class Ticker:
             for call in self._by_slot[k % self.slots]:
                 n = call.frames_sent
                 try:
-                    call._send(call._speech_frame if n < call._speak_until_frame else call._silence_frame)
+                    call._send(call._next_frame(n))
                 except Exception as exc:  # noqa: BLE001 - one call's failure must not stop the others
                     call.greenlet_errors.append(f"ticker: {exc!r}")
                     gevent.spawn(self.remove, call)
@@ -139,8 +139,9 @@ class LeanCall:
 
     def __init__(self, media_ws_url: str, call_sid: str, parameters: Mapping[str, str] | None = None,
                  ticker: Ticker | None = None, stream_sid: str | None = None, account_sid: str = TEST_ACCOUNT_SID,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, headers: Mapping[str, str] | None = None) -> None:
         self.url = media_ws_url
+        self.headers = dict(headers or {})  # on the upgrade request, e.g. X-Twilio-Signature
         self.call_sid = call_sid
         self.parameters = dict(parameters or {})
         self.stream_sid = stream_sid or new_sid("MZ")
@@ -188,6 +189,10 @@ class LeanCall:
         self._receiver: gevent.Greenlet | None = None
         self._slot = 0
 
+    def _next_frame(self, n: int) -> bytes:
+        """The `n`-th frame the ticker sends (0-based)."""
+        return self._speech_frame if n < self._speak_until_frame else self._silence_frame
+
     def _media_frame(self, audio: bytes) -> bytes:
         return self._frame(('{"event":"media","streamSid":"' + self.stream_sid + '","media":{"track":"inbound",'
                             '"payload":"' + base64.b64encode(audio).decode("ascii") + '"}}').encode())
@@ -199,7 +204,8 @@ class LeanCall:
         host, port = parts.hostname, parts.port or 80
         sock = socket.create_connection((host, port), timeout=self.connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        rest = ws_handshake.client_handshake(sock, host, port, parts.path + (f"?{parts.query}" if parts.query else ""))
+        rest = ws_handshake.client_handshake(sock, host, port, parts.path + (f"?{parts.query}" if parts.query else ""),
+                                             self.headers)
         sock.settimeout(None)
         self._sock, self._raw = sock, sock._sock  # gevent keeps the real socket non-blocking
         self._send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})

@@ -54,7 +54,7 @@ from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, 
                                  agent_audio_byte, caller_item, default_session, merge_session, message_item,
                                  new_id, response_object, text_pieces, token_usage, transcribes,
                                  transcription_completed)
-from bench.twilio_peer import SILENCE_FRAME, SPEECH_FRAME  # noqa: E402
+from bench.twilio_peer import SILENCE_FRAME, SPEECH_FRAME, read_caller_tag  # noqa: E402
 from services import ws_frames  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
 from services.ws_frames import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, FrameDecoder, FrameProtocolError  # noqa: E402
@@ -136,6 +136,7 @@ class Connection:
         self.double_responses = 0
         self.errors: list[str] = []
         self.appended_frames = 0
+        self.caller_tag: int | None = None  # the call it carries, when the caller tags its first frames
         self.speech_stopped: list[float] = []
         # Cuts: a connection that resumes a call is told the conversation before its first response.
         self.resumed = False
@@ -240,6 +241,8 @@ class Connection:
                 except (binascii.Error, ValueError) as exc:
                     self._invalid(None, f"audio is not base64: {exc}")
                     return
+                if self.caller_tag is None:
+                    self.caller_tag = read_caller_tag(audio)
                 self._on_audio(len(audio), bool(audio.strip(SILENT_BYTES)))
                 return
         try:
@@ -281,6 +284,8 @@ class Connection:
                 self.speech_started.append(time.monotonic())
                 self.send_event({"type": "input_audio_buffer.speech_started", "audio_start_ms": self._speech_start_ms,
                                  "item_id": self._speech_item})
+                if td.get("interrupt_response", True) and self.active is not None:
+                    self.send(*self._finish(self.active, "cancelled"))  # as the API does unless told not to
         elif self._speech_item is not None:
             self._silence_ms += nbytes // 8
             if self._silence_ms >= int(td.get("silence_duration_ms") or DEFAULT_SILENCE_MS):
@@ -289,6 +294,8 @@ class Connection:
                 self.send_event({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": self.input_ms,
                                  "item_id": item_id})
                 self._commit(item_id)
+                if td.get("create_response", True):
+                    self._on_response_create({})  # the API answers a turn itself unless told not to
 
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
@@ -308,6 +315,8 @@ class Connection:
         except (binascii.Error, ValueError) as exc:
             self._invalid(event, f"audio is not base64: {exc}", event.get("event_id"))
             return
+        if self.caller_tag is None:
+            self.caller_tag = read_caller_tag(audio)
         self._on_audio(len(audio), bool(audio.strip(SILENT_BYTES)))
 
     def _on_input_clear(self, event: dict) -> None:
@@ -481,6 +490,7 @@ class Connection:
             "double_responses": self.double_responses,
             "errors": self.errors,
             "appended_frames": self.appended_frames,
+            "caller_tag": self.caller_tag,
         }
 
 

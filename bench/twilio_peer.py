@@ -20,6 +20,24 @@ SILENCE_FRAME = b"\xff" * FRAME_BYTES
 SPEECH_FRAME = (b"\x28" * 8 + b"\xa8" * 8) * (FRAME_BYTES // 16)
 
 
+# A caller may tag its first frames with its number, in silence: bits as the two μ-law zeros
+# (0x7f for 1, 0xff for 0), then a run of eight 0x7f. Any VAD hears silence; a fake that reads
+# the audio can tell which call a Realtime connection carries, whatever the server in between.
+_TAG_BITS = 32
+_TAG_MARK = b"\x7f" * 8
+
+
+def caller_tag_frame(tag: int) -> bytes:
+    bits = bytes(0x7F if tag >> i & 1 else 0xFF for i in range(_TAG_BITS))
+    return (bits + _TAG_MARK).ljust(FRAME_BYTES, b"\xff")
+
+
+def read_caller_tag(audio: bytes) -> int | None:
+    if audio[_TAG_BITS:_TAG_BITS + len(_TAG_MARK)] != _TAG_MARK:
+        return None
+    return sum(1 << i for i in range(_TAG_BITS) if audio[i] == 0x7F)
+
+
 def new_sid(prefix: str) -> str:
     return prefix + uuid.uuid4().hex
 

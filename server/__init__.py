@@ -25,6 +25,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
+    from services.twilio_rest import warm_up
+
+    warm_up(settings)
 
     app.extensions["live_calls"] = LiveCalls()
     app.extensions["journal"] = JournalWriter(db)

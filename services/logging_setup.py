@@ -90,5 +90,7 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # The OpenAI SDK's HTTP client logs every request at INFO; the jobs log what they did.
     logging.getLogger("httpx2").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # Twilio's client logs every request's URL (call sids) at INFO; its callers log what they did.
+    logging.getLogger("twilio.http_client").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     for area, area_level in (levels or {}).items():
         logging.getLogger(area).setLevel(area_level)

@@ -34,3 +34,23 @@ def test_bench_calls_runs_and_reports(tmp_path):
     assert figures["chunk_forwarding_ms_server"]["n"] >= 10
     assert figures["chunk_forwarding_ms_seen"]["n"] >= 5
     assert [w["calls"] for w in figures["per_worker"].values()] == [5], "one worker carried every call"
+
+
+def test_bench_outside_runs_the_default_configuration_and_reports(tmp_path):
+    """Signed webhooks and media upgrades, a recording started through the fake Twilio REST API
+    for every call, the business made through the API, and every figure joined per call."""
+    out = tmp_path / "outside.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.outside", "--calls", "3", "--peer", "none", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "greeting added, p50 / p99 ms" in proc.stdout
+    [ours] = json.loads(out.read_text())
+    assert ours["errors"] == []
+    assert ours["twilio_rest_requests"] >= 3  # each call's recording start
+    assert (ours["calls"], ours["greeted"]) == (3, 3)
+    assert ours["greeting_added_ms"]["n"] == 3
+    assert ours["barge_in_clear_ms"]["n"] == 3 and ours["truncate_error_ms"]["n"] == 3
+    # greeting, the interrupted answer, the answer heard whole: each one's first audio timed at the phone
+    assert ours["first_audio_fake_to_phone_ms"]["n"] == 9
+    assert ours["caller_audio_phone_to_fake_ms"]["n"] >= 6
+    assert ours["cpu_s_per_call_minute"] > 0
