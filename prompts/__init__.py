@@ -27,9 +27,11 @@ from prompts.layers import (
     greeting_text,
 )
 from prompts.post_call import build_summary_prompt, no_conversation_texts
+from prompts.today import DayFacts, TodayFacts, build_today_layer
 
 __all__ = [
-    "BUSINESS_PROMPT_CAP", "CallPrompts", "CrmFacts", "assemble_call_prompts", "build_business_layer",
+    "BUSINESS_PROMPT_CAP", "CallPrompts", "CrmFacts", "DayFacts", "TodayFacts", "assemble_call_prompts",
+    "build_business_layer", "build_today_layer",
     "build_crm_layer", "build_extraction_prompt", "build_greeting_layer", "build_summary_prompt",
     "build_system_layer", "build_transcription_prompt", "crm_context_message", "greeting_text",
     "no_conversation_texts", "prompt_preview", "usable_name",

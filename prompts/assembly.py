@@ -17,6 +17,7 @@ from prompts.layers import (
     check_direction,
     greeting_text,
 )
+from prompts.today import TodayFacts, build_today_layer
 
 log = logging.getLogger("prompts")
 
@@ -25,15 +26,15 @@ log = logging.getLogger("prompts")
 class CallPrompts:
     """One call's prompts. Never changed after it is built: late CRM facts go in a conversation item."""
 
-    instructions: str  # session.update: system + business (+ caller data when known before it)
+    instructions: str  # session.update: system + business + today (+ caller data when known before it)
     greeting_instruction: str  # the first response.create: say the greeting
     transcription_prompt: str
-    layer_sizes: Mapping[str, int]  # characters per layer: system, business, crm, greeting, transcription
+    layer_sizes: Mapping[str, int]  # characters per layer: system, business, today, crm, greeting, transcription
     warnings: tuple[str, ...]
 
 
-def assemble_call_prompts(business, direction: str, crm: CrmFacts | None) -> CallPrompts:
-    return _assemble(business, direction, crm)[0]
+def assemble_call_prompts(business, direction: str, crm: CrmFacts | None, today: TodayFacts | None = None) -> CallPrompts:
+    return _assemble(business, direction, crm, today)[0]
 
 
 def crm_context_message(business, crm: CrmFacts) -> str:
@@ -44,9 +45,10 @@ def crm_context_message(business, crm: CrmFacts) -> str:
     return build_crm_layer(business, crm)
 
 
-def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = None) -> dict[str, Any]:
+def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = None,
+                   today: TodayFacts | None = None) -> dict[str, Any]:
     """What a call would get, layer by layer, for GET /api/businesses/<id>/prompt-preview."""
-    prompts, layers = _assemble(business, direction, crm)
+    prompts, layers = _assemble(business, direction, crm, today)
     return {
         "direction": direction,
         "business_prompt_cap": BUSINESS_PROMPT_CAP,
@@ -57,16 +59,19 @@ def prompt_preview(business, direction: str = "inbound", crm: CrmFacts | None = 
     }
 
 
-def _assemble(business, direction: str, crm: CrmFacts | None) -> tuple[CallPrompts, dict[str, Layer]]:
+def _assemble(business, direction: str, crm: CrmFacts | None,
+              today: TodayFacts | None) -> tuple[CallPrompts, dict[str, Layer]]:
     check_direction(direction)
     layers = {
         "system": build_system_layer(direction),
         "business": build_business_layer(business),
+        "today": build_today_layer(today),
         "crm": Layer(build_crm_layer(business, crm)),
         "greeting": build_greeting_layer(business, direction),
         "transcription": build_transcription_prompt(business),
     }
-    instructions = "\n\n".join(layers[name].text for name in ("system", "business", "crm") if layers[name].text)
+    instructions = "\n\n".join(layers[name].text for name in ("system", "business", "today", "crm")
+                                 if layers[name].text)
     sizes = MappingProxyType({name: len(layer.text) for name, layer in layers.items()})
     log.debug("call prompts built", extra={"direction": direction, "instructions_chars": len(instructions),
                                            **{f"{name}_chars": size for name, size in sizes.items()}})

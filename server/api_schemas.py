@@ -22,6 +22,8 @@ from services.store.models import as_utc
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+# Israel's public holidays and their eves (services.scheduling): closed, and until 13:00, unless given.
+SPECIAL_DAYS = ("holiday", "eve")
 GENDERS = ("male", "female")
 CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 MAX_ID = 2**63 - 1
@@ -171,12 +173,13 @@ def _clock_minutes(value: Any, *, allow_midnight_end: bool = False) -> int | Non
 
 
 def working_hours(value: Any) -> dict[str, list[list[str]]]:
-    """{"sun": [["09:00", "13:00"], ["16:00", "19:00"]], ...}; a day left out is closed."""
+    """{"sun": [["09:00", "13:00"], ["16:00", "19:00"]], ..., "eve": [["08:00", "12:00"]]}; a weekday
+    left out is closed; "holiday" and "eve" give the hours of public holidays and their eves."""
     if not isinstance(value, dict):
-        raise ValueError("must be an object with keys " + ", ".join(DAYS))
-    unknown = [day for day in value if day not in DAYS]
+        raise ValueError("must be an object with keys " + ", ".join(DAYS + SPECIAL_DAYS))
+    unknown = [day for day in value if day not in DAYS + SPECIAL_DAYS]
     if unknown:
-        raise ValueError(f"unknown day {unknown[0]!r}; days are " + ", ".join(DAYS))
+        raise ValueError(f"unknown day {unknown[0]!r}; days are " + ", ".join(DAYS + SPECIAL_DAYS))
     shape = 'a list of ["HH:MM", "HH:MM"] ranges, start before end'
     for day, ranges in value.items():
         if not isinstance(ranges, list):
@@ -192,7 +195,7 @@ def working_hours(value: Any) -> dict[str, list[list[str]]]:
         spans.sort()
         if any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:])):
             raise ValueError(f"{day}: ranges overlap")
-    return {day: [list(pair) for pair in value[day]] for day in DAYS if day in value}
+    return {day: [list(pair) for pair in value[day]] for day in DAYS + SPECIAL_DAYS if day in value}
 
 
 Phone = Annotated[str, says(f"must be {E164_HINT}", is_e164)]
@@ -200,7 +203,7 @@ TimeZone = Annotated[str, says("must be an IANA time zone such as Asia/Jerusalem
 Flag = Annotated[bool, says("must be true or false")]
 Voice = choice(*VOICES)
 Gender = choice(*GENDERS)
-Day = choice(*DAYS)
+Day = choice(*DAYS, *SPECIAL_DAYS)
 Status = choice(*sorted(KNOWN_STATUSES))
 Id = count(1, MAX_ID)
 ConcurrentCalls = count(1, 1000)

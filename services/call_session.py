@@ -31,6 +31,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import gevent
 from gevent.event import Event
@@ -56,6 +57,7 @@ from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
 from services.realtime_watch import RealtimeWatch
 from services.response_gate import RequestReason, ResponseGate
+from services.scheduling import business_today
 from services.settings import Settings
 from services.silence_watchdog import SilenceWatchdog
 from services.store.db import Database
@@ -236,7 +238,8 @@ class CallSession:
             self.end(EndReason.REALTIME_UNAVAILABLE)
             return False
         if not self._session_update:
-            self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait())
+            self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait(),
+                                                            business_today(self._business, datetime.now(timezone.utc)))
             self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
                                                   **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
             self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})

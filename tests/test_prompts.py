@@ -26,6 +26,8 @@ from prompts import (
     usable_name,
 )
 from prompts.templates import TEXT_DIR, cut_at_boundary
+from prompts.today import build_today_layer
+from services.scheduling import today_facts
 from services.store.models import Business
 
 HEBREW_PROMPT = ("{{business_name}} היא מספרה בתל אביב. שעות הפעילות: ראשון עד חמישי 09:00-19:00. "
@@ -345,13 +347,15 @@ def test_assembled_prompts_are_one_frozen_value():
 
 def test_instructions_are_system_then_business_then_caller_data():
     b = BUSINESSES["hebrew"]
-    prompts = assemble_call_prompts(b, "inbound", FULL_FACTS)
+    today = today_facts({"wed": [["09:00", "13:00"]]}, datetime(2026, 4, 1, 9, 5, tzinfo=ZoneInfo("Asia/Jerusalem")))
+    prompts = assemble_call_prompts(b, "inbound", FULL_FACTS, today)
     system = build_system_layer("inbound").text
     business_layer = build_business_layer(b).text
+    today_layer = build_today_layer(today).text
     caller = build_crm_layer(b, FULL_FACTS)
-    assert prompts.instructions == "\n\n".join([system, business_layer, caller])
+    assert prompts.instructions == "\n\n".join([system, business_layer, today_layer, caller])
     assert dict(prompts.layer_sizes) == {
-        "system": len(system), "business": len(business_layer), "crm": len(caller),
+        "system": len(system), "business": len(business_layer), "today": len(today_layer), "crm": len(caller),
         "greeting": len(prompts.greeting_instruction), "transcription": len(prompts.transcription_prompt),
     }
     assert b.greeting not in prompts.instructions
@@ -370,7 +374,7 @@ def test_the_orm_business_fits():
 def test_prompt_preview_is_json_with_every_layer():
     preview = prompt_preview(BUSINESSES["long"], "outbound", FULL_FACTS)
     json.dumps(preview, ensure_ascii=False)
-    assert set(preview["layers"]) == {"system", "business", "crm", "greeting", "transcription"}
+    assert set(preview["layers"]) == {"system", "business", "today", "crm", "greeting", "transcription"}
     for layer in preview["layers"].values():
         assert layer["chars"] == len(layer["text"])
     assert preview["greeting"] == BUSINESSES["long"].outbound_greeting

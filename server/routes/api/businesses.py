@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 
 from flask import Blueprint, abort, request, url_for
 from sqlalchemy import select
@@ -12,6 +13,7 @@ from server import api_answers as answers
 from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
 from services.logging_setup import mask_number
+from services.scheduling import business_today
 from services.store.models import Business, PhoneNumber, utcnow
 from server.routes.api.common import commit_or_409, get_or_404, json_object
 
@@ -52,7 +54,8 @@ def prompt_preview(business_id: int):
     if direction not in ("inbound", "outbound"):
         abort(422, "direction must be inbound or outbound")
     business = get_or_404(request_session(), Business, business_id, "business")
-    return {"business_id": business.id, **prompts.prompt_preview(business, direction)}
+    today = business_today(business, datetime.now(timezone.utc))
+    return {"business_id": business.id, **prompts.prompt_preview(business, direction, today=today)}
 
 
 @bp.patch("/<int:business_id>")
