@@ -56,8 +56,7 @@ from twilio.request_validator import RequestValidator  # noqa: E402
 
 from bench import twilio_sample  # noqa: E402
 from bench.lean_caller import LeanCall, Ticker  # noqa: E402
-from bench.twilio_peer import (SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID, caller_tag_frame,  # noqa: E402
-                               parse_twiml, twilio_form)
+from bench.twilio_peer import SPEECH_FRAME, TEST_ACCOUNT_SID, caller_tag_frame, parse_twiml, twilio_form  # noqa: E402
 from bench.waiting import wait_for  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +64,6 @@ BUSINESS_NUMBER = "+972300000001"
 AUTH_TOKEN = "bench-twilio-auth-token"
 ADMIN_TOKEN = "bench-admin-token"
 CLOCK_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-TAGGED_FRAMES = 5  # the first frames carry the call's tag (one could be lost to a backlog cap)
 UNDERRUN_MS = 5.0
 
 
@@ -149,13 +147,15 @@ class TwilioRestFake:
 
 class OutsideCall(LeanCall):
     """A lean caller that sends what Twilio sends (sequence numbers, chunks, timestamps), tags
-    its first frames with its number, and keeps the times the outside figures need."""
+    its silence with its number, and keeps the times the outside figures need."""
 
     def __init__(self, *args, tag: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.tag = tag
         b64 = lambda audio: base64.b64encode(audio).decode("ascii")  # noqa: E731
-        self._payloads = (b64(caller_tag_frame(tag)), b64(SPEECH_FRAME), b64(SILENCE_FRAME))
+        # Its silence carries its tag: whichever frames a server holds, drops or forwards, the
+        # fake can tell the call.
+        self._payloads = (b64(caller_tag_frame(tag)), b64(SPEECH_FRAME))
         self._head = '{"event":"media","sequenceNumber":"%d","streamSid":"' + self.stream_sid + \
             '","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%s"}}'
         self.speech_sent_at: list[float] = []
@@ -167,7 +167,7 @@ class OutsideCall(LeanCall):
         if speaking and not self._was_speaking:
             self.speech_sent_at.append(time.monotonic())
         self._was_speaking = speaking
-        payload = self._payloads[0 if n < TAGGED_FRAMES else 1 if speaking else 2]
+        payload = self._payloads[1 if speaking else 0]
         return self._frame((self._head % (n + 3, n + 1, n * 20, payload)).encode())
 
     def _on_media(self, now: float, nbytes: int) -> None:
