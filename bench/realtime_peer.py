@@ -2,8 +2,9 @@
 
 The benchmark's lean fake (`bench.lean_realtime`) and the tests' full one
 (`tests/fakes/realtime_server.py`) send the same shapes: the session the API reports,
-its response objects and items, transcription events and token usage, and the VAD
-defaults it starts with.
+its response objects (and how each way of ending is detailed) and items, transcription
+events (deltas, completed, failed), rate limits and token usage, and the VAD defaults
+it starts with, with the μ-law level its threshold asks for.
 """
 from __future__ import annotations
 

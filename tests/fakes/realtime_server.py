@@ -11,9 +11,10 @@ event is validated strictly with `services.realtime_protocol`; a failure is reco
 answered with an `error` event, as the real API answers, and so is an item that names a
 `previous_item_id` the conversation does not hold.
 
-Each connection has two writers at most: its handler greenlet (answers client
-events, runs the VAD) and the greenlet streaming the active response. Both write
-through `RealtimeConnection.send`, under the connection's lock.
+Each connection's writers: its handler greenlet (answers client events, runs the VAD),
+the greenlet streaming the active response, and short-lived timers (a delayed
+`session.updated` or transcript, a transcript that waited long enough, the session's
+end). All write through `RealtimeConnection.send`, under the connection's lock.
 
 Run alone (gevent-patched), to try a client against it:
     python -m tests.fakes.realtime_server --port 8765 --first-byte-ms 300 --audio-ms 2000
@@ -260,8 +261,9 @@ class _LockedSocket:
 class RealtimeConnection:
     """One client websocket: what it sent, what the fake answered, and the call's state.
 
-    The handler greenlet owns the VAD state and the script positions. Guards: `active`,
-    every ResponseRecord's streaming state, `responses`, and writes to the socket.
+    The handler greenlet owns the VAD state and the script positions. `lock` guards `active`,
+    every ResponseRecord's streaming state, `responses`, `item_ids` and `_held_transcripts`
+    (the handler, the streaming greenlet and the timers write them), and writes to the socket.
     """
 
     def __init__(self, fake: "FakeRealtime", ws, headers: dict, query: dict, history: bool) -> None:
@@ -542,7 +544,8 @@ class RealtimeConnection:
 
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
-        self.item_ids.add(item_id)
+        with self.lock:
+            self.item_ids.add(item_id)
         self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
         item = caller_item(item_id)
         self.send({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
@@ -833,8 +836,9 @@ class RealtimeConnection:
 
     def _on_item_create(self, event: dict) -> None:
         previous = event.get("previous_item_id")
-        if previous is not None and previous != "root" and previous not in self.item_ids:
-            # As the API: the item is not added.
+        with self.lock:
+            known = previous is None or previous == "root" or previous in self.item_ids
+        if not known:  # as the API: an error, and the item is not added
             self.send_error("invalid_value", f"Previous item with item_id {previous} not found",
                             event.get("event_id"), param="previous_item_id")
             return
@@ -842,7 +846,8 @@ class RealtimeConnection:
         self.items_created.append(item)
         previous = previous or self._last_item_id
         self._last_item_id = item["id"]
-        self.item_ids.add(item["id"])
+        with self.lock:
+            self.item_ids.add(item["id"])
         self.send({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
         self.send({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
 
