@@ -2,8 +2,9 @@
 
 The benchmark's lean fake (`bench.lean_realtime`) and the tests' full one
 (`tests/fakes/realtime_server.py`) send the same shapes: the session the API reports,
-its response objects and items, transcription events and token usage, and the VAD
-defaults it starts with.
+its response objects (and how each way of ending is detailed) and items, transcription
+events (deltas, completed, failed), rate limits and token usage, and the VAD defaults
+it starts with, with the μ-law level its threshold asks for.
 """
 from __future__ import annotations
 
@@ -17,6 +18,32 @@ PATH = "/v1/realtime"
 SILENT_BYTES = b"\xff\x7f"  # μ-law zero, both signs
 DEFAULT_SILENCE_MS = 400
 DEFAULT_PREFIX_PADDING_MS = 300
+DEFAULT_VAD_THRESHOLD = 0.5
+
+
+def _mulaw_magnitude(byte: int) -> int:
+    """|linear sample| of a G.711 μ-law byte (0..32124)."""
+    byte = ~byte & 0xFF
+    exponent, mantissa = (byte >> 4) & 0x07, byte & 0x0F
+    return (((mantissa << 3) + 0x84) << exponent) - 0x84
+
+
+MULAW_MAGNITUDE = tuple(_mulaw_magnitude(b) for b in range(256))
+
+
+def mulaw_level(audio: bytes) -> float:
+    """Mean |sample| of μ-law audio, decoded to 16-bit linear (0 for digital silence)."""
+    if not audio or not audio.strip(SILENT_BYTES):
+        return 0.0
+    return sum(map(MULAW_MAGNITUDE.__getitem__, audio)) / len(audio)
+
+
+def vad_level(threshold: float | None) -> float:
+    """The decoded level a VAD threshold (0..1, as the API's) asks speech to reach: 0.5 is
+    -40 dBFS, each 0.1 more 4 dB louder. Line hiss (-50 dBFS and below) stays silence."""
+    if not isinstance(threshold, (int, float)):
+        threshold = DEFAULT_VAD_THRESHOLD
+    return 32768 * 10 ** ((-60 + 40 * min(1.0, max(0.0, threshold))) / 20)
 
 
 def agent_audio_byte(response_index: int) -> int:
@@ -88,15 +115,33 @@ def text_pieces(text: str, n: int) -> list[str]:
     return pieces
 
 
-def response_object(session: dict, run, status: str, output: list, usage: dict | None = None) -> dict:
-    """A GA `response` object for `run` (anything with `.id`), in the session's audio format."""
+SERVER_ERROR_MESSAGE = ("The server had an error while processing your request. Sorry about that! You can retry "
+                        "your request, or contact us through our help center at help.openai.com if the error persists.")
+SESSION_EXPIRED_MESSAGE = "Your session hit the maximum duration of 60 minutes."
+
+
+def status_details(status: str, reason: str | None = None, error: Mapping | None = None) -> dict | None:
+    """A response's `status_details` as the API reports each way of ending."""
+    if status == "cancelled":
+        return {"type": "cancelled", "reason": reason or "client_cancelled"}
+    if status == "incomplete":
+        return {"type": "incomplete", "reason": reason or "max_output_tokens"}
+    if status == "failed":
+        return {"type": "failed", "error": dict(error or {"type": "server_error", "code": None,
+                                                          "message": SERVER_ERROR_MESSAGE})}
+    return None
+
+
+def response_object(session: dict, run, status: str, output: list, usage: dict | None = None,
+                    details: dict | None = None) -> dict:
+    """A GA `response` object for `run` (anything with `.id`), in the session's audio format.
+    `details`: its `status_details` (by default those `status_details` gives for the status)."""
     out = session["audio"]["output"]
-    obj = {"object": "realtime.response", "id": run.id, "status": status, "status_details": None,
+    obj = {"object": "realtime.response", "id": run.id, "status": status,
+           "status_details": details if details is not None else status_details(status),
            "output": output, "conversation_id": "conv_" + session["id"][5:], "output_modalities": ["audio"],
            "max_output_tokens": "inf", "audio": {"output": {"format": out["format"], "voice": out.get("voice")}},
            "usage": usage, "metadata": None}
-    if status == "cancelled":
-        obj["status_details"] = {"type": "cancelled", "reason": "client_cancelled"}
     return obj
 
 
@@ -119,6 +164,24 @@ def transcription_completed(item_id: str, text: str) -> dict:
             "content_index": 0, "transcript": text,
             "usage": {"type": "tokens", "total_tokens": 20 + tokens, "input_tokens": 20, "output_tokens": tokens,
                       "input_token_details": {"text_tokens": 0, "audio_tokens": 20}}}
+
+
+def transcription_delta(item_id: str, delta: str) -> dict:
+    return {"type": "conversation.item.input_audio_transcription.delta", "item_id": item_id, "content_index": 0,
+            "delta": delta}
+
+
+def transcription_failed(item_id: str, code: str = "audio_unintelligible",
+                         message: str = "The audio could not be transcribed.") -> dict:
+    return {"type": "conversation.item.input_audio_transcription.failed", "item_id": item_id, "content_index": 0,
+            "error": {"type": "transcription_error", "code": code, "message": message, "param": None}}
+
+
+def rate_limits_updated(tokens_reserved: int = 4096) -> dict:
+    """What the API sends after each `response.created`: the limits with the response's reservation."""
+    return {"type": "rate_limits.updated", "rate_limits": [
+        {"name": "requests", "limit": 20000, "remaining": 19999, "reset_seconds": 0.003},
+        {"name": "tokens", "limit": 4000000, "remaining": 4000000 - tokens_reserved, "reset_seconds": 0.06}]}
 
 
 def token_usage(instructions: str, input_ms: float, cached: bool, audio_ms_out: float, text_out: str) -> dict:

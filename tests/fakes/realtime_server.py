@@ -1,14 +1,20 @@
 """A fake OpenAI Realtime API (GA events) on loopback, for the tests.
 
 Modelled on the real websocket API: `session.created` on connect, `session.updated`
-on `session.update`, server VAD over the μ-law the client appends, and scripted
-responses streamed as GA events, only when the client sends `response.create`.
-Every client event is validated strictly with `services.realtime_protocol`; a
-failure is recorded and answered with an `error` event, as the real API answers.
+on `session.update`, server VAD over the μ-law the client appends (a level threshold,
+deaf to line hiss and clicks), and scripted responses streamed as GA events, only when
+the client sends `response.create`, each followed by `rate_limits.updated`. The caller's
+transcript comes as the real one does, after the `response.created` that answers it (in
+deltas, then completed, or failed); responses may end `failed` or `incomplete`; an `error`
+may come mid-response; the session may expire or be closed by the server. Every client
+event is validated strictly with `services.realtime_protocol`; a failure is recorded and
+answered with an `error` event, as the real API answers, and so is an item that names a
+`previous_item_id` the conversation does not hold.
 
-Each connection has two writers at most: its handler greenlet (answers client
-events, runs the VAD) and the greenlet streaming the active response. Both write
-through `RealtimeConnection.send`, under the connection's lock.
+Each connection's writers: its handler greenlet (answers client events, runs the VAD),
+the greenlet streaming the active response, and short-lived timers (a delayed
+`session.updated` or transcript, a transcript that waited long enough, the session's
+end). All write through `RealtimeConnection.send`, under the connection's lock.
 
 Run alone (gevent-patched), to try a client against it:
     python -m tests.fakes.realtime_server --port 8765 --first-byte-ms 300 --audio-ms 2000
@@ -39,14 +45,17 @@ from flask_sock import Sock  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 from simple_websocket import ConnectionClosed  # noqa: E402
 
-from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH, SILENT_BYTES,  # noqa: E402
-                                 agent_audio_byte, caller_item, default_session, merge_session, message_item,
-                                 new_id, response_object, text_pieces, token_usage, transcribes,
-                                 transcription_completed)
+from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
+                                 SESSION_EXPIRED_MESSAGE, agent_audio_byte, caller_item, default_session,
+                                 merge_session, message_item, mulaw_level, new_id, rate_limits_updated,
+                                 response_object, status_details, text_pieces, token_usage, transcribes,
+                                 transcription_completed, transcription_delta, transcription_failed, vad_level)
 from bench.waiting import wait_for  # noqa: E402
 from services.realtime_protocol import ProtocolError, validate_client_event  # noqa: E402
 
 log = logging.getLogger("fake_realtime")
+
+VAD_WINDOW_BYTES = 160  # the VAD judges 20 ms at a time, as Twilio's frames come
 
 DEFAULT_REPLY_TEXT = "בשמחה, אני כאן כדי לעזור."
 DEFAULT_CALLER_TRANSCRIPT = "שלום"
@@ -56,13 +65,52 @@ DEFAULT_CALLER_TRANSCRIPT = "שלום"
 
 
 @dataclass(frozen=True)
+class ServerError:
+    """An `error` event's `error` object."""
+
+    code: str | None = "invalid_value"
+    message: str = "Invalid value."
+    type: str = "invalid_request_error"
+    param: str | None = None
+
+
+SESSION_EXPIRED = ServerError(code="session_expired", message=SESSION_EXPIRED_MESSAGE)
+
+
+@dataclass(frozen=True)
 class Reply:
     """An audio response: its transcript, and how much audio it streams. With `then_call`, a
-    function call item follows the audio in the same response (say goodbye, then end the call)."""
+    function call item follows the audio in the same response (say goodbye, then end the call).
+
+    `status` "failed" or "incomplete" ends it so after `stop_at_ms` of its audio (failed: none
+    by default, and then no item at all; incomplete: half), with `details` as its status_details
+    (by default a server_error, or max_output_tokens). `error` is sent right after its
+    `response.created`, as a problem the API reports mid-response."""
 
     text: str = DEFAULT_REPLY_TEXT
     audio_ms: int = 1200
     then_call: "ToolCall | None" = None
+    status: str = "completed"
+    stop_at_ms: int | None = None
+    details: Mapping[str, Any] | None = None
+    error: ServerError | None = None
+
+    @property
+    def streamed_ms(self) -> int:
+        """The audio it streams before it ends."""
+        if self.status == "completed":
+            return int(self.audio_ms)
+        if self.stop_at_ms is not None:
+            return min(int(self.audio_ms), int(self.stop_at_ms))
+        return int(self.audio_ms) // 2 if self.status == "incomplete" else 0
+
+
+@dataclass(frozen=True)
+class FailedTranscript:
+    """In `caller_transcripts`: the caller's turn whose transcription fails."""
+
+    code: str = "audio_unintelligible"
+    message: str = "The audio could not be transcribed."
 
 
 @dataclass(frozen=True)
@@ -90,9 +138,26 @@ class RealtimeScript:
 
     responses: Sequence[Reply | ToolCall] = ()
     default_reply: Reply = Reply()
-    caller_transcripts: Sequence[str] = ()
+    caller_transcripts: Sequence[str | FailedTranscript] = ()
     default_caller_transcript: str = DEFAULT_CALLER_TRANSCRIPT
+    # When the caller's transcript comes: "response_created" (the real order: held until the first
+    # `response.created` after its commit, or `transcript_wait_ms` after the commit when no
+    # response comes), "response_done" (as slow transcription can be: after the answer's
+    # `response.done`, or that wait), or "commit" (at once). `transcript_delay_ms` more after that.
+    transcript_timing: str = "response_created"
+    transcript_wait_ms: int = 2000
     transcript_delay_ms: int = 0
+    transcript_deltas: bool = True  # `...transcription.delta` events before the completed one
+    rate_limits: bool = True  # `rate_limits.updated` after each `response.created`
+    # Server VAD: a 20 ms window is voiced when its decoded level reaches the one the session's
+    # threshold asks for (`realtime_peer.vad_level`); speech starts once this much is voiced in a
+    # row, so a click is not speech.
+    vad_min_speech_ms: int = 40
+    # The API ending the session, by connection number (1-based), seconds after it opened:
+    # "expire" sends the session_expired error, then closes (1001) as the API does at a session's
+    # maximum duration; "close" closes (1011) without a word first.
+    expire_after_s: Mapping[int, float] = field(default_factory=dict)
+    close_after_s: Mapping[int, float] = field(default_factory=dict)
     # session.updated: "immediate" | "second" (ignore the first update) | "never"
     session_updated: str = "immediate"
     session_updated_delay_ms: int = 0
@@ -102,7 +167,9 @@ class RealtimeScript:
     # Faults by connection number (1-based), once that connection's response number
     # `fault_at_response` (0-based) has begun: "drop" cuts the TCP connection (after its first
     # audio); "freeze" keeps it open but sends nothing more, pongs included (after its first
-    # audio); "stall" leaves that response hanging after response.created (the socket stays alive).
+    # audio); "expire" and "close" end the session as `expire_after_s` and `close_after_s` do
+    # (after its first audio); "stall" leaves that response hanging after response.created (the
+    # socket stays alive).
     faults: Mapping[int, str] = field(default_factory=dict)
     fault_at_response: int = 1
     first_byte_ms: int = 0  # response.created → first audio delta
@@ -136,6 +203,10 @@ class ResponseRecord:
     tool_call: ToolCall | None = None
     call_id: str | None = None
     call_item_id: str | None = None  # the function call item (after the audio item, or the only one)
+    end_status: str = "completed"  # how the script has it end, unless cancelled first
+    end_details: dict | None = None
+    audio_ms_full: int = 0  # the reply's whole audio; `audio_ms_planned` is what streams before the end
+    error: ServerError | None = None
     # Streaming state, guarded by the connection's lock.
     finished: bool = False
     stage: str = "created"  # created → item → audio → done
@@ -190,8 +261,9 @@ class _LockedSocket:
 class RealtimeConnection:
     """One client websocket: what it sent, what the fake answered, and the call's state.
 
-    The handler greenlet owns the VAD state and the script positions. Guards: `active`,
-    every ResponseRecord's streaming state, `responses`, and writes to the socket.
+    The handler greenlet owns the VAD state and the script positions. `lock` guards `active`,
+    every ResponseRecord's streaming state, `responses`, `item_ids` and `_held_transcripts`
+    (the handler, the streaming greenlet and the timers write them), and writes to the socket.
     """
 
     def __init__(self, fake: "FakeRealtime", ws, headers: dict, query: dict, history: bool) -> None:
@@ -220,10 +292,16 @@ class RealtimeConnection:
         self.input_ms = 0.0
         self.appended_frames = 0
         self.speech_segments: list[tuple[int, int]] = []  # (audio_start_ms, audio_end_ms) as reported
+        self.item_ids: set[str] = set()  # every item the conversation holds
+        self.expired_at: float | None = None
+        self.closed_by_server_at: float | None = None
         self._speech_item: str | None = None
         self._speech_start_ms = 0
         self._silence_ms = 0.0
+        self._voiced_ms = 0.0  # voiced audio in a row before speech counts as started
+        self._voiced_from_ms = 0.0
         self._last_item_id: str | None = None
+        self._held_transcripts: dict[str, str | FailedTranscript] = {}  # item id → its transcript, in commit order
         self._reply_index = 0
         self._transcript_index = 0
         self._greenlets: list[gevent.Greenlet] = []
@@ -306,6 +384,21 @@ class RealtimeConnection:
             log.info("freezing connection %d", self.number)
             self.ws.sock.frozen = True
 
+    def expire(self) -> None:
+        """The session's maximum duration is over: the API says so, then closes (going away)."""
+        if self.expired_at is None and not self.closed:
+            self.expired_at = time.monotonic()
+            log.info("connection %d: session expired", self.number)
+            self.send_error(SESSION_EXPIRED.code, SESSION_EXPIRED.message, type=SESSION_EXPIRED.type)
+            self.close(1001, SESSION_EXPIRED.message)
+
+    def close_by_server(self) -> None:
+        """The API closes the socket on its side, with no event first."""
+        if self.closed_by_server_at is None and not self.closed:
+            self.closed_by_server_at = time.monotonic()
+            log.info("connection %d: closed by the server", self.number)
+            self.close(1011, "internal error")
+
     def _fault(self, index: int) -> str | None:
         """The fault scripted for this connection's response number `index`, if any."""
         if index != self.script.fault_at_response:
@@ -328,6 +421,10 @@ class RealtimeConnection:
 
     def serve(self) -> None:
         self.send({"type": "session.created", "session": copy.deepcopy(self.session)})
+        if self.number in self.script.expire_after_s:
+            self._spawn(self.expire, delay=self.script.expire_after_s[self.number])
+        if self.number in self.script.close_after_s:
+            self._spawn(self.close_by_server, delay=self.script.close_after_s[self.number])
         while True:
             message = self.ws.receive()
             if message is None:
@@ -402,22 +499,39 @@ class RealtimeConnection:
             self._invalid(event, f"audio is not base64: {exc}", event.get("event_id"))
             return
         self.appended_frames += 1
-        start_ms = self.input_ms
-        self.input_ms += len(audio) / 8  # μ-law 8 kHz: 8 bytes a millisecond
         td = self._turn_detection()
         if td is None:
+            self.input_ms += len(audio) / 8  # μ-law 8 kHz: 8 bytes a millisecond
             return
-        if audio.strip(SILENT_BYTES):
+        level = vad_level(td.get("threshold"))
+        for offset in range(0, len(audio), VAD_WINDOW_BYTES):
+            window = audio[offset:offset + VAD_WINDOW_BYTES]
+            start_ms = self.input_ms
+            self.input_ms += len(window) / 8
+            self._vad(td, mulaw_level(window) >= level, start_ms, len(window) / 8)
+
+    def _vad(self, td: dict, voiced: bool, start_ms: float, ms: float) -> None:
+        """One window of the caller's audio through the VAD."""
+        if self._speech_item is None:
+            if not voiced:
+                self._voiced_ms = 0.0  # a click or a burst of noise shorter than speech: forgotten
+                return
+            if self._voiced_ms == 0:
+                self._voiced_from_ms = start_ms
+            self._voiced_ms += ms
+            if self._voiced_ms < self.script.vad_min_speech_ms:
+                return
+            self._voiced_ms, self._silence_ms = 0.0, 0.0
+            self._speech_item = new_id("item")
+            # As the real API: the start includes the prefix padding.
+            padding = int(td.get("prefix_padding_ms") or DEFAULT_PREFIX_PADDING_MS)
+            self._speech_start_ms = max(0, int(self._voiced_from_ms) - padding)
+            self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": self._speech_start_ms,
+                       "item_id": self._speech_item})
+        elif voiced:
             self._silence_ms = 0.0
-            if self._speech_item is None:
-                self._speech_item = new_id("item")
-                # As the real API: the start includes the prefix padding.
-                padding = int(td.get("prefix_padding_ms") or DEFAULT_PREFIX_PADDING_MS)
-                self._speech_start_ms = max(0, int(start_ms) - padding)
-                self.send({"type": "input_audio_buffer.speech_started", "audio_start_ms": self._speech_start_ms,
-                           "item_id": self._speech_item})
-        elif self._speech_item is not None:
-            self._silence_ms += len(audio) / 8
+        else:
+            self._silence_ms += ms
             if self._silence_ms >= int(td.get("silence_duration_ms") or DEFAULT_SILENCE_MS):
                 self._end_speech()
 
@@ -430,6 +544,8 @@ class RealtimeConnection:
 
     def _commit(self, item_id: str) -> None:
         previous, self._last_item_id = self._last_item_id, item_id
+        with self.lock:
+            self.item_ids.add(item_id)
         self.send({"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": previous})
         item = caller_item(item_id)
         self.send({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
@@ -438,18 +554,46 @@ class RealtimeConnection:
             return
         transcripts = self.script.caller_transcripts
         if self._transcript_index < len(transcripts):
-            text = transcripts[self._transcript_index]
+            entry = transcripts[self._transcript_index]
         else:
-            text = self.script.default_caller_transcript
+            entry = self.script.default_caller_transcript
         self._transcript_index += 1
+        if self.script.transcript_timing == "commit":
+            self._release_transcript(item_id, entry)
+            return
+        with self.lock:
+            self._held_transcripts[item_id] = entry
+        self._spawn(self._transcript_waited, item_id, delay=self.script.transcript_wait_ms / 1000)
+
+    def _transcript_waited(self, item_id: str) -> None:
+        """No response came after the commit: the transcription is done anyway."""
+        with self.lock:
+            entry = self._held_transcripts.pop(item_id, None)
+        if entry is not None:
+            self._release_transcript(item_id, entry)
+
+    def _release_held_transcripts(self) -> None:
+        """A response was created: the transcripts held for it come now. Under the lock."""
+        held, self._held_transcripts = self._held_transcripts, {}
+        for item_id, entry in held.items():
+            self._release_transcript(item_id, entry)
+
+    def _release_transcript(self, item_id: str, entry: str | FailedTranscript) -> None:
         delay = self.script.transcript_delay_ms / 1000
         if delay:
-            self._spawn(self._send_transcript, item_id, text, delay=delay)
+            self._spawn(self._send_transcript, item_id, entry, delay=delay)
         else:
-            self._send_transcript(item_id, text)
+            self._send_transcript(item_id, entry)
 
-    def _send_transcript(self, item_id: str, text: str) -> None:
-        self.send(transcription_completed(item_id, text))
+    def _send_transcript(self, item_id: str, entry: str | FailedTranscript) -> None:
+        if isinstance(entry, FailedTranscript):
+            self.send(transcription_failed(item_id, entry.code, entry.message))
+            return
+        if self.script.transcript_deltas and entry:
+            for piece in text_pieces(entry, 2):
+                if piece:
+                    self.send(transcription_delta(item_id, piece))
+        self.send(transcription_completed(item_id, entry))
 
     def _on_input_clear(self, event: dict) -> None:
         self._speech_item = None
@@ -488,10 +632,12 @@ class RealtimeConnection:
             else:
                 then = entry.then_call
                 run = ResponseRecord(id=new_id("resp"), kind="audio", item_id=new_id("item"), create_event=event,
-                                     transcript=entry.text, audio_ms_planned=int(entry.audio_ms),
-                                     created_at=time.monotonic(), tool_call=then,
+                                     transcript=entry.text, audio_ms_planned=entry.streamed_ms,
+                                     audio_ms_full=int(entry.audio_ms), created_at=time.monotonic(), tool_call=then,
                                      call_id=(then.call_id or new_id("call")) if then else None,
-                                     call_item_id=new_id("item") if then else None)
+                                     call_item_id=new_id("item") if then else None, end_status=entry.status,
+                                     end_details=dict(entry.details) if entry.details is not None else None,
+                                     error=entry.error)
             self.responses.append(run)
             self.active = run
         self._spawn(self._stream, run, index)
@@ -519,13 +665,24 @@ class RealtimeConnection:
             if run.finished:
                 return
             self.send({"type": "response.created", "response": response_object(self.session, run, "in_progress", [])})
+            if self.script.rate_limits:
+                self.send(rate_limits_updated())
+            if self.script.transcript_timing == "response_created":
+                self._release_held_transcripts()
+            if run.error is not None:
+                error = run.error
+                self.send_error(error.code, error.message, type=error.type, param=error.param)
             if run.kind == "function_call":
                 self._finish_function_call(run)
+                return
+            if run.end_status != "completed" and run.audio_ms_planned == 0:
+                self._done(run, run.end_status, [])  # it failed before it said anything: no item
                 return
             item = message_item(run, "in_progress", with_content=False)
             self.send({"type": "response.output_item.added", "response_id": run.id, "output_index": 0, "item": item})
             self.send({"type": "conversation.item.added", "item": item, "previous_item_id": self._last_item_id})
             self._last_item_id = run.item_id
+            self.item_ids.add(run.item_id)
             self.send({"type": "response.content_part.added", "response_id": run.id, "item_id": run.item_id,
                        "output_index": 0, "content_index": 0, "part": {"type": "audio", "transcript": ""}})
             run.stage = "item"
@@ -540,7 +697,8 @@ class RealtimeConnection:
             return
         chunk_ms = max(20, int(script.chunk_ms))
         n = math.ceil(run.audio_ms_planned / chunk_ms)
-        pieces = text_pieces(run.transcript, n)
+        # The words spread over the whole reply: one that ends early has said only its first ones.
+        pieces = text_pieces(run.transcript, max(n, math.ceil(run.audio_ms_full / chunk_ms)))
         pattern = bytes([agent_audio_byte(index)])
         t0 = time.monotonic()
         for k in range(n):
@@ -562,13 +720,14 @@ class RealtimeConnection:
                     run.transcript_sent += pieces[k]
                     self.send({"type": "response.output_audio_transcript.delta", "response_id": run.id,
                                "item_id": run.item_id, "output_index": 0, "content_index": 0, "delta": pieces[k]})
-            if k == 0 and fault in ("drop", "freeze"):
-                self.drop() if fault == "drop" else self.freeze()
+            if k == 0 and fault in self._FAULTS:
+                self._FAULTS[fault](self)
                 return
         with self.lock:
             if not run.finished:
-                run.transcript_sent = run.transcript  # an audio-less reply still has its transcript
-                self._finish(run, "completed")
+                if run.end_status == "completed":
+                    run.transcript_sent = run.transcript  # an audio-less reply still has its transcript
+                self._finish(run, run.end_status)
         self._after_response()
 
     def _finish_function_call(self, run: ResponseRecord) -> None:
@@ -586,6 +745,7 @@ class RealtimeConnection:
         self.send({"type": "conversation.item.added", "item": self._function_item(run, "in_progress", ""),
                    "previous_item_id": self._last_item_id})
         self._last_item_id = item_id
+        self.item_ids.add(item_id)
         self.send({"type": "response.function_call_arguments.delta", "response_id": run.id, "item_id": item_id,
                    "output_index": output_index, "call_id": run.call_id, "delta": arguments})
         self.send({"type": "response.function_call_arguments.done", "response_id": run.id, "item_id": item_id,
@@ -622,7 +782,11 @@ class RealtimeConnection:
         run.wake.set()
         if self.active is run:
             self.active = None  # before response.done: a create right after it must succeed
-        self.send({"type": "response.done", "response": response_object(self.session, run, status, output, self._usage(run))})
+        details = run.end_details if status == run.end_status and run.end_details is not None else None
+        self.send({"type": "response.done", "response": response_object(
+            self.session, run, status, output, self._usage(run), details or status_details(status))})
+        if self.script.transcript_timing == "response_done":
+            self._release_held_transcripts()
 
     def _after_response(self) -> None:
         limit = self.script.drop_after_responses
@@ -671,12 +835,25 @@ class RealtimeConnection:
         return [t for t in self.truncates if t.error]
 
     def _on_item_create(self, event: dict) -> None:
+        previous = event.get("previous_item_id")
+        with self.lock:
+            known = previous is None or previous == "root" or previous in self.item_ids
+        if not known:  # as the API: an error, and the item is not added
+            self.send_error("invalid_value", f"Previous item with item_id {previous} not found",
+                            event.get("event_id"), param="previous_item_id")
+            return
         item = {"id": new_id("item"), "object": "realtime.item", "status": "completed", **event["item"]}
         self.items_created.append(item)
-        previous = event.get("previous_item_id") or self._last_item_id
+        previous = previous or self._last_item_id
         self._last_item_id = item["id"]
+        with self.lock:
+            self.item_ids.add(item["id"])
         self.send({"type": "conversation.item.added", "item": item, "previous_item_id": previous})
         self.send({"type": "conversation.item.done", "item": item, "previous_item_id": previous})
+
+    _FAULTS: dict[str, Callable[["RealtimeConnection"], None]] = {
+        "drop": drop, "freeze": freeze, "expire": expire, "close": close_by_server,
+    }
 
     _HANDLERS: dict[str, Callable[["RealtimeConnection", dict], None]] = {
         "session.update": _on_session_update,
