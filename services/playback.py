@@ -296,8 +296,8 @@ class Playback:
                     # Its first frame. Forwarding counts only when it was due as its audio came (or
                     # starts a stretch): a wait behind audio still playing is pacing, not delay.
                     audio_at = segment.audio_at
-                    due_at_once = audio_at is not None and due - self._lead_us <= max(round(audio_at * 1_000_000),
-                                                                                      self._t0)
+                    audio_us = None if audio_at is None else round(audio_at * 1_000_000)
+                    due_at_once = audio_us is not None and due - self._lead_us <= max(audio_us, self._t0)
                     started.append((segment.item_id, audio_at if due_at_once else None))
             self.frames_out += media
             if not self._queue:
