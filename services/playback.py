@@ -9,6 +9,12 @@ The playback clock answers "what has the caller heard?": Twilio plays frames in 
 as they arrive, so when the stream starts from idle at `t0`, frame n of the stream is
 heard at t0 + n·20 ms. Each echoed mark re-anchors the clock to the end of its item,
 so Twilio-side delay never makes us claim more than was heard.
+
+Time is read once per step and kept in whole microseconds, so how many frames leave at
+once, and how much of an item was heard, never depend on where the clock stands (a float
+difference of two large clock readings can fall either side of a frame boundary). The
+clock and TX's sleep are injected: production passes `time.monotonic` and `gevent.sleep`,
+a test a manual clock and its sleep, to drive time itself.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from gevent.event import Event
 
 from services.twilio_protocol import FRAME_BYTES, FRAME_MS, MULAW_SILENCE, mark_message, media_message
 
-FRAME_S = FRAME_MS / 1000.0
+FRAME_US = FRAME_MS * 1000
 MARK_PREFIX = "item:"
 
 
@@ -61,31 +67,30 @@ class Playback:
 
     def __init__(self, send: Callable[[list[str]], None], stream_sid: str, *,
                  lead_ms: int = 60, on_first_frame: Callable[[str, float, float | None], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = gevent.sleep):
         self._send = send
         self._stream_sid = stream_sid
-        self._lead_ms = lead_ms
-        self._lead_s = lead_ms / 1000.0
+        self._lead_us = lead_ms * 1000
         self._on_first_frame = on_first_frame
         self._clock = clock
+        self._sleep = sleep
         # Guards every field below it.
         self._lock = threading.Lock()
         self._queue: deque[tuple[_Segment, bytes | None]] = deque()  # frame, or None for the item's mark
         self._segments: dict[str, _Segment] = {}
         self._partial: dict[str, bytearray] = {}  # each item's tail shorter than a frame
         self._muted: set[str] = set()  # responses cancelled by barge-in: their late audio is dropped
-        # The current stretch of audio: since t0 the caller hears one frame per 20 ms.
+        # The current stretch of audio: since t0 (µs) the caller hears one frame per 20 ms.
         self._timeline: deque[_Segment] = deque()  # segments on the stream, not yet fully heard
-        self._t0: float | None = None
+        self._t0: int | None = None
         self._frames_total = 0
         self.frames_out = 0
         self.frames_dropped: dict[str, int] = {}
         # TX's own pacing figure: frames by how late they left, 1 ms buckets, the last one open.
         self.lateness_ms = [0] * 64
-        # The send schedule: frame n of the stretch is due to be heard at _s0 + n·20 ms, computed
-        # from integers each time (never accumulated), so how many frames leave at once does not
-        # depend on where the clock stands. Marks re-anchor _t0 (what was heard), never _s0.
-        self._s0 = 0.0
+        # The send schedule: frame n of the stretch is due to be heard at _s0 + n·20 ms (µs),
+        # computed each time, never accumulated. Marks re-anchor _t0 (what was heard), never _s0.
+        self._s0 = 0
         self._wakeup = Event()  # set by whoever queues audio or stops; TX waits on it; `_send_due` clears it
         self._stopped = Event()  # set once, by stop(), from any greenlet
 
@@ -145,11 +150,12 @@ class Playback:
             self._muted.update(mute)
             self._muted.update(segment.response_id for segment, _ in self._queue)
             self._muted.update(segment.response_id for segment in self._timeline)
-            playing = self._playing_segment(self._clock())
+            now = self._now_us()
+            playing = self._playing_segment(now)
             heard = None
             if playing is not None:
                 heard = Heard(item_id=playing.item_id, response_id=playing.response_id,
-                              heard_ms=self._heard_frames(playing) * FRAME_MS, sent_ms=playing.sent * FRAME_MS)
+                              heard_ms=self._heard_frames(playing, now) * FRAME_MS, sent_ms=playing.sent * FRAME_MS)
             dropped = sum(1 for _, frame in self._queue if frame is not None)
             if dropped:
                 self._drop("barge_in", dropped)
@@ -173,7 +179,7 @@ class Playback:
             if segment is None or segment.start is None or self._t0 is None:
                 return None
             # Re-anchor the clock: the item's last frame is what the caller hears now.
-            self._t0 = self._clock() - (segment.start + segment.sent) * FRAME_S
+            self._t0 = self._now_us() - (segment.start + segment.sent) * FRAME_US
             while self._timeline:
                 done = self._timeline.popleft()
                 done.fully_heard = True
@@ -186,7 +192,7 @@ class Playback:
     def is_playing(self) -> bool:
         """Agent audio is queued, or sent and not yet heard."""
         with self._lock:
-            return self._playing_segment(self._clock()) is not None
+            return self._playing_segment(self._now_us()) is not None
 
     def has_audio(self, item_id: str) -> bool:
         with self._lock:
@@ -210,26 +216,29 @@ class Playback:
 
     def playing_item(self) -> str | None:
         with self._lock:
-            segment = self._playing_segment(self._clock())
+            segment = self._playing_segment(self._now_us())
             return segment.item_id if segment is not None else None
 
     def heard_ms(self, item_id: str) -> int:
         with self._lock:
             segment = self._segments.get(item_id)
-            return self._heard_frames(segment) * FRAME_MS if segment is not None else 0
+            return self._heard_frames(segment, self._now_us()) * FRAME_MS if segment is not None else 0
 
-    def _heard_frames(self, segment: _Segment) -> int:
+    def _now_us(self) -> int:
+        return round(self._clock() * 1_000_000)
+
+    def _heard_frames(self, segment: _Segment, now: int) -> int:
         if segment.fully_heard:
             return segment.sent
         if segment.start is None or self._t0 is None:
             return 0
-        position = int((self._clock() - self._t0) / FRAME_S)
+        position = (now - self._t0) // FRAME_US
         return min(segment.sent, max(0, position - segment.start))
 
-    def _playing_segment(self, now: float) -> _Segment | None:
-        """The item the caller hears now, or the next one queued; None when silent."""
+    def _playing_segment(self, now: int) -> _Segment | None:
+        """The item the caller hears now (µs), or the next one queued; None when silent."""
         if self._t0 is not None:
-            position = int((now - self._t0) / FRAME_S)
+            position = (now - self._t0) // FRAME_US
             for segment in self._timeline:
                 if position < segment.start + segment.sent:
                     return segment
@@ -251,11 +260,11 @@ class Playback:
             if wait_s is None:
                 self._wakeup.wait()
             elif wait_s > 0:
-                gevent.sleep(wait_s)
+                self._sleep(wait_s)
 
     def _send_due(self) -> float | None:
         """Send the frames due now: each is due `lead` before the caller plays it, and those due
-        within the next `FRAME_S` go too, so frames leave in pairs (half the wake-ups and writes).
+        within the next frame go too, so frames leave in pairs (half the wake-ups and writes).
 
         Returns the seconds until the next frame is due, or None when nothing is queued. Frames
         are taken under the lock and written in the order taken: nothing yields between releasing
@@ -265,7 +274,7 @@ class Playback:
         media = 0
         started: list[tuple[str, float | None]] = []  # (item, when its first audio was read)
         with self._lock:
-            now = self._clock()
+            now = self._now_us()
             while self._queue:
                 segment, frame = self._queue[0]
                 if frame is None:
@@ -273,15 +282,13 @@ class Playback:
                     texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
                     continue
                 fresh = self._stretch_over(now)
-                # Frame n may leave `lead` before it is heard, and one frame earlier still (pairs);
-                # in whole microseconds, so that float rounding never moves a frame across the line.
-                if not fresh and (self._frames_total * FRAME_MS - self._lead_ms - FRAME_MS) * 1000 > round(
-                        (now - self._s0) * 1e6):
+                # Frame n may leave `lead` before it is heard, and one frame earlier still (pairs).
+                if not fresh and self._s0 + self._frames_total * FRAME_US - self._lead_us - FRAME_US > now:
                     break
                 self._queue.popleft()
-                due = self._s0 + self._book(segment, now, fresh) * FRAME_S
+                due = self._s0 + self._book(segment, now, fresh) * FRAME_US
                 # A stretch's first frames are due before it began: they leave at once, on time.
-                send_at = max(due - self._lead_s, self._t0)
+                send_at = max(due - self._lead_us, self._t0)
                 self._late(now - send_at)
                 texts.append(media_message(self._stream_sid, frame))
                 media += 1
@@ -289,34 +296,35 @@ class Playback:
                     # Its first frame. Forwarding counts only when it was due as its audio came (or
                     # starts a stretch): a wait behind audio still playing is pacing, not delay.
                     audio_at = segment.audio_at
-                    due_at_once = audio_at is not None and due - self._lead_s <= max(audio_at, self._t0)
+                    audio_us = None if audio_at is None else round(audio_at * 1_000_000)
+                    due_at_once = audio_us is not None and due - self._lead_us <= max(audio_us, self._t0)
                     started.append((segment.item_id, audio_at if due_at_once else None))
             self.frames_out += media
             if not self._queue:
                 self._wakeup.clear()
-                wait_s = None
+                wait_us = None
             else:
-                wait_s = self._s0 + (self._frames_total * FRAME_MS - self._lead_ms) / 1000 - now
+                wait_us = self._s0 + self._frames_total * FRAME_US - self._lead_us - now
         if texts:
             self._send(texts)
             if started and self._on_first_frame is not None:
                 sent_at = self._clock()
                 for item_id, audio_at in started:
                     self._on_first_frame(item_id, sent_at, None if audio_at is None else (sent_at - audio_at) * 1000)
-            if wait_s is not None:
-                wait_s -= self._clock() - now
-        return wait_s
+            if wait_us is not None:
+                wait_us -= self._now_us() - now
+        return None if wait_us is None else wait_us / 1_000_000
 
-    def _late(self, seconds: float) -> None:
+    def _late(self, late_us: int) -> None:
         """Count how late a frame left against its schedule, in 1 ms buckets (early counts as 0)."""
-        bucket = min(len(self.lateness_ms) - 1, int(seconds * 1000)) if seconds > 0 else 0
+        bucket = min(len(self.lateness_ms) - 1, late_us // 1000) if late_us > 0 else 0
         self.lateness_ms[bucket] += 1
 
-    def _stretch_over(self, now: float) -> bool:
+    def _stretch_over(self, now: int) -> bool:
         """Idle, or the caller has heard all that was sent: the next frame starts a new stretch."""
-        return self._t0 is None or now >= self._t0 + self._frames_total * FRAME_S
+        return self._t0 is None or now >= self._t0 + self._frames_total * FRAME_US
 
-    def _book(self, segment: _Segment, now: float, fresh: bool) -> int:
+    def _book(self, segment: _Segment, now: int, fresh: bool) -> int:
         """Put one frame of `segment` on the stream timeline (starting a new stretch when
         `fresh`); return its index in the stretch's schedule. Called under the lock.
         """
