@@ -282,7 +282,7 @@ class AuditEntry(Base):
     """
 
     __tablename__ = "audit_log"
-    __table_args__ = (Index("ix_audit_log_business_at", "business_id", "at"),)
+    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

@@ -30,11 +30,8 @@ def client_address() -> str:
 
 def init_app(app: Flask, api: Blueprint) -> Limiter:
     settings = app.config["SETTINGS"]
-    try:
-        limiter = Limiter(client_address, storage_uri=settings.rate_limit_storage_url, strategy="moving-window",
-                          key_prefix="api")
-    except ConfigurationError as exc:
-        raise SettingsError(f"RATE_LIMIT_STORAGE_URL: {exc}") from None
+    limiter = Limiter(client_address, storage_uri=settings.rate_limit_storage_url, strategy="moving-window",
+                      key_prefix="api")
     limiter.shared_limit(settings.api_rate_limit, scope="per-principal", key_func=_bucket,
                          exempt_when=lambda: principal() is None,
                          error_message="too many requests for this key; see Retry-After")(api)
@@ -44,7 +41,7 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
                          deduct_when=lambda response: response.status_code == 401,
                          error_message="too many failed sign-ins from this address; see Retry-After")(api)
     try:
-        limiter.init_app(app)
+        limiter.init_app(app)  # makes the storage: an unknown scheme or a missing client package fails here
     except ConfigurationError as exc:
         raise SettingsError(f"RATE_LIMIT_STORAGE_URL: {exc}") from None
     app.extensions["api_limiter"] = limiter
@@ -54,7 +51,8 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
 def too_many_requests(exc: RateLimitExceeded, limiter: Limiter):
     """429 with a JSON error, and Retry-After: when the breached window lets a request in again."""
     limit = limiter.current_limit
-    wait = limit.reset_at - time.time() if limit is not None else 60
+    # window[0]: when the window's oldest counted request drops out of it.
+    wait = limit.window[0] - time.time() if limit is not None else 60
     response = jsonify(error=exc.description)
     response.status_code = 429
     response.headers["Retry-After"] = str(max(MIN_RETRY_AFTER_S, math.ceil(wait)))

@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.Column("client_addr", sa.String(64)),
     )
     op.create_index("ix_audit_log_at", "audit_log", ["at"])
-    op.create_index("ix_audit_log_business_at", "audit_log", ["business_id", "at"])
+    op.create_index("ix_audit_log_business_id", "audit_log", ["business_id", "id"])
 
 
 def downgrade() -> None:
