@@ -200,3 +200,14 @@ def _every_stored_value(live) -> str:
         for table in meta.sorted_tables:
             parts.extend(repr(tuple(row)) for row in conn.execute(table.select()))
     return "\n".join(parts)
+
+
+def test_the_migration_builds_the_tables_the_models_describe(db):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from services.store.models import Base
+
+    with db.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert [d for d in differences if "api_keys" in repr(d) or "audit_log" in repr(d)] == []
