@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from limits import parse_many
-
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
 
 
@@ -293,7 +291,13 @@ def _number(get, name: str, kind: type, default, *, low, high):
 
 
 def _rate_limit(get, name: str, default: str) -> str:
-    text = get(name, default)
+    text = get(name)
+    if text is None:
+        return default
+    # Here, not at the top: `limits` takes a tenth of a second to import, and processes without
+    # the API (the post-call workers) read these settings too.
+    from limits import parse_many
+
     try:
         parse_many(text)
     except ValueError:
