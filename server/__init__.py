@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import request_db
 from server.serving import refuse_unfit_server
@@ -19,6 +20,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["SETTINGS"] = settings
     app.json.ensure_ascii = False  # Hebrew stays readable in API answers.
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # every route: a larger body is a 413, unread
+    if settings.trusted_proxies:
+        # The client address (rate limits, audit log, loopback checks) from that many proxies' X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=0, x_host=0, x_port=0,
+                                x_prefix=0)
     db = request_db.init_app(app, settings.database_url)
 
     from server import cli
@@ -33,7 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["journal"] = JournalWriter(db)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
+    api.init_app(app)
     media.init_app(app)
     cli.init_app(app)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from prompts import build_business_layer
-from services.store.models import Appointment, Business, Call, Lead, Turn, iso
+from services.store.models import ApiKey, Appointment, AuditEntry, Business, Call, Lead, Turn, iso
 
 
 def business_json(business: Business) -> dict[str, Any]:
@@ -103,4 +103,33 @@ def appointment_json(appointment: Appointment) -> dict[str, Any]:
         "note": appointment.note,
         "call_sid": appointment.call_sid,
         "created_at": iso(appointment.created_at),
+    }
+
+
+def api_key_json(key: ApiKey) -> dict[str, Any]:
+    """Never the key itself: only the answer that made it shows it, once."""
+    return {
+        "id": key.id,
+        "business_id": key.business_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": iso(key.created_at),
+        "last_used_at": iso(key.last_used_at),
+        "revoked": key.revoked_at is not None,
+        "revoked_at": iso(key.revoked_at),
+    }
+
+
+def audit_entry_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": iso(entry.at),
+        "actor": {"kind": entry.actor, "api_key_id": entry.api_key_id},
+        "business_id": entry.business_id,
+        "method": entry.method,
+        "route": entry.route,
+        "object": {"type": entry.object_type, "id": entry.object_id},
+        "fields": entry.fields,
+        "status": entry.status,
+        "client_addr": entry.client_addr,
     }

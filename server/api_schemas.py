@@ -213,6 +213,7 @@ PersonName = text(200)
 Prompt = text(20_000)
 Greeting = text(1_000)
 Notes = text(5_000)
+KeyName = text(100)
 WebhookSecret = text(128, min_length=16)
 WebhookUrl = Annotated[str, Field(max_length=500),
                        says("must be an https:// URL of at most 500 characters", is_webhook_url),
@@ -279,6 +280,12 @@ class LeadCreate(Body):
     notes: Notes = LEFT_OUT
 
 
+class ApiKeyCreate(Body):
+    """A label to tell the business's keys apart ("crm", "console")."""
+
+    name: KeyName = ""
+
+
 class OutboundCallRequest(Body):
     business_id: Id
     to: Phone
@@ -312,3 +319,7 @@ class AppointmentFilter(Page):
     phone: Phone | None = None
     from_: IsoTime | None = Field(None, alias="from")
     to: IsoTime | None = None
+
+
+class AuditFilter(Page):
+    business_id: QueryId | None = None

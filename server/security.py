@@ -1,8 +1,9 @@
-"""Who may talk to us: Twilio request signatures and the per-call stream token."""
+"""Who may talk to us: Twilio request signatures, the per-call stream token, bearer tokens."""
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from dataclasses import dataclass
 
@@ -60,3 +61,32 @@ class StreamToken:
 
     def _mac(self, subject: str, expires: int) -> str:
         return hmac.new(self.secret.encode(), f"{subject}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def bearer_credential(authorization: str) -> str | None:
+    """What follows "Bearer " in an Authorization header; None when it is not a bearer credential."""
+    scheme, _, credential = authorization.strip().partition(" ")
+    credential = credential.strip()
+    return credential if scheme.lower() == "bearer" and credential else None
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant time; as bytes, since compare_digest refuses a str with characters outside ASCII."""
+    return hmac.compare_digest(given.encode(errors="replace"), expected.encode())
+
+
+def loopback_only_refusal(listens_on_loopback_only: bool, peer: str | None, token_name: str) -> str | None:
+    """Why a door without its token refuses this peer, or None: it answers loopback peers of a
+    server that listens on loopback only (behind a proxy on this host every peer looks local)."""
+    if not listens_on_loopback_only:
+        return f"{token_name} is not set and the server does not listen on loopback only (HOST)"
+    if not is_loopback(peer):
+        return f"{token_name} is not set: only loopback peers are answered"
+    return None
+
+
+def is_loopback(addr: str | None) -> bool:
+    try:
+        return addr is not None and ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False

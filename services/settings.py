@@ -122,6 +122,20 @@ class Settings:
     # private targets, for development and tests only.
     webhook_allow_http: bool = False
     webhook_allow_private: bool = False
+    # Requests to /api per key (the admin token counts as one key), and failed sign-ins (401) per
+    # client address: past it, that address gets 429 for everything until the window moves on.
+    # limits' notation: "120 per minute", "10/minute;100/hour".
+    api_rate_limit: str = "120 per minute"
+    api_auth_failure_limit: str = "10 per minute"
+    # Where the rate limit counts live: this process's memory by default (each worker counts for
+    # itself), or a shared store such as redis://host:6379 (its client package installed).
+    rate_limit_storage_url: str = "memory://"
+    # Reverse proxies in front of the server whose X-Forwarded-For is believed (the client address
+    # for rate limits, the audit log and loopback checks); 0 believes none.
+    trusted_proxies: int = 0
+    # Bearer token for /metrics; unset, /metrics answers as the API without a token does
+    # (loopback peers of a server that listens on loopback only).
+    metrics_token: str = ""
     timing: CallTiming = field(default_factory=CallTiming)
     post_call: PostCall = field(default_factory=PostCall)
 
@@ -220,6 +234,13 @@ class Settings:
             if "/" in name or " " in name:
                 raise SettingsError(f"ALLOWED_HOSTS: expected host names, got {name!r}")
 
+        api_rate_limit = _rate_limit(get, "API_RATE_LIMIT", defaults.api_rate_limit)
+        api_auth_failure_limit = _rate_limit(get, "API_AUTH_FAILURE_LIMIT", defaults.api_auth_failure_limit)
+        rate_limit_storage_url = get("RATE_LIMIT_STORAGE_URL", defaults.rate_limit_storage_url)
+        if "://" not in rate_limit_storage_url:
+            raise SettingsError(f"RATE_LIMIT_STORAGE_URL must be a URL such as memory:// or redis://host:6379, "
+                                f"got {rate_limit_storage_url!r}")
+
         twilio_auth_token = get("TWILIO_AUTH_TOKEN", "")
         openai_api_key = get("OPENAI_API_KEY", "")
         secret_key = get("SECRET_KEY") or _derived_secret(twilio_auth_token, openai_api_key)
@@ -246,6 +267,11 @@ class Settings:
             shutdown_drain_s=_number(get, "SHUTDOWN_DRAIN_S", float, defaults.shutdown_drain_s, low=0, high=4 * 3600),
             webhook_allow_http=_switch(get, "WEBHOOK_ALLOW_HTTP"),
             webhook_allow_private=_switch(get, "WEBHOOK_ALLOW_PRIVATE"),
+            api_rate_limit=api_rate_limit,
+            api_auth_failure_limit=api_auth_failure_limit,
+            rate_limit_storage_url=rate_limit_storage_url,
+            trusted_proxies=_number(get, "TRUSTED_PROXIES", int, defaults.trusted_proxies, low=0, high=10),
+            metrics_token=get("METRICS_TOKEN", ""),
             timing=timing,
             post_call=post_call,
         )
@@ -262,6 +288,22 @@ def _number(get, name: str, kind: type, default, *, low, high):
     if not low <= value <= high:
         raise SettingsError(f"{name} must be from {low} to {high}, got {text!r}")
     return value
+
+
+def _rate_limit(get, name: str, default: str) -> str:
+    text = get(name)
+    if text is None:
+        return default
+    # Here, not at the top: `limits` takes a tenth of a second to import, and processes without
+    # the API (the post-call workers) read these settings too.
+    from limits import parse_many
+
+    try:
+        parse_many(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a rate such as '120 per minute' or '10/minute;100/hour', "
+                            f"got {text!r}") from None
+    return text
 
 
 def _switch(get, name: str) -> bool:

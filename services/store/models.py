@@ -252,3 +252,48 @@ class Appointment(Base):
     note: Mapped[str] = mapped_column(Text, default="")
     call_sid: Mapped[str | None] = mapped_column(String(64))  # the call that booked it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """A business's key to the API (services/store/api_keys.py): it sees only that business.
+
+    The key itself is never stored: `key_hash` is its SHA-256, `prefix` its first characters,
+    public, to find the row and to tell keys apart in a list.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    business_id: Mapped[int] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Stamped at most once a minute: a busy key does not write on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEntry(Base):
+    """One change made through the API (services/store/audit.py): who, what, when, from where.
+
+    No foreign keys: the trail outlives the business, key or object it names. `fields` holds the
+    names of the fields changed, never their values.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_business_id", "business_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(16))  # admin | key
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    # The business whose data changed (for a key, always the key's own).
+    business_id: Mapped[int | None] = mapped_column(Integer)
+    method: Mapped[str] = mapped_column(String(8))
+    route: Mapped[str] = mapped_column(String(200))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    fields: Mapped[list[Any]] = mapped_column(default=list)
+    status: Mapped[int] = mapped_column(Integer)
+    client_addr: Mapped[str | None] = mapped_column(String(64))

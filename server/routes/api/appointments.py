@@ -7,6 +7,7 @@ from sqlalchemy import select
 from server import api_answers as answers
 from server.api_schemas import AppointmentFilter, parse
 from server.request_db import request_session
+from server.routes.api.principal import scoped
 from services.store.models import Appointment
 
 bp = Blueprint("appointments", __name__, url_prefix="/appointments")
@@ -16,7 +17,7 @@ bp = Blueprint("appointments", __name__, url_prefix="/appointments")
 def list_appointments():
     """Filters: business_id, phone, from/to (ISO times, on starts_at)."""
     query = parse(AppointmentFilter, request.args.to_dict())
-    stmt = select(Appointment)
+    stmt = scoped(select(Appointment), Appointment.business_id)
     if query.business_id is not None:
         stmt = stmt.where(Appointment.business_id == query.business_id)
     if query.phone is not None:

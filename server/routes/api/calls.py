@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, selectinload
 from server import api_answers as answers
 from server.api_schemas import CallFilter, parse
 from server.request_db import request_session
+from server.routes.api import auditing
+from server.routes.api.principal import ensure_visible, scoped
 from services.store.models import Call, Job, WebhookDelivery, iso
 from services.post_call import jobs
 
@@ -21,7 +23,7 @@ log = logging.getLogger("api")
 @bp.get("")
 def list_calls():
     query = parse(CallFilter, request.args.to_dict())
-    stmt = select(Call)
+    stmt = scoped(select(Call), Call.business_id)
     if query.business_id is not None:
         stmt = stmt.where(Call.business_id == query.business_id)
     if query.status is not None:
@@ -39,6 +41,7 @@ def get_call(call_sid: str):
     call = session.scalar(select(Call).where(Call.call_sid == call_sid).options(selectinload(Call.turns)))
     if call is None:
         abort(404, f"call {call_sid} not found")
+    ensure_visible(call.business_id, f"call {call_sid} not found")
     return {**answers.call_json(call, with_turns=True), **_after_call(session, call)}
 
 
@@ -49,6 +52,7 @@ def reprocess(call_sid: str):
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
         abort(404, f"call {call_sid} not found")
+    ensure_visible(call.business_id, f"call {call_sid} not found")
     if call.ended_at is None:
         abort(409, "the call has not ended yet")
     job = session.scalar(select(Job).where(Job.call_id == call.id, Job.kind == jobs.POST_CALL))
@@ -59,6 +63,7 @@ def reprocess(call_sid: str):
             jobs.requeue(session, job)
         except jobs.JobBusy:
             abort(409, "the call is being processed right now; try again when it is done")
+    auditing.note(session, "call", call_sid, call.business_id, ["post_call"], status=202)
     session.commit()
     log.info("call queued for reprocessing", extra={"call_sid": call_sid, "job_id": job.id})
     return {"call_sid": call_sid, "post_call": _job_json(job)}, 202

@@ -70,8 +70,17 @@ def get_or_404(session: Session, model: type[Row], ident: int, label: str) -> Ro
 
 def commit_or_409(session: Session, conflict: str) -> None:
     """Commit; a unique constraint hit (a concurrent writer won the race) is a 409."""
+    _or_409(session.commit, session, conflict)
+
+
+def flush_or_409(session: Session, conflict: str) -> None:
+    """Flush (to learn a new row's id); a unique constraint hit is a 409, as on commit."""
+    _or_409(session.flush, session, conflict)
+
+
+def _or_409(write: Callable[[], None], session: Session, conflict: str) -> None:
     try:
-        session.commit()
+        write()
     except IntegrityError as exc:
         session.rollback()
         log.info("conflict on commit", extra={"path": request.path, "db_error": str(exc.orig)})

@@ -14,7 +14,9 @@ from server.api_schemas import OutboundCallRequest, parse
 from services.store.call_records import open_call
 from server.request_db import get_db, request_session
 from services.store.models import Business, Lead, PhoneNumber
+from server.routes.api import auditing
 from server.routes.api.common import get_or_404, json_object
+from server.routes.api.principal import current, ensure_visible
 from services.call_limits import CallLimits
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
 
@@ -27,11 +29,15 @@ def place_outbound_call():
     body = parse(OutboundCallRequest, json_object())
     settings = current_app.config["SETTINGS"]
     session = request_session()
+    ensure_visible(body.business_id, f"business {body.business_id} not found")
     business = get_or_404(session, Business, body.business_id, "business")
     lead_id = body.lead_id
     if lead_id is not None:
         lead = get_or_404(session, Lead, lead_id, "lead")
         if lead.business_id != business.id:
+            # A key is not told that another business's lead exists.
+            if not current().is_admin:
+                abort(404, f"lead {lead_id} not found")
             abort(422, f"lead {lead_id} belongs to another business")
     from_number = session.scalar(select(PhoneNumber.e164).where(PhoneNumber.business_id == business.id)
                                  .order_by(PhoneNumber.id).limit(1))
@@ -57,6 +63,7 @@ def place_outbound_call():
     call = open_call(session, call_sid=placed.call_sid, business=business, direction="outbound",
                      from_number=from_number, to_number=body.to, status=placed.status)
     call.lead_id = lead_id
+    auditing.note(session, "call", placed.call_sid, business.id, body.given(), status=201)
     session.commit()
     log.info("outbound call placed", extra={"call_sid": placed.call_sid, "business_id": business.id,
                                             "lead_id": lead_id})
