@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20  # every route: a larger body is a 413, unread
     db = request_db.init_app(app, settings.database_url)
 
-    from server import cli
+    from server import cli, console
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    console.init_app(app)  # /console, and / leads there
     media.init_app(app)
     cli.init_app(app)
 
