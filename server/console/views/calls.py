@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Annotated, Any
 
 import requests
@@ -52,8 +52,8 @@ class CallHistoryFilter(BaseModel):
 
 
 def local_midnight(day: date) -> datetime:
-    """The start of `day` in Israel, as an aware time (compared with stored UTC)."""
-    return datetime.combine(day, time.min, tzinfo=labels.ZONE)
+    """The start of `day` in Israel, in UTC as times are stored (SQLite compares them as text)."""
+    return datetime.combine(day, time.min, tzinfo=labels.ZONE).astimezone(timezone.utc)
 
 
 def history_query(viewer, query: CallHistoryFilter):
