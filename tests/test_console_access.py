@@ -164,3 +164,14 @@ def test_a_business_key_sees_its_own_calls_and_not_another_business(console_serv
     assert client.get("/console/businesses").headers["Location"] == f"/console/businesses/{mine}"
     token = client.csrf_token("/console/calls/CAmine")
     assert client.post("/console/calls/CAtheirs/reprocess", {"csrf_token": token}, csrf_from=None).status_code == 404
+
+
+def test_the_english_switch_turns_the_page_left_to_right_and_back(client):
+    client.sign_in()
+    assert '<html lang="he" dir="rtl">' in client.get("/console/calls").text
+    answer = client.post("/console/language", {"next": "/console/calls"}, csrf_from="/console/calls")
+    assert answer.status_code == 302 and answer.headers["Location"] == "/console/calls"
+    page = client.get("/console/calls").text
+    assert '<html lang="en" dir="ltr">' in page and ">Calls</h1>" in page
+    client.post("/console/language", csrf_from="/console/calls")
+    assert '<html lang="he" dir="rtl">' in client.get("/console/calls").text

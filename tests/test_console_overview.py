@@ -106,4 +106,5 @@ def test_percentiles_take_the_nearest_rank():
     assert figures.percentile([], 50) is None
     assert figures.percentile([7.0], 95) == 7.0
     assert figures.percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.0
+    assert figures.percentile([5.0, 1.0, 3.0, 2.0, 4.0], 50) == 3.0
     assert figures.percentile(list(map(float, range(1, 101))), 95) == 95.0

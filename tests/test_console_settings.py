@@ -82,6 +82,9 @@ def test_valid_settings_are_saved_as_the_api_then_shows_them(console_server, bus
     assert stored["webhook_secret"].startswith("whsec_"), "an empty secret field leaves the secret as it was"
     page = client.get(f"/console/businesses/{business_id}").text
     assert "ההגדרות נשמרו" in page
+    assert texts_of(page, r'id="current-webhook-secret">([^<]*)<') == [stored["webhook_secret"]]
+    assert save(client, business_id, {**VALID_FORM, "webhook_secret": "whsec_" + "a" * 20}).status_code == 302
+    assert api(console_server, "GET", f"/api/businesses/{business_id}").json()["webhook_secret"] == "whsec_" + "a" * 20
 
 
 def test_invalid_settings_are_refused_with_the_apis_own_messages(console_server, business_id, client):

@@ -133,6 +133,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "appointment_minutes": ("אורך תור (דקות)", "Appointment length (minutes)"),
     "webhook_url": ("כתובת Webhook", "Webhook URL"),
     "webhook_secret": ("סוד ה־Webhook (ריק: ללא שינוי)", "Webhook secret (empty: unchanged)"),
+    "current_secret": ("הסוד הנוכחי, לבדיקת החתימות אצל המקבל", "The current secret, for the receiver to check signatures"),
     "record_calls": ("להקליט שיחות", "Record calls"),
     "recording_notice": ("להודיע למתקשר על ההקלטה", "Tell the caller the call is recorded"),
     "prompt_preview": ("מה תקבל השיחה הבאה", "What the next call gets"),
