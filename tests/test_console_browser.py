@@ -1,4 +1,4 @@
-"""The console in headless Chromium: sign in, edit the prompt and watch its length meter, and a
+"""The console in headless Chromium: sign in, edit the prompt and watch its length meter and preview, and a
 screenshot of every page at a desktop and a phone width (in tests/screenshots/, not committed).
 
 Needs Debian's `chromium` and `chromium-driver` (apt-get install chromium chromium-driver);
@@ -120,11 +120,18 @@ def test_sign_in_and_the_prompt_meter_in_chromium(browser, console_server):
     wait_for(lambda: "over" in meter.get_attribute("class"), 5, message="the meter to show the cap passed")
     assert browser.find_element(By.ID, "prompt-over-cap").is_displayed()
     assert int(meter.get_attribute("data-count")) == start + 21 + cap + 1
+    # The preview follows, unsaved: the builder's cut shows in its warnings.
+    warnings = browser.find_element(By.CSS_SELECTOR, '[data-warnings="inbound"]')
+    wait_for(lambda: "business prompt cut from" in warnings.get_attribute("textContent"), 10,
+             message="the preview to show the cut")
     shoot(browser, "settings-over-cap")
     # Back under the cap, saved: the preview shows what the next call gets.
     browser.execute_script("arguments[0].value = 'מספרה בחיפה. תספורת גברים ב־60 ₪.';", area)
     area.send_keys(" ")
     wait_for(lambda: "over" not in meter.get_attribute("class"), 5, message="the meter back under the cap")
+    layer = browser.find_element(By.CSS_SELECTOR, 'pre[data-layer="inbound-business"]')
+    wait_for(lambda: "תספורת גברים ב־60 ₪." in layer.get_attribute("textContent"), 10,
+             message="the preview to show the edited prompt before it is saved")
     browser.find_element(By.ID, "save").click()
     wait_for(lambda: "ההגדרות נשמרו" in browser.page_source, 10, message="the settings to save")
     browser.execute_script("document.querySelectorAll('#prompt-preview details').forEach(d => d.open = true);")

@@ -148,3 +148,29 @@ def test_the_preview_is_the_prompt_the_next_call_gets(console_server, business_i
     assert meter == f"{count} מתוך {prompts.BUSINESS_PROMPT_CAP} תווים"
     assert json.loads(texts_of(page, r'<textarea id="working_hours"[^>]*>(.*?)</textarea>')[0]) == \
         {"sun": [["09:00", "13:00"], ["16:00", "19:00"]]}
+
+
+def test_the_preview_follows_the_form_unsaved(console_server, business_id, client):
+    path = f"/console/businesses/{business_id}"
+    draft = {**VALID_FORM, "business_prompt": "טיוטה שלא נשמרה.", "recording_notice": "on"}
+    answer = client.post(f"{path}/preview", draft, csrf_from=path)
+    assert answer.status_code == 200
+    previews = answer.json()
+    assert "טיוטה שלא נשמרה." in previews["inbound"]["layers"]["business"]["text"]
+    assert previews["inbound"]["greeting"].startswith("שלום, הגעתם למספרת הים")
+    assert previews["inbound"]["greeting"] != VALID_FORM["greeting"], "the recording notice follows the greeting"
+    assert set(previews) == {"inbound", "outbound"}
+    stored = api(console_server, "GET", f"/api/businesses/{business_id}").json()
+    assert stored["business_prompt"] == "" and stored["name"] == "מספרה", "a preview saves nothing"
+    # The same builder as the API's preview: saved, the two agree.
+    assert save(client, business_id, draft).status_code == 302
+    saved = api(console_server, "GET", f"/api/businesses/{business_id}/prompt-preview").json()
+    assert saved["layers"] == previews["inbound"]["layers"]
+    assert saved["instructions"] == previews["inbound"]["instructions"]
+
+
+def test_the_preview_refuses_an_invalid_draft_and_a_missing_csrf_token(business_id, client):
+    path = f"/console/businesses/{business_id}"
+    answer = client.post(f"{path}/preview", {**VALID_FORM, "name": " "}, csrf_from=path)
+    assert answer.status_code == 422 and answer.json()["fields"] == {"name": "must not be empty"}
+    assert client.post(f"{path}/preview", VALID_FORM, csrf_from=None).status_code == 400

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+from types import SimpleNamespace
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -66,6 +67,25 @@ def business_settings(business_id: int):
     previews = {direction: prompts.prompt_preview(business, direction) for direction in ("inbound", "outbound")}
     return render_template("console/business.html", business=business, values=values, errors=errors,
                            voices=VOICES, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+
+
+# What the prompt builders read of a business (prompts/layers.py, prompts/crm.py).
+PREVIEWED = ("name", "business_prompt", "greeting", "outbound_greeting", "use_customer_name", "record_calls",
+             "recording_notice")
+
+
+@bp.post("/businesses/<int:business_id>/preview")
+def preview_draft(business_id: int):
+    """The prompt layers the form's values, unsaved, would give the next call: the page shows them as
+    the owner types. Validated as a save is; nothing is stored."""
+    business = viewed_business(business_id)
+    body, _ = forms.business_body(request.form)
+    try:
+        fields = parse(BusinessPatch, {name: body[name] for name in PREVIEWED if name in body}).given()
+    except ValidationError as exc:
+        return jsonify(fields=exc.fields), 422
+    draft = SimpleNamespace(**{**{name: getattr(business, name) for name in PREVIEWED}, **fields})
+    return {direction: prompts.prompt_preview(draft, direction) for direction in ("inbound", "outbound")}
 
 
 def save(session, business: Business, fields: dict) -> dict[str, str]:
