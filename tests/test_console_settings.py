@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import requests
@@ -23,7 +22,9 @@ VALID_FORM = {
     "max_concurrent_calls": "3",
     "appointment_minutes": "45",
     "voicemail_message": "",
-    "working_hours": '{"sun": [["09:00", "13:00"], ["16:00", "19:00"]]}',
+    "hours_sun": "09:00-13:00, 16:00-19:00",
+    "hours_mon": "",
+    "hours_fri": " 08:00 - 12:00 ",
     "webhook_url": "https://hooks.example/calls",
     "webhook_secret": "",
     "use_customer_name": "on",
@@ -75,7 +76,7 @@ def test_valid_settings_are_saved_as_the_api_then_shows_them(console_server, bus
     assert stored["business_prompt"] == "מספרה בחיפה.\nפתוחים גם בשישי.", "a textarea's CRLF is stored as a new line"
     assert stored["phone_numbers"] == ["+972300000001", "+972300000002"]
     assert (stored["voice"], stored["max_concurrent_calls"], stored["appointment_minutes"]) == ("coral", 3, 45)
-    assert stored["working_hours"] == {"sun": [["09:00", "13:00"], ["16:00", "19:00"]]}
+    assert stored["working_hours"] == {"sun": [["09:00", "13:00"], ["16:00", "19:00"]], "fri": [["08:00", "12:00"]]}
     assert (stored["use_customer_name"], stored["record_calls"], stored["recording_notice"],
             stored["transfer_on_shutdown"]) == (True, True, False, False)
     assert stored["webhook_url"] == "https://hooks.example/calls" and stored["transfer_number"] == "+972501112222"
@@ -91,7 +92,7 @@ def test_invalid_settings_are_refused_with_the_apis_own_messages(console_server,
     before = api(console_server, "GET", f"/api/businesses/{business_id}").json()
     form = {**VALID_FORM, "name": "  ", "max_concurrent_calls": "0", "appointment_minutes": "many",
             "voice": "robot", "timezone": "Mars/Olympus", "transfer_number": "050-123",
-            "webhook_url": "http://hooks.example/calls", "working_hours": '{"mon": [["10:00", "09:00"]]}',
+            "webhook_url": "http://hooks.example/calls", "hours_mon": "10:00-09:00",
             "phone_numbers": "+972300000001\n+972300000001", "webhook_secret": "short",
             "business_prompt": "x" * 20_001}
     answer = save(client, business_id, form)
@@ -99,7 +100,9 @@ def test_invalid_settings_are_refused_with_the_apis_own_messages(console_server,
     shown = field_errors(answer.text)
     body = {"name": "  ", "max_concurrent_calls": 0, "appointment_minutes": "many", "voice": "robot",
             "timezone": "Mars/Olympus", "transfer_number": "050-123", "webhook_url": "http://hooks.example/calls",
-            "working_hours": {"mon": [["10:00", "09:00"]]}, "phone_numbers": ["+972300000001", "+972300000001"],
+            "working_hours": {"sun": [["09:00", "13:00"], ["16:00", "19:00"]], "mon": [["10:00", "09:00"]],
+                              "fri": [["08:00", "12:00"]]},
+            "phone_numbers": ["+972300000001", "+972300000001"],
             "webhook_secret": "short", "business_prompt": "x" * 20_001}
     refused = api(console_server, "PATCH", f"/api/businesses/{business_id}", json=body)
     assert refused.status_code == 422
@@ -110,10 +113,12 @@ def test_invalid_settings_are_refused_with_the_apis_own_messages(console_server,
     assert 'value="Mars/Olympus"' in answer.text
 
 
-def test_working_hours_that_are_not_json_are_named(business_id, client):
-    answer = save(client, business_id, {**VALID_FORM, "working_hours": "sun 9-5"})
+def test_hours_that_are_not_ranges_are_named_as_the_api_names_them(console_server, business_id, client):
+    answer = save(client, business_id, {**VALID_FORM, "hours_sun": "", "hours_fri": "", "hours_tue": "mornings"})
     assert answer.status_code == 422
-    assert list(field_errors(answer.text)) == ["working_hours"]
+    refused = api(console_server, "PATCH", f"/api/businesses/{business_id}", json={"working_hours": {"tue": [["mornings"]]}})
+    assert field_errors(answer.text) == {"working_hours": refused.json()["fields"]["working_hours"]}
+    assert 'value="mornings"' in answer.text
 
 
 def test_a_number_of_another_business_is_refused_as_the_api_refuses_it(console_server, business_id, client):
@@ -146,8 +151,9 @@ def test_the_preview_is_the_prompt_the_next_call_gets(console_server, business_i
     [meter] = texts_of(page, r'id="prompt-meter"[^>]*>([^<]*)<')
     count = len(VALID_FORM["business_prompt"].replace("\r\n", "\n"))
     assert meter == f"{count} מתוך {prompts.BUSINESS_PROMPT_CAP} תווים"
-    assert json.loads(texts_of(page, r'<textarea id="working_hours"[^>]*>(.*?)</textarea>')[0]) == \
-        {"sun": [["09:00", "13:00"], ["16:00", "19:00"]]}
+    assert texts_of(page, r'id="hours_sun" name="hours_sun" value="([^"]*)"') == ["09:00-13:00, 16:00-19:00"]
+    assert texts_of(page, r'id="hours_fri" name="hours_fri" value="([^"]*)"') == ["08:00-12:00"]
+    assert texts_of(page, r'id="hours_sat" name="hours_sat" value="([^"]*)"') == [""]
 
 
 def test_the_preview_follows_the_form_unsaved(console_server, business_id, client):

@@ -5,7 +5,6 @@ to values (everything text, unchecked boxes absent, CRLF new lines in textareas)
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -13,7 +12,7 @@ TEXT_FIELDS = ("name", "business_prompt", "greeting", "outbound_greeting", "voic
 OPTIONAL_FIELDS = ("transfer_number", "webhook_url")  # empty: none
 FLAG_FIELDS = ("transfer_on_shutdown", "use_customer_name", "record_calls", "recording_notice")
 COUNT_FIELDS = ("max_concurrent_calls", "appointment_minutes")
-WORKING_HOURS_NOT_JSON = "must be JSON such as {\"sun\": [[\"09:00\", \"17:00\"]]}"
+DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # the API's keys, Israel's week
 
 
 def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -37,13 +36,24 @@ def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
         body["phone_numbers"] = [line.strip() for line in form["phone_numbers"].splitlines() if line.strip()]
     if form.get("webhook_secret", "").strip():
         body["webhook_secret"] = form["webhook_secret"].strip()
-    if "working_hours" in form:
-        text = form["working_hours"].strip() or "{}"
-        try:
-            body["working_hours"] = json.loads(text)
-        except (ValueError, RecursionError):
-            problems["working_hours"] = WORKING_HOURS_NOT_JSON
+    if any(f"hours_{day}" in form for day in DAYS):
+        body["working_hours"] = working_hours({day: form.get(f"hours_{day}", "") for day in DAYS})
     return body, problems
+
+
+def working_hours(days: Mapping[str, str]) -> dict[str, list[list[str]]]:
+    """{"sun": "09:00-13:00, 16:00-19:00", "mon": ""} as the API's {"sun": [["09:00", "13:00"], ...]}:
+    an empty day is closed. A piece that is not "start-end" stays whole, for the model to name."""
+    hours = {}
+    for day, text in days.items():
+        pieces = [piece.strip() for piece in text.split(",") if piece.strip()]
+        if pieces:
+            hours[day] = [[part.strip() for part in piece.split("-")] for piece in pieces]
+    return hours
+
+
+def hours_text(ranges: list[list[str]]) -> str:
+    return ", ".join("-".join(pair) for pair in ranges)
 
 
 def safe_next(target: str | None, default: str) -> str:

@@ -126,7 +126,11 @@ LABELS: dict[str, tuple[str, str]] = {
     "transfer_number": ("מספר להעברה לנציג", "Transfer number"),
     "transfer_on_shutdown": ("בעדכון שרת, להעביר שיחות פעילות לנציג", "On a deploy, transfer live calls"),
     "timezone": ("אזור זמן", "Time zone"),
-    "working_hours": ("שעות פעילות (JSON)", "Working hours (JSON)"),
+    "working_hours": ("שעות פעילות", "Working hours"),
+    "working_hours_hint": ("טווחים מופרדים בפסיק; יום ריק: סגור. למשל:", "Ranges separated by commas; an empty day is closed. E.g."),
+    "day_sun": ("ראשון", "Sunday"), "day_mon": ("שני", "Monday"), "day_tue": ("שלישי", "Tuesday"),
+    "day_wed": ("רביעי", "Wednesday"), "day_thu": ("חמישי", "Thursday"), "day_fri": ("שישי", "Friday"),
+    "day_sat": ("שבת", "Saturday"),
     "max_concurrent_calls": ("שיחות בו־זמנית לכל היותר", "Most calls at once"),
     "use_customer_name": ("לפנות למתקשר בשמו", "Call the caller by name"),
     "voicemail_message": ("הודעה למשיבון", "Voicemail message"),
@@ -145,7 +149,6 @@ LABELS: dict[str, tuple[str, str]] = {
     "warnings": ("אזהרות", "Warnings"),
     "instructions": ("ההנחיות המלאות", "Full instructions"),
     "no_businesses": ("אין עסקים עדיין", "No businesses yet"),
-    "working_hours_json": ("לא JSON תקין", "not valid JSON"),
     "number_taken": ("המספר {number} שייך לעסק אחר", "{number} already belongs to another business"),
 }
 

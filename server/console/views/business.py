@@ -1,7 +1,6 @@
 """Business settings: every field of the API's BusinessPatch, validated by it; the prompt preview."""
 from __future__ import annotations
 
-import json
 import logging
 from types import SimpleNamespace
 
@@ -66,7 +65,7 @@ def business_settings(business_id: int):
     values = form_values or _values_of(business)
     previews = {direction: prompts.prompt_preview(business, direction) for direction in ("inbound", "outbound")}
     return render_template("console/business.html", business=business, values=values, errors=errors,
-                           voices=VOICES, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+                           voices=VOICES, days=forms.DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
 
 
 # What the prompt builders read of a business (prompts/layers.py, prompts/crm.py).
@@ -118,6 +117,7 @@ def _values_of(business: Business) -> dict[str, str]:
     values.update({name: "on" if getattr(business, name) else "" for name in forms.FLAG_FIELDS})
     values.update({name: str(getattr(business, name)) for name in forms.COUNT_FIELDS})
     values["phone_numbers"] = "\n".join(p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id))
-    values["working_hours"] = json.dumps(business.working_hours or {}, ensure_ascii=False)
+    for day in forms.DAYS:
+        values[f"hours_{day}"] = forms.hours_text((business.working_hours or {}).get(day, []))
     values["webhook_secret"] = ""
     return values
