@@ -91,6 +91,10 @@ def test_bad_filters_are_named_and_list_nothing(client, console_server):
     fields = texts_of(answer.text, r'class="field-error" data-field="(\w+)"')
     assert sorted(fields) == ["date_from", "direction"]
     assert listed_call_sids(answer.text) == []
+    for far in ("0001-01-01", "9999-12-31"):  # time zone arithmetic would overflow there
+        answer = client.get(f"/console/calls?date_from={far}&date_to={far}")
+        assert answer.status_code == 400
+        assert sorted(texts_of(answer.text, r'class="field-error" data-field="(\w+)"')) == ["date_from", "date_to"]
 
 
 def test_history_pages(client, console_server):

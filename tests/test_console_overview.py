@@ -94,6 +94,13 @@ def test_an_empty_week_shows_no_figures_rather_than_zeros(console_server):
     assert figure(page, "turn_p95") == "—" and figure(page, "cost_per_minute") == "—"
 
 
+def test_a_day_the_overview_cannot_count_in_is_refused(console_server):
+    client = ConsoleClient(console_server.base_url)
+    client.sign_in()
+    for day in ("0001-01-01", "9999-12-31", "yesterday"):
+        assert client.get(f"/console/?day={day}").status_code == 400
+
+
 def test_who_ended_the_call_follows_the_end_reasons_groups():
     assert figures.ended_by("caller_goodbye") == "caller"
     assert figures.ended_by("silence") == "agent"

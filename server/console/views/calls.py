@@ -29,11 +29,18 @@ def _blank_is_none(value: Any) -> Any:
     return None if value == "" else value
 
 
-def _day(value: Any) -> date:
-    return date.fromisoformat(value)
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)  # beyond them, time zone arithmetic overflows
 
 
-Day = Annotated[date, BeforeValidator(_day), says("must be a date such as 2025-01-31")]
+def console_day(value: Any) -> date:
+    """A date as a date input sends it (2025-01-31), within the years the console can count in."""
+    day = date.fromisoformat(value)
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise ValueError("out of range")
+    return day
+
+
+Day = Annotated[date, BeforeValidator(console_day), says("must be a date such as 2025-01-31")]
 
 
 class CallHistoryFilter(BaseModel):

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from server.console import figures, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
-from server.console.views.calls import local_midnight
+from server.console.views.calls import console_day, local_midnight
 from server.request_db import request_session
 from services.store.end_reasons import EndReason
 from services.store.models import Call, as_utc
@@ -31,8 +31,8 @@ def overview():
     day = today
     if request.args.get("day"):  # another day and its week, e.g. last week's figures
         try:
-            day = date.fromisoformat(request.args["day"])
-        except ValueError:
+            day = console_day(request.args["day"])
+        except (TypeError, ValueError):
             abort(400, "day must be a date such as 2025-01-31")
     first = min(week_start(day), day - timedelta(days=CHART_DAYS - 1))
     stmt = scoped(select(Call.started_at, Call.end_reason, Call.stream_sid, Call.transfer_to, Call.duration_s,

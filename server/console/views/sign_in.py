@@ -41,7 +41,7 @@ def sign_in():
         gevent.sleep(FAILURE_DELAY_S)
         return render_template("console/sign_in.html", next=target, error=labels.t("wrong_secret"), hint=hint), 401
     throttle.succeeded(peer)
-    log.info("console sign-in", extra={"business_id": viewer.business_id if viewer.business_id else "admin"})
+    log.info("console sign-in", extra={"business_id": "admin" if viewer.is_admin else viewer.business_id})
     return redirect(target)
 
 
