@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import requests
 
-from server.console.throttle import MAX_FAILURES
+from server.console.throttle import MAX_FAILURES, SignInThrottle
 from services.store.models import Business, Call
 from tests.console_client import ADMIN_TOKEN, ConsoleClient, fake_business_keys
 
@@ -175,3 +175,18 @@ def test_the_english_switch_turns_the_page_left_to_right_and_back(client):
     assert '<html lang="en" dir="ltr">' in page and ">Calls</h1>" in page
     client.post("/console/language", csrf_from="/console/calls")
     assert '<html lang="he" dir="rtl">' in client.get("/console/calls").text
+
+
+def test_the_sign_in_limit_forgets_failures_older_than_its_window():
+    throttle = SignInThrottle(max_failures=2, window_s=10.0)
+    throttle.failed("198.51.100.7", now=0.0)
+    assert throttle.retry_after_s("198.51.100.7", now=1.0) == 0.0
+    throttle.failed("198.51.100.7", now=1.0)
+    assert throttle.retry_after_s("198.51.100.7", now=2.0) == 8.0
+    assert throttle.retry_after_s("203.0.113.9", now=2.0) == 0.0, "another peer is not held back"
+    assert throttle.retry_after_s("198.51.100.7", now=10.5) == 0.0, "the first failure left the window"
+    throttle.failed("198.51.100.7", now=11.0)
+    assert throttle.retry_after_s("198.51.100.7", now=11.5) == 0.0
+    throttle.succeeded("198.51.100.7")
+    throttle.failed("198.51.100.7", now=12.0)
+    assert throttle.retry_after_s("198.51.100.7", now=12.0) == 0.0, "a success clears the count"

@@ -90,15 +90,19 @@ def test_sign_in_and_the_prompt_meter_in_chromium(browser, console_server):
     shoot(browser, "sign-in")
     browser.find_element(By.ID, "secret").send_keys("wrong")
     browser.find_element(By.ID, "sign-in").click()
+    # A click returns before the next page has loaded: wait for it rather than race it.
+    wait_for(lambda: browser.find_elements(By.ID, "sign-in-error"), 15, message="the refusal of a wrong token")
     assert browser.find_element(By.ID, "sign-in-error").is_displayed()
     browser.find_element(By.ID, "secret").send_keys(ADMIN_TOKEN)
     browser.find_element(By.ID, "sign-in").click()
-    wait_for(lambda: browser.current_url.rstrip("/").endswith("/console"), 10, message="the overview after sign-in")
+    wait_for(lambda: browser.current_url.rstrip("/").endswith("/console"), 15, message="the overview after sign-in")
     browser.get(f"{base}/console/?day=2025-03-04")
     shoot(browser, "overview")
     browser.get(f"{base}/console/calls")
     shoot(browser, "calls")
     browser.find_element(By.LINK_TEXT, "04.03.2025 10:00").click()
+    wait_for(lambda: "/console/calls/CAbrowser" in browser.current_url and
+             browser.find_elements(By.ID, "timeline"), 15, message="the call page")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")) == 3
     shoot(browser, "call")
     browser.get(f"{base}/console/businesses")
@@ -111,34 +115,34 @@ def test_sign_in_and_the_prompt_meter_in_chromium(browser, console_server):
     start = len(area.get_attribute("value"))
     assert meter.text == f"{start} מתוך {cap} תווים"
     area.send_keys(" תספורת גברים ב־60 ₪.")
-    wait_for(lambda: meter.text == f"{start + 21} מתוך {cap} תווים", 5, message="the meter to count the typing")
+    wait_for(lambda: meter.text == f"{start + 21} מתוך {cap} תווים", 15, message="the meter to count the typing")
     assert "over" not in meter.get_attribute("class")
     assert not browser.find_element(By.ID, "prompt-over-cap").is_displayed()
     # Past the cap: the meter turns and the cut is announced.
     browser.execute_script("arguments[0].value = arguments[0].value + 'א'.repeat(arguments[1]);", area, cap)
     area.send_keys("ב")
-    wait_for(lambda: "over" in meter.get_attribute("class"), 5, message="the meter to show the cap passed")
+    wait_for(lambda: "over" in meter.get_attribute("class"), 15, message="the meter to show the cap passed")
     assert browser.find_element(By.ID, "prompt-over-cap").is_displayed()
     assert int(meter.get_attribute("data-count")) == start + 21 + cap + 1
     # The preview follows, unsaved: the builder's cut shows in its warnings.
     warnings = browser.find_element(By.CSS_SELECTOR, '[data-warnings="inbound"]')
-    wait_for(lambda: "business prompt cut from" in warnings.get_attribute("textContent"), 10,
+    wait_for(lambda: "business prompt cut from" in warnings.get_attribute("textContent"), 15,
              message="the preview to show the cut")
     shoot(browser, "settings-over-cap")
     # Back under the cap, saved: the preview shows what the next call gets.
     browser.execute_script("arguments[0].value = 'מספרה בחיפה. תספורת גברים ב־60 ₪.';", area)
     area.send_keys(" ")
-    wait_for(lambda: "over" not in meter.get_attribute("class"), 5, message="the meter back under the cap")
+    wait_for(lambda: "over" not in meter.get_attribute("class"), 15, message="the meter back under the cap")
     layer = browser.find_element(By.CSS_SELECTOR, 'pre[data-layer="inbound-business"]')
-    wait_for(lambda: "תספורת גברים ב־60 ₪." in layer.get_attribute("textContent"), 10,
+    wait_for(lambda: "תספורת גברים ב־60 ₪." in layer.get_attribute("textContent"), 15,
              message="the preview to show the edited prompt before it is saved")
     browser.find_element(By.ID, "save").click()
-    wait_for(lambda: "ההגדרות נשמרו" in browser.page_source, 10, message="the settings to save")
+    wait_for(lambda: "ההגדרות נשמרו" in browser.page_source, 15, message="the settings to save")
     browser.execute_script("document.querySelectorAll('#prompt-preview details').forEach(d => d.open = true);")
     layer = browser.find_element(By.CSS_SELECTOR, 'pre[data-layer="inbound-business"]')
     assert "תספורת גברים ב־60 ₪." in layer.text
     shoot(browser, "settings")
     browser.find_element(By.ID, "sign-out").click()
-    wait_for(lambda: "/console/sign-in" in browser.current_url, 10, message="the sign-in page after sign-out")
+    wait_for(lambda: "/console/sign-in" in browser.current_url, 15, message="the sign-in page after sign-out")
     browser.get(f"{base}/console/calls")
     assert "/console/sign-in" in browser.current_url
