@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 x_prefix=0)
     db = request_db.init_app(app, settings.database_url)
 
-    from server import cli
+    from server import cli, console
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     api.init_app(app)
+    console.init_app(app)  # /console, and / leads there
     media.init_app(app)
     cli.init_app(app)
 

@@ -1,0 +1,123 @@
+"""Business settings: every field of the API's BusinessPatch, validated by it; the prompt preview."""
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
+
+import prompts
+from server.api_schemas import VOICES, BusinessPatch, ValidationError, parse
+from server.console import forms, labels
+from server.console.access import current_viewer, scoped
+from server.console.blueprint import bp
+from server.request_db import request_session
+from server.routes.api.businesses import NUMBER_TAKEN
+from services.store.models import Business, PhoneNumber, utcnow
+
+log = logging.getLogger("console")
+
+
+@bp.get("/businesses")
+def businesses():
+    viewer = current_viewer()
+    if not viewer.is_admin:
+        return redirect(url_for("console.business_settings", business_id=viewer.business_id))
+    rows = request_session().scalars(
+        select(Business).options(selectinload(Business.phone_numbers)).order_by(Business.id)).all()
+    return render_template("console/businesses.html", businesses=rows)
+
+
+def viewed_business(business_id: int) -> Business:
+    stmt = scoped(select(Business).where(Business.id == business_id), Business.id, current_viewer())
+    business = request_session().scalar(stmt.options(selectinload(Business.phone_numbers)))
+    if business is None:
+        abort(404, f"business {business_id} not found")
+    return business
+
+
+@bp.route("/businesses/<int:business_id>", methods=["GET", "POST"])
+def business_settings(business_id: int):
+    session = request_session()
+    business = viewed_business(business_id)
+    errors: dict[str, str] = {}
+    form_values = None
+    if request.method == "POST":
+        body, errors = forms.business_body(request.form)
+        try:
+            fields = parse(BusinessPatch, body).given()
+        except ValidationError as exc:
+            errors = {**exc.fields, **errors}
+        if not errors:
+            errors = save(session, business, fields)
+        if not errors:
+            log.info("business updated from the console", extra={"business_id": business.id,
+                                                                  "fields": ",".join(sorted(fields))})
+            flash(labels.t("saved"), "ok")
+            return redirect(url_for("console.business_settings", business_id=business.id))
+        session.rollback()
+        business = viewed_business(business_id)
+        form_values = request.form
+        flash(labels.t("not_saved"), "error")
+    values = form_values or _values_of(business)
+    previews = {direction: prompts.prompt_preview(business, direction) for direction in ("inbound", "outbound")}
+    return render_template("console/business.html", business=business, values=values, errors=errors,
+                           voices=VOICES, days=forms.DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+
+
+# What the prompt builders read of a business (prompts/layers.py, prompts/crm.py).
+PREVIEWED = ("name", "business_prompt", "greeting", "outbound_greeting", "use_customer_name", "record_calls",
+             "recording_notice")
+
+
+@bp.post("/businesses/<int:business_id>/preview")
+def preview_draft(business_id: int):
+    """The prompt layers the form's values, unsaved, would give the next call: the page shows them as
+    the owner types. Validated as a save is; nothing is stored."""
+    business = viewed_business(business_id)
+    body, _ = forms.business_body(request.form)
+    try:
+        fields = parse(BusinessPatch, {name: body[name] for name in PREVIEWED if name in body}).given()
+    except ValidationError as exc:
+        return jsonify(fields=exc.fields), 422
+    draft = SimpleNamespace(**{**{name: getattr(business, name) for name in PREVIEWED}, **fields})
+    return {direction: prompts.prompt_preview(draft, direction) for direction in ("inbound", "outbound")}
+
+
+def save(session, business: Business, fields: dict) -> dict[str, str]:
+    """Apply validated fields as PATCH /api/businesses/<id> does; {field: problem} when they cannot be."""
+    if "phone_numbers" in fields:
+        numbers = fields.pop("phone_numbers")
+        if numbers:
+            taken = session.scalars(select(PhoneNumber).where(PhoneNumber.e164.in_(numbers),
+                                                              PhoneNumber.business_id != business.id)).first()
+            if taken is not None:
+                return {"phone_numbers": f"{taken.e164} already belongs to business {taken.business_id}"}
+        # Keep the rows of numbers that stay, so their ids (and history) survive.
+        kept = {p.e164: p for p in business.phone_numbers}
+        business.phone_numbers = [kept.get(n) or PhoneNumber(e164=n) for n in numbers]
+    for name, value in fields.items():
+        setattr(business, name, value)
+    business.updated_at = utcnow()
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        return {"phone_numbers": NUMBER_TAKEN}
+    return {}
+
+
+def _values_of(business: Business) -> dict[str, str]:
+    """The stored settings as the form shows them."""
+    values = {name: getattr(business, name) for name in forms.TEXT_FIELDS}
+    values.update({name: getattr(business, name) or "" for name in forms.OPTIONAL_FIELDS})
+    values.update({name: "on" if getattr(business, name) else "" for name in forms.FLAG_FIELDS})
+    values.update({name: str(getattr(business, name)) for name in forms.COUNT_FIELDS})
+    values["phone_numbers"] = "\n".join(p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id))
+    for day in forms.DAYS:
+        values[f"hours_{day}"] = forms.hours_text((business.working_hours or {}).get(day, []))
+    values["webhook_secret"] = ""
+    return values
