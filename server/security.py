@@ -85,6 +85,16 @@ def loopback_only_refusal(listens_on_loopback_only: bool, peer: str | None, toke
     return None
 
 
+def host_name(host: str) -> str:
+    """The Host header's name, lower case, without its port ("[::1]:5000" is "::1")."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    if host.count(":") == 1:
+        return host.partition(":")[0]
+    return host
+
+
 def is_loopback(addr: str | None) -> bool:
     try:
         return addr is not None and ipaddress.ip_address(addr).is_loopback

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import html
 import re
-import sys
-import types
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -55,9 +53,9 @@ def listed_call_sids(page: str) -> list[str]:
     return texts_of(page, r'<tr data-call-sid="([^"]+)"')
 
 
-def fake_business_keys(monkeypatch, keys: dict[str, int]) -> None:
-    """Business API keys are another part's (services/store/api_keys.py); until it is here, a
-    stand-in for its one lookup. The console's own logic (session, scoping) stays the real one."""
-    module = types.ModuleType("services.store.api_keys")
-    module.business_id_for_key = lambda session, raw_key: keys.get(raw_key)
-    monkeypatch.setitem(sys.modules, "services.store.api_keys", module)
+def business_key(live, business_id: int) -> str:
+    """A real API key of the business, made in the live server's store; the raw key."""
+    from services.store import api_keys
+
+    with live.db.session() as session:
+        return api_keys.create_key(session, business_id, "console test").raw

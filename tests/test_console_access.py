@@ -8,7 +8,7 @@ import requests
 
 from server.console.throttle import MAX_FAILURES, SignInThrottle
 from services.store.models import Business, Call
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, fake_business_keys
+from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key
 
 PAGES = ("/console/", "/console/calls", "/console/businesses", "/console/calls/CA404")
 
@@ -148,13 +148,13 @@ def _business_with_call(live, name: str, call_sid: str) -> int:
         return business.id
 
 
-def test_a_business_key_sees_its_own_calls_and_not_another_business(console_server, monkeypatch):
+def test_a_business_key_sees_its_own_calls_and_not_another_business(console_server):
     mine = _business_with_call(console_server, "שלי", "CAmine")
     theirs = _business_with_call(console_server, "של אחרים", "CAtheirs")
-    fake_business_keys(monkeypatch, {"key-of-mine": mine})
+    key = business_key(console_server, mine)
     client = ConsoleClient(console_server.base_url)
-    assert client.sign_in("key-of-theirs").status_code == 401
-    assert client.sign_in("key-of-mine").status_code == 302
+    assert client.sign_in(key[:-2] + "xx").status_code == 401
+    assert client.sign_in(key).status_code == 302
     assert client.get("/console/calls/CAmine").status_code == 200
     assert client.get("/console/calls/CAtheirs").status_code == 404
     listing = client.get("/console/calls").text
@@ -190,3 +190,19 @@ def test_the_sign_in_limit_forgets_failures_older_than_its_window():
     throttle.succeeded("198.51.100.7")
     throttle.failed("198.51.100.7", now=12.0)
     assert throttle.retry_after_s("198.51.100.7", now=12.0) == 0.0, "a success clears the count"
+
+
+def test_revoking_a_key_ends_its_console_session_at_the_next_page(console_server):
+    from services.store import api_keys
+    from services.store.models import ApiKey
+
+    mine = _business_with_call(console_server, "שלי", "CAmine")
+    key = business_key(console_server, mine)
+    client = ConsoleClient(console_server.base_url)
+    assert client.sign_in(key).status_code == 302
+    assert client.get("/console/calls/CAmine").status_code == 200
+    with console_server.db.session() as session:
+        api_keys.revoke(session, session.query(ApiKey).filter_by(business_id=mine).one())
+    answer = client.get("/console/calls/CAmine")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/console/sign-in")
+    assert client.sign_in(key).status_code == 401

@@ -7,7 +7,7 @@ import pytest
 
 from server.console import figures
 from services.store.models import Business, Call
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, fake_business_keys, israel_time, texts_of
+from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key, israel_time, texts_of
 
 DAY = "2025-03-04"  # a Tuesday; its week (Israel's) began on Sunday the 2nd
 
@@ -76,11 +76,11 @@ def test_the_overview_totals_a_known_week(console_server):
     assert bars[-4:] == ["01.03: 1", "02.03: 2", "03.03: 0", "04.03: 3"]
 
 
-def test_a_business_sees_only_its_own_figures(console_server, monkeypatch):
+def test_a_business_sees_only_its_own_figures(console_server):
     _salon, clinic = store_week(console_server)
-    fake_business_keys(monkeypatch, {"clinic-key": clinic})
+    key = business_key(console_server, clinic)
     client = ConsoleClient(console_server.base_url)
-    client.sign_in("clinic-key")
+    client.sign_in(key)
     page = client.get(f"/console/?day={DAY}").text
     assert texts_of(page, r'id="calls-week">(\d+)<') == ["1"]
     assert figure(page, "greeting_p50") == "900"

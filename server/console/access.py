@@ -17,9 +17,12 @@ from flask import current_app, g, request, session
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from server.request_db import request_session
 # The API's own reading of the Host header and of the peer address: one rule for both doors.
-from server.routes.api import _host_name, _is_loopback
+from server.security import host_name, is_loopback
 from services.settings import Settings
+from services.store import api_keys
+from services.store.models import ApiKey
 
 log = logging.getLogger("console")
 Query = TypeVar("Query", bound=Select)
@@ -49,7 +52,7 @@ def current_viewer() -> Viewer:
 
 
 def host_allowed(settings: Settings) -> bool:
-    return _host_name(request.host) in settings.api_hosts
+    return host_name(request.host) in settings.api_hosts
 
 
 def viewer_of_request(settings: Settings) -> Viewer | None:
@@ -67,7 +70,7 @@ def viewer_of_request(settings: Settings) -> Viewer | None:
 
 def open_on_loopback(settings: Settings) -> bool:
     """Without ADMIN_API_TOKEN: the admin's console for a loopback peer of a loopback-only server."""
-    return settings.listens_on_loopback_only and _is_loopback(request.remote_addr)
+    return settings.listens_on_loopback_only and is_loopback(request.remote_addr)
 
 
 def sign_in(session_: Session, settings: Settings, secret: str) -> Viewer | None:
@@ -76,10 +79,10 @@ def sign_in(session_: Session, settings: Settings, secret: str) -> Viewer | None
     if token and hmac.compare_digest(secret.encode(errors="replace"), token.encode()):
         stored = {"business_id": None, "proof": _admin_proof(token)}
     else:
-        business_id = business_id_for_key(session_, secret)
-        if business_id is None:
+        key = api_keys.key_for(session_, secret)
+        if key is None:
             return None
-        stored = {"business_id": business_id, "proof": None}
+        stored = {"business_id": key.business_id, "key_id": key.id}
     # A new session (and CSRF token) for the signed-in viewer: nothing planted before survives.
     lang = session.get("lang")
     session.clear()
@@ -94,15 +97,6 @@ def sign_out() -> None:
     session.clear()
 
 
-def business_id_for_key(session_: Session, raw_key: str) -> int | None:
-    """The business whose API key `raw_key` is; None when it is none's, or keys do not exist yet."""
-    try:
-        from services.store import api_keys
-    except ImportError:
-        return None
-    return api_keys.business_id_for_key(session_, raw_key)
-
-
 def _checked(settings: Settings, stored: dict) -> Viewer | None:
     business_id = stored.get("business_id")
     if business_id is None:
@@ -112,9 +106,14 @@ def _checked(settings: Settings, stored: dict) -> Viewer | None:
         if token and isinstance(proof, str) and hmac.compare_digest(proof, _admin_proof(token)):
             return Viewer(business_id=None)
         return None
-    if isinstance(business_id, int) and not isinstance(business_id, bool):
-        return Viewer(business_id=business_id)
-    return None
+    key_id = stored.get("key_id")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (business_id, key_id)):
+        return None
+    # A business's session lasts as long as its key: a revoked key ends it at the next page.
+    key = request_session().get(ApiKey, key_id)
+    if key is None or key.revoked_at is not None or key.business_id != business_id:
+        return None
+    return Viewer(business_id=business_id)
 
 
 def _admin_proof(token: str) -> str:

@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from server.api_schemas import ValidationError
 from server.routes.api import (api_keys, appointments, audit_log, auditing, businesses, calls, leads, outbound,
                                principal, rate_limits)
+from server.security import host_name
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 bp.register_blueprint(businesses.bp)
@@ -43,7 +44,7 @@ def init_app(app: Flask) -> None:
 @bp.before_request
 def _authorize() -> None:
     settings = current_app.config["SETTINGS"]
-    host = _host_name(request.host)
+    host = host_name(request.host)
     if host not in settings.api_hosts:
         log.warning("api request for a host not allowed", extra={"host": request.host[:200], "path": request.path})
         abort(400, "this Host is not allowed (ALLOWED_HOSTS)")
@@ -51,16 +52,6 @@ def _authorize() -> None:
     if refused is not None:
         status, why = refused
         abort(status, why)
-
-
-def _host_name(host: str) -> str:
-    """The Host header's name, lower case, without its port ("[::1]:5000" is "::1")."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    if host.count(":") == 1:
-        return host.partition(":")[0]
-    return host
 
 
 @bp.errorhandler(ValidationError)
