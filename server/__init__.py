@@ -25,9 +25,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
+    from services.retried_writes import RetriedWrites
 
     app.extensions["live_calls"] = LiveCalls()
     app.extensions["journal"] = JournalWriter(db)
+    app.extensions["retried_writes"] = RetriedWrites(db)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
