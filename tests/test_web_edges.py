@@ -17,7 +17,7 @@ from server.routes.media import START_TIMEOUT_S
 from services.store.models import Call
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
-from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml, place_call, twilio_form
+from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml, twilio_form
 from tests.fakes.twilio_rest import FakeTwilioRest
 
 SID = "AC" + "3" * 32
