@@ -13,7 +13,7 @@ import websocket
 from twilio.request_validator import RequestValidator
 
 from server import twiml
-from server.routes.media import START_TIMEOUT_S
+from server.routes.media import MAX_FRAMES_BEFORE_START, START_TIMEOUT_S
 from services.store.models import Call
 from tests.conftest import BUSINESS_NUMBER, CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
@@ -96,12 +96,15 @@ def test_a_stream_of_frames_other_than_start_is_closed_after_a_few(make_harness,
     caplog.set_level(logging.WARNING, logger="media")
     ws = websocket.create_connection(h.live.media_url, timeout=10)
     try:
-        for _ in range(5):
+        for _ in range(MAX_FRAMES_BEFORE_START):
             ws.send(json.dumps({"event": "mark", "streamSid": "MZ1", "mark": {"name": "m"}}))
         assert _close_code(ws) == 1008
     finally:
         ws.close()
-    assert _messages(caplog, "no start frame")
+    # Closed for the frames, not by the start timeout.
+    lines = [r for r in caplog.records if r.getMessage() == "no start frame"]
+    assert len(lines) == 1 and lines[0].frames == MAX_FRAMES_BEFORE_START
+    assert not _messages(caplog, "no start frame within")
 
 
 @pytest.mark.parametrize("business_id", ["abc", "", "-1", "1.5", "\u0661", "9" * 19])
