@@ -168,7 +168,8 @@ def test_a_webhook_waits_out_a_lock_shorter_than_its_bound(make_harness):
     with database_locked(h.live.settings.database_url) as lock:
         ringing = gevent.spawn(place_call, h.live.base_url, "CA-short-lock", CALLER_NUMBER, BUSINESS_NUMBER,
                                timeout=30)
-        gevent.sleep(0.3)  # the webhook is waiting for the lock by now, or soon: either way it waits
+        gevent.sleep(2.0)  # held well past the webhook's arrival, well within its bound
+        assert not ringing.ready()
         lock.release()
     assert ringing.get(timeout=30).stream_url
 

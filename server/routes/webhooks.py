@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
-import gevent
 from flask import Blueprint, Response, abort, current_app, request
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from server import twiml
@@ -21,8 +17,8 @@ from services.store.models import Business, Call
 from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamToken, signed_url,
                              twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
+from server.webhook_db import DatabaseUnavailable, bounded_session, database, store_or_keep, within_bound
 from services import metrics
-from services.call_journal import is_database_trouble
 from services.call_limits import CallLimits
 from services.logging_setup import mask_number
 from services.post_call import recording
@@ -106,63 +102,6 @@ def _form(name: str) -> str:
     return (request.form.get(name) or "").strip()
 
 
-class DatabaseUnavailable(Exception):
-    """The database did not serve a webhook in time (unreachable, locked or slow); says why."""
-
-
-# Beyond the lock and statement waits, for what they do not bound: a connection to make, or one
-# to wait for in the pool.
-_CONNECT_SLACK_S = 1.0
-
-
-@contextmanager
-def _within_bound() -> Iterator[None]:
-    """The database work inside ends within `WEBHOOK_DB_WAIT_S` (and the slack), or raises
-    `DatabaseUnavailable`: Twilio waits 15 s for a webhook, then tells the caller of an error."""
-    bound_s = _settings().webhook_db_wait_s + _CONNECT_SLACK_S
-    deadline = gevent.Timeout(bound_s)
-    deadline.start()
-    try:
-        yield
-    except gevent.Timeout as exc:
-        if exc is not deadline:
-            raise
-        raise DatabaseUnavailable(f"no answer within {bound_s:g} s") from None
-    except SQLAlchemyError as exc:
-        if not is_database_trouble(exc):
-            raise
-        raise DatabaseUnavailable(str(exc).splitlines()[0][:200]) from None
-    finally:
-        deadline.cancel()
-
-
-def _session():
-    """A session whose lock and statement waits are the webhook's (shorter than background work's)."""
-    return get_db().session(wait_s=_settings().webhook_db_wait_s)
-
-
-@contextmanager
-def _database() -> Iterator[Session]:
-    with _within_bound(), _session() as session:
-        yield session
-
-
-def _store_or_keep(what: str, call_sid: str, write: Callable[[Session], Any],
-                   later: Callable[[Session], Any] | None = None) -> tuple[bool, Any]:
-    """Apply a callback's write now, or, when the database cannot take it in time, keep it
-    (`later`, if given, else the same write) for a retry: Twilio does not send a callback again.
-    (stored now, what the write returned)."""
-    try:
-        with _database() as session:
-            return True, write(session)
-    except DatabaseUnavailable as exc:
-        kept = current_app.extensions["retried_writes"].submit(what, call_sid, later or write)
-        log.warning("database unavailable: the callback's write is kept for a retry" if kept else
-                    "database unavailable: the callback's write is lost",
-                    extra={"call_sid": call_sid or "-", "what": what, "why": str(exc)})
-        return False, None
-
-
 def _call_row(session: Session, call_sid: str) -> Call | None:
     return session.query(Call).filter_by(call_sid=call_sid).one_or_none() if call_sid else None
 
@@ -190,8 +129,8 @@ def _answer(direction: str) -> Response:
     status = _form("CallStatus") or ("ringing" if direction == "inbound" else "in-progress")
     try:
         # One bound for the lookup and the admission together.
-        with _within_bound():
-            with _session() as session:
+        with within_bound():
+            with bounded_session() as session:
                 business = business_for_number(session, business_number)
                 if business is None:
                     return _unknown_number(session, call_sid, direction, from_number, to_number, business_number)
@@ -229,7 +168,7 @@ def _unknown_number(session: Session, call_sid: str, direction: str, from_number
 def stream_ended() -> Response:
     call_sid = _form("CallSid")
     try:
-        with _database() as session:
+        with database() as session:
             call = _call_row(session, call_sid)
     except DatabaseUnavailable as exc:
         # Why the stream ended (a goodbye, a transfer, a failure) is in the row we cannot read.
@@ -262,7 +201,7 @@ def transfer_ended() -> Response:
         if call is not None:
             call.transfer_status = outcome or None
 
-    _store_or_keep("transfer outcome", call_sid, store)
+    store_or_keep("transfer outcome", call_sid, store)
     log.info("transfer ended", extra={"call_sid": call_sid or "-", "dial_status": outcome})
     if outcome in ("completed", "answered"):
         return _xml(twiml.hangup())
@@ -291,7 +230,7 @@ def amd_status() -> Response:
             call.end_reason = EndReason.VOICEMAIL  # before the stream stops: the session keeps it
         return True, message
 
-    stored, result = _store_or_keep("machine detection", call_sid, store)
+    stored, result = store_or_keep("machine detection", call_sid, store)
     # Without the database the voicemail message is unknown: a machine is hung up on.
     known, message = result if stored else (True, "")
     if not known:
@@ -330,7 +269,7 @@ def call_status() -> Response:
         CallLimits.from_settings(get_db(), _settings()).close_lost_streams(session)
         return store(session)
 
-    stored, call = _store_or_keep("call status", call_sid, sweep_and_store, later=store)
+    stored, call = store_or_keep("call status", call_sid, sweep_and_store, later=store)
     if stored and call is None:
         log.warning("status for an unknown call", extra={"call_sid": call_sid, "status": status})
     else:
@@ -357,7 +296,7 @@ def recording_status() -> Response:
         return recording.store_status(session, call_sid, recording_sid=recording_sid, status=status, url=url,
                                       duration=duration)
 
-    stored, call = _store_or_keep("recording status", call_sid, store)
+    stored, call = store_or_keep("recording status", call_sid, store)
     if stored and call is None:
         log.warning("recording status for an unknown call", extra={"call_sid": call_sid, "status": status})
     else:
