@@ -68,13 +68,19 @@ def store_or_keep(what: str, call_sid: str, write: Callable[[Session], Any],
                   later: Callable[[Session], Any] | None = None) -> tuple[bool, Any]:
     """Apply a callback's write now, or, when the database cannot take it in time, keep it
     (`later`, if given, else the same write) for a retry: Twilio does not send a callback again.
+    Kept as well, behind them, when earlier writes for the call are kept.
     (stored now, what the write returned)."""
-    try:
-        with database() as bounded:
-            return True, write(bounded)
-    except DatabaseUnavailable as exc:
-        kept = current_app.extensions["retried_writes"].submit(what, call_sid, later or write)
-        log.warning("database unavailable: the callback's write is kept for a retry" if kept else
-                    "database unavailable: the callback's write is lost",
-                    extra={"call_sid": call_sid or "-", "what": what, "why": str(exc)})
-        return False, None
+    retried = current_app.extensions["retried_writes"]
+    if retried.waiting_for(call_sid):
+        why = "earlier writes for the call wait for the database"
+    else:
+        try:
+            with database() as bounded:
+                return True, write(bounded)
+        except DatabaseUnavailable as exc:
+            why = str(exc)
+    kept = retried.submit(what, call_sid, later or write)
+    log.warning("database unavailable: the callback's write is kept for a retry" if kept else
+                "database unavailable: the callback's write is lost",
+                extra={"call_sid": call_sid or "-", "what": what, "why": why})
+    return False, None

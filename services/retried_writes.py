@@ -4,8 +4,11 @@ Twilio does not retry a callback we answered with an error (its default retry po
 connection that failed, not an answer), so a call's status, recording or transfer outcome answered
 with a 500 during database trouble would be lost for good. The webhooks answer at once instead
 and hand the write here. One greenlet per process applies the writes in the order handed over,
-each in its own transaction, retrying the first while the database is in trouble (with backoff);
-a write that fails by itself is dropped with a log line. At most `max_pending` wait; past that a
+each in its own transaction, retrying the first while the database is in trouble (with backoff).
+A callback for a call with writes still waiting here waits behind them (`waiting_for`): a recording's
+status must not find the call unknown because the status that creates its row has not landed yet.
+
+A write that fails by itself is dropped with a log line. At most `max_pending` wait; past that a
 write is dropped and counted. They live in this process's memory: a process that dies loses its own.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from typing import Callable
 
 import gevent
@@ -35,10 +38,11 @@ class RetriedWrites:
     def __init__(self, db: Database, *, max_pending: int = MAX_PENDING):
         self._db = db
         self._max_pending = max_pending
-        # Guards: _pending, _greenlet. Request greenlets append (and start the writer); the
-        # writer greenlet pops.
+        # Guards: _pending, _per_call, _greenlet. Request greenlets append (and start the writer);
+        # the writer greenlet pops.
         self._lock = threading.Lock()
         self._pending: deque[tuple[str, str, Write]] = deque()  # (what, call sid, write)
+        self._per_call: Counter[str] = Counter()  # writes waiting, by call sid
         self._greenlet: gevent.Greenlet | None = None
 
     def submit(self, what: str, call_sid: str, write: Write) -> bool:
@@ -47,6 +51,7 @@ class RetriedWrites:
             accepted = len(self._pending) < self._max_pending
             if accepted:
                 self._pending.append((what, call_sid, write))
+                self._per_call[call_sid] += 1
                 if self._greenlet is None or self._greenlet.dead:
                     self._greenlet = gevent.spawn(self._run)
         metrics.WEBHOOK_WRITES.labels("kept" if accepted else "dropped").inc()
@@ -55,9 +60,10 @@ class RetriedWrites:
                       extra={"call_sid": call_sid, "what": what, "max_pending": self._max_pending})
         return accepted
 
-    def pending(self) -> int:
+    def waiting_for(self, call_sid: str) -> bool:
+        """Whether writes for the call wait here (a new one for it must wait behind them)."""
         with self._lock:
-            return len(self._pending)
+            return call_sid in self._per_call
 
     def _run(self) -> None:
         while True:
@@ -69,6 +75,9 @@ class RetriedWrites:
             self._store(what, call_sid, write)
             with self._lock:
                 self._pending.popleft()
+                self._per_call[call_sid] -= 1
+                if not self._per_call[call_sid]:
+                    del self._per_call[call_sid]
 
     def _store(self, what: str, call_sid: str, write: Write) -> None:
         attempt, started = 0, time.monotonic()

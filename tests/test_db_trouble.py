@@ -146,6 +146,15 @@ def test_a_call_during_a_database_outage_hears_an_apology_in_time_and_nothing_is
         status, took = _timed_post(f"{base}/webhook/call_status", {**form, "CallStatus": "completed",
                                                                    "CallDuration": "4"})
         assert status.status_code == 200 and took < ANSWERED_WITHIN_S, took
+        # Kept after the status, so stored after the row the status creates.
+        recorded, took = _timed_post(f"{base}/webhook/recording_status", {
+            "CallSid": form["CallSid"], "RecordingSid": "RE1", "RecordingStatus": "completed",
+            "RecordingUrl": "https://api.twilio.com/rec/RE1", "RecordingDuration": "4"})
+        assert recorded.status_code == 200 and took < ANSWERED_WITHIN_S, took
+        transferred, took = _timed_post(f"{base}/webhook/transfer_ended", {"CallSid": "CA-other",
+                                                                           "DialCallStatus": "no-answer"})
+        assert transferred.status_code == 200 and took < ANSWERED_WITHIN_S, took
+        assert parse_twiml(200, transferred.text).says == (twiml.TRANSFER_FAILED,)
         ended, took = _timed_post(f"{base}/webhook/stream_ended", {"CallSid": "CA-other"})
         assert ended.status_code == 200 and took < ANSWERED_WITHIN_S, took
         after_stream = parse_twiml(200, ended.text)
@@ -156,9 +165,11 @@ def test_a_call_during_a_database_outage_hears_an_apology_in_time_and_nothing_is
     def stored():
         with h.live.db.session() as session:
             row = session.query(Call).filter_by(call_sid=form["CallSid"]).one_or_none()
-            return row is not None and (row.status, row.duration_s, row.business_id)
+            return row is not None and row.recording_status and (
+                row.status, row.duration_s, row.business_id, row.recording_sid, row.recording_duration_s)
 
-    assert wait_for(stored, 20, message="the kept status to be stored") == ("completed", 4.0, h.business_id)
+    assert wait_for(stored, 20, message="the kept writes to be stored") == ("completed", 4.0, h.business_id,
+                                                                           "RE1", 4.0)
     again = place_call(base, "CA-after-the-outage", CALLER_NUMBER, BUSINESS_NUMBER, timeout=10)
     assert again.stream_url, again.twiml
 
