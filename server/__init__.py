@@ -30,12 +30,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
+    from services.retried_writes import RetriedWrites
     from services.twilio_rest import warm_up
 
     warm_up(settings)
 
     app.extensions["live_calls"] = LiveCalls()
     app.extensions["journal"] = JournalWriter(db)
+    app.extensions["retried_writes"] = RetriedWrites(db)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     api.init_app(app)

@@ -11,6 +11,9 @@ a slot for good. An admitted call whose stream has not started by its `stream_du
 token's expiry) plus a margin for the journal to write its `stream_sid` never will: it stops
 counting, and the next admission or status callback stores it as over (end reason `no_stream`).
 Twilio's own final status, when it comes, still has the last word on such a row.
+
+Admission waits for its lock and statements at most `wait_s` (`WEBHOOK_DB_WAIT_S`): the webhook
+must answer Twilio in time, with an apology when the database cannot decide (server/routes/webhooks.py).
 """
 from __future__ import annotations
 
@@ -68,8 +71,9 @@ class Admission:
 
 class CallLimits:
     def __init__(self, db: Database, max_server_calls: int, stale_after_s: float, stream_start_timeout_s: float,
-                 stream_start_margin_s: float):
+                 stream_start_margin_s: float, wait_s: float | None = None):
         self._db = db
+        self._wait_s = wait_s
         self._max_server_calls = max_server_calls
         self._stale_after_s = stale_after_s
         self._stream_start_timeout_s = stream_start_timeout_s
@@ -80,13 +84,14 @@ class CallLimits:
         timing = settings.timing
         return cls(db, settings.max_concurrent_calls, stale_after_s=timing.max_call_s + timing.stale_call_margin_s,
                    stream_start_timeout_s=timing.stream_start_timeout_s,
-                   stream_start_margin_s=timing.stream_start_margin_s)
+                   stream_start_margin_s=timing.stream_start_margin_s, wait_s=settings.webhook_db_wait_s)
 
     def admit(self, *, call_sid: str, business: Business, direction: str, from_number: str, to_number: str,
               status: str) -> Admission:
         """Count the live calls and write this call's row, atomically. A refused call's row is
         stored as over, with end reason `limit`. A retried webhook gets the first answer again.
-        Calls whose stream never started are stored as over first (one indexed UPDATE)."""
+        Calls whose stream never started are stored as over first (one indexed UPDATE).
+        Raises SQLAlchemy's `OperationalError` when the database is locked or slow past `wait_s`."""
         with self._locked(business.id) as session:
             now = utcnow()
             lost = self._close_lost_streams(session, now)
@@ -153,7 +158,7 @@ class CallLimits:
     @contextmanager
     def _locked(self, business_id: int) -> Iterator[Session]:
         """A session whose transaction no other admission runs beside, on any worker or host."""
-        with self._db.session() as session:
+        with self._db.session(wait_s=self._wait_s) as session:
             connection = session.connection()
             if connection.dialect.name == "sqlite":
                 # pysqlite opens transactions lazily and only before writes: take the write lock now.

@@ -30,8 +30,8 @@ FRAMES = Counter("call_frames_total", "Media frames by direction", ["direction"]
 FRAMES_DROPPED = Counter("call_frames_dropped_total", "Media frames dropped, by reason", ["reason"], registry=REGISTRY)
 CALLS_ACTIVE = Gauge("calls_active", "Media streams open", multiprocess_mode="livesum", registry=REGISTRY)
 CALLS_ENDED = Counter("calls_ended_total", "Calls ended, by end reason", ["end_reason"], registry=REGISTRY)
-CALLS_REFUSED = Counter("calls_refused_total", "Calls refused at the webhook, by the limit they hit", ["limit"],
-                        registry=REGISTRY)
+CALLS_REFUSED = Counter("calls_refused_total", "Calls refused at the webhook, by the limit they hit (or "
+                        "`database`: it could not be reached in time)", ["limit"], registry=REGISTRY)
 TOOL_CALLS = Counter("call_tool_calls_total", "Function calls the model made, by tool and outcome",
                      ["tool", "outcome"], registry=REGISTRY)  # outcome: ok | problem | failed
 TOKENS = Counter("realtime_tokens_total", "Realtime tokens used, by kind", ["kind"], registry=REGISTRY)
@@ -47,6 +47,9 @@ JOURNAL_RETRIES = Counter("journal_retries_total", "Journal transactions that fa
                           "were retried", registry=REGISTRY)
 JOURNAL_DROPPED = Counter("journal_dropped_total", "Call writes never stored, by reason", ["reason"],
                           registry=REGISTRY)  # reason: queue_full | failed | no_call_row
+# Webhooks through database trouble (services/retried_writes.py).
+WEBHOOK_WRITES = Counter("webhook_writes_retried_total", "Webhook writes kept for a retry after database trouble, "
+                         "by outcome", ["outcome"], registry=REGISTRY)  # outcome: kept | stored | dropped
 CALLS_SWEPT = Counter("calls_swept_total", "Calls of a lost process ended by the sweeper", registry=REGISTRY)
 
 

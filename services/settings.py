@@ -113,6 +113,10 @@ class Settings:
     secret_key: str = ""
     # Live calls at once across every worker and host sharing the database (businesses have their own cap).
     max_concurrent_calls: int = 50
+    # The longest a Twilio webhook waits for the database (a lock, a statement; a second more for a
+    # connection): then the caller hears an apology rather than Twilio's own error message, and a
+    # callback's write is kept for a retry. Background work waits longer (services/store/db.py).
+    webhook_db_wait_s: float = 3.0
     # Twilio's REST API (outbound calls, live call updates); tests point it at a local fake.
     twilio_api_base_url: str = "https://api.twilio.com"
     # On SIGTERM, how long live calls may go on by themselves before each is told to close with
@@ -263,6 +267,7 @@ class Settings:
             secret_key=secret_key,
             max_concurrent_calls=_number(get, "MAX_CONCURRENT_CALLS", int, defaults.max_concurrent_calls,
                                          low=1, high=100_000),
+            webhook_db_wait_s=_number(get, "WEBHOOK_DB_WAIT_S", float, defaults.webhook_db_wait_s, low=0.1, high=10),
             twilio_api_base_url=twilio_api_base_url,
             shutdown_drain_s=_number(get, "SHUTDOWN_DRAIN_S", float, defaults.shutdown_drain_s, low=0, high=4 * 3600),
             webhook_allow_http=_switch(get, "WEBHOOK_ALLOW_HTTP"),

@@ -6,17 +6,20 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
+from sqlalchemy.orm import Session
 
 from server import twiml
 from services.store.call_records import KNOWN_STATUSES, apply_status, business_for_number, open_call
-from server.request_db import get_db, request_session
+from server.request_db import get_db
 from services.store import end_reasons
 from services.store.end_reasons import EndReason
 from services.store.models import Business, Call
 from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamToken, signed_url,
                              twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
-from services.call_limits import Admission, CallLimits
+from server.webhook_db import DatabaseUnavailable, bounded_session, database, store_or_keep, within_bound
+from services import metrics
+from services.call_limits import CallLimits
 from services.logging_setup import mask_number
 from services.post_call import recording
 from services.twilio_rest import TwilioNotConfigured, TwilioRest, TwilioRestError
@@ -99,19 +102,8 @@ def _form(name: str) -> str:
     return (request.form.get(name) or "").strip()
 
 
-def _admit(call_sid: str, business: Business, direction: str, from_number: str, to_number: str,
-           status: str) -> Admission:
-    """Take a slot under the call limits (its own locked transaction) and write the call's row."""
-    # The request's connection goes back to the pool first: a request holding one connection while
-    # waiting for a second would starve the pool when many calls arrive at once.
-    request_session().commit()
-    return CallLimits.from_settings(get_db(), _settings()).admit(
-        call_sid=call_sid, business=business, direction=direction, from_number=from_number, to_number=to_number,
-        status=status)
-
-
-def _call_row(call_sid: str) -> Call | None:
-    return request_session().query(Call).filter_by(call_sid=call_sid).one_or_none() if call_sid else None
+def _call_row(session: Session, call_sid: str) -> Call | None:
+    return session.query(Call).filter_by(call_sid=call_sid).one_or_none() if call_sid else None
 
 
 @bp.post("/webhook/incoming_call")
@@ -133,20 +125,26 @@ def _answer(direction: str) -> Response:
     call_sid, from_number, to_number = _form("CallSid"), _form("From"), _form("To")
     if not call_sid:
         abort(400, "CallSid is required")
-    session = request_session()
     business_number = to_number if direction == "inbound" else from_number
-    business = business_for_number(session, business_number)
-    if business is None:
-        log.warning("call for a number of no business", extra={"call_sid": call_sid, "number": mask_number(business_number),
-                                                               "direction": direction})
-        if direction == "outbound":
-            return _xml(twiml.hangup())
-        open_call(session, call_sid=call_sid, business=None, direction=direction, from_number=from_number,
-                  to_number=to_number, status="completed", end_reason=EndReason.UNKNOWN_NUMBER)
-        session.commit()
-        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
     status = _form("CallStatus") or ("ringing" if direction == "inbound" else "in-progress")
-    admission = _admit(call_sid, business, direction, from_number, to_number, status)
+    try:
+        # One bound for the lookup and the admission together.
+        with within_bound():
+            with bounded_session() as session:
+                business = business_for_number(session, business_number)
+                if business is None:
+                    return _unknown_number(session, call_sid, direction, from_number, to_number, business_number)
+            # Its own locked transaction (no connection of ours held meanwhile: a request holding
+            # one while waiting for a second would starve the pool when many calls arrive at once).
+            admission = CallLimits.from_settings(get_db(), _settings()).admit(
+                call_sid=call_sid, business=business, direction=direction, from_number=from_number,
+                to_number=to_number, status=status)
+    except DatabaseUnavailable as exc:
+        # No row can be written; Twilio's status callback stores the call once the database is back.
+        metrics.CALLS_REFUSED.labels("database").inc()
+        log.error("call not answered: the database is unavailable; the caller hears an apology",
+                  extra={"call_sid": call_sid, "direction": direction, "why": str(exc)})
+        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
     if not admission.admitted:
         return _xml(twiml.say_and_hangup(twiml.BUSY))
     log.info("call answered", extra={"call_sid": call_sid, "business_id": business.id, "direction": direction})
@@ -155,10 +153,28 @@ def _answer(direction: str) -> Response:
                               admission.stream_due_by))
 
 
+def _unknown_number(session: Session, call_sid: str, direction: str, from_number: str, to_number: str,
+                    business_number: str) -> Response:
+    log.warning("call for a number of no business", extra={"call_sid": call_sid, "number": mask_number(business_number),
+                                                           "direction": direction})
+    if direction == "outbound":
+        return _xml(twiml.hangup())
+    open_call(session, call_sid=call_sid, business=None, direction=direction, from_number=from_number,
+              to_number=to_number, status="completed", end_reason=EndReason.UNKNOWN_NUMBER)
+    return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNKNOWN_NUMBER))
+
+
 @bp.post("/webhook/stream_ended")
 def stream_ended() -> Response:
     call_sid = _form("CallSid")
-    call = _call_row(call_sid)
+    try:
+        with database() as session:
+            call = _call_row(session, call_sid)
+    except DatabaseUnavailable as exc:
+        # Why the stream ended (a goodbye, a transfer, a failure) is in the row we cannot read.
+        log.error("stream ended: the database is unavailable; the caller hears an apology",
+                  extra={"call_sid": call_sid or "-", "why": str(exc)})
+        return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
     failed = reason in end_reasons.FAILURES
@@ -179,10 +195,13 @@ def stream_ended() -> Response:
 def transfer_ended() -> Response:
     """The <Dial> to a person is over: if no one took the call, say so politely and hang up."""
     call_sid, outcome = _form("CallSid"), _form("DialCallStatus").lower()
-    call = _call_row(call_sid)
-    if call is not None:
-        call.transfer_status = outcome or None
-        request_session().commit()
+
+    def store(session: Session) -> None:
+        call = _call_row(session, call_sid)
+        if call is not None:
+            call.transfer_status = outcome or None
+
+    store_or_keep("transfer outcome", call_sid, store)
     log.info("transfer ended", extra={"call_sid": call_sid or "-", "dial_status": outcome})
     if outcome in ("completed", "answered"):
         return _xml(twiml.hangup())
@@ -196,19 +215,27 @@ def amd_status() -> Response:
     call_sid, answered_by = _form("CallSid"), _form("AnsweredBy").lower()
     if not call_sid or not answered_by:
         abort(400, "CallSid and AnsweredBy are required")
-    session = request_session()
-    call = _call_row(call_sid)
-    if call is None:
+    machine = answered_by.startswith("machine") or answered_by == "fax"
+
+    def store(session: Session) -> tuple[bool, str]:
+        """(the call is ours, the voicemail message to leave)"""
+        call = _call_row(session, call_sid)
+        if call is None:
+            return False, ""
+        call.answered_by = answered_by
+        message = ""
+        if machine:
+            business = session.get(Business, call.business_id) if call.business_id else None
+            message = (business.voicemail_message or "").strip() if business and answered_by != "fax" else ""
+            call.end_reason = EndReason.VOICEMAIL  # before the stream stops: the session keeps it
+        return True, message
+
+    stored, result = store_or_keep("machine detection", call_sid, store)
+    # Without the database the voicemail message is unknown: a machine is hung up on.
+    known, message = result if stored else (True, "")
+    if not known:
         log.warning("machine detection for an unknown call", extra={"call_sid": call_sid})
         return _xml(twiml.empty())
-    call.answered_by = answered_by
-    machine = answered_by.startswith("machine") or answered_by == "fax"
-    message = ""
-    if machine:
-        business = session.get(Business, call.business_id) if call.business_id else None
-        message = (business.voicemail_message or "").strip() if business and answered_by != "fax" else ""
-        call.end_reason = EndReason.VOICEMAIL  # before the stream stops: the session keeps it
-    session.commit()
     log.info("answered by", extra={"call_sid": call_sid, "answered_by": answered_by, "voicemail": bool(message)})
     if machine:
         try:
@@ -223,20 +250,27 @@ def call_status() -> Response:
     call_sid, status = _form("CallSid"), _form("CallStatus").lower()
     if not call_sid or status not in KNOWN_STATUSES:
         abort(400, "CallSid and a known CallStatus are required")
-    duration = _form("CallDuration")
-    session = request_session()
-    # Before this call's own row is touched: on PostgreSQL the admissions' lock comes first.
-    CallLimits.from_settings(get_db(), _settings()).close_lost_streams(session)
-    call = apply_status(session, call_sid, status, float(duration) if duration.isdigit() else None)
-    if call is None and _form("From") and _form("To"):
-        # A call we have no row for (its webhook failed or was never asked): keep it on record.
-        inbound = _form("Direction") == "inbound"
-        business = business_for_number(session, _form("To") if inbound else _form("From"))
-        open_call(session, call_sid=call_sid, business=business, direction="inbound" if inbound else "outbound",
-                  from_number=_form("From"), to_number=_form("To"), status=status)
-        call = apply_status(session, call_sid, status, float(duration) if duration.isdigit() else None)
-    session.commit()
-    if call is None:
+    duration_text, from_number, to_number = _form("CallDuration"), _form("From"), _form("To")
+    duration = float(duration_text) if duration_text.isdigit() else None
+    inbound = _form("Direction") == "inbound"
+
+    def store(session: Session) -> Call | None:
+        call = apply_status(session, call_sid, status, duration)
+        if call is None and from_number and to_number:
+            # A call we have no row for (its webhook failed or was never asked): keep it on record.
+            business = business_for_number(session, to_number if inbound else from_number)
+            open_call(session, call_sid=call_sid, business=business, direction="inbound" if inbound else "outbound",
+                      from_number=from_number, to_number=to_number, status=status)
+            call = apply_status(session, call_sid, status, duration)
+        return call
+
+    def sweep_and_store(session: Session) -> Call | None:
+        # Before this call's own row is touched: on PostgreSQL the admissions' lock comes first.
+        CallLimits.from_settings(get_db(), _settings()).close_lost_streams(session)
+        return store(session)
+
+    stored, call = store_or_keep("call status", call_sid, sweep_and_store, later=store)
+    if stored and call is None:
         log.warning("status for an unknown call", extra={"call_sid": call_sid, "status": status})
     else:
         log.info("call status", extra={"call_sid": call_sid, "status": status})
@@ -256,13 +290,16 @@ def recording_status() -> Response:
     call_sid, status = _form("CallSid"), _form("RecordingStatus").lower()
     if not call_sid or not status:
         abort(400, "CallSid and RecordingStatus are required")
-    session = request_session()
-    call = recording.store_status(session, call_sid, recording_sid=_form("RecordingSid"), status=status,
-                                  url=_form("RecordingUrl"), duration=_form("RecordingDuration"))
-    session.commit()
-    if call is None:
+    recording_sid, url, duration = _form("RecordingSid"), _form("RecordingUrl"), _form("RecordingDuration")
+
+    def store(session: Session) -> Call | None:
+        return recording.store_status(session, call_sid, recording_sid=recording_sid, status=status, url=url,
+                                      duration=duration)
+
+    stored, call = store_or_keep("recording status", call_sid, store)
+    if stored and call is None:
         log.warning("recording status for an unknown call", extra={"call_sid": call_sid, "status": status})
     else:
         log.info("recording status", extra={"call_sid": call_sid, "status": status,
-                                            "duration_s": call.recording_duration_s})
+                                            "duration_s": call.recording_duration_s if call else None})
     return _xml(twiml.empty())

@@ -13,11 +13,16 @@ pinged at checkout (a database restart costs no failed statement) and replaced a
 SQLite waits for a lock inside C, where the worker's event loop, and every call on it, would
 wait too. Its own wait is cut to `SQLITE_BUSY_TIMEOUT_S`; longer waits happen here instead,
 retrying the statement with gevent sleeps, for up to `lock_wait_s`.
+
+A session opened with `wait_s` (a webhook's, which must answer Twilio in time) waits less: on
+SQLite its greenlet's lock waits are cut to it, on PostgreSQL its transaction's lock and
+statement timeouts are set to it. Either way the wait ends in an `OperationalError`.
 """
 from __future__ import annotations
 
 import logging
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +45,9 @@ POOL_RECYCLE_S = 1800
 SQLITE_BUSY_TIMEOUT_S = 0.002
 LOCK_WAIT_S = 15.0
 _LOCK_RETRY_MAX_S = 0.05
+# A shorter lock wait for the current greenlet's statements (threading.local is per greenlet
+# under gevent's patches): set by `Database.session(wait_s=...)` for the session's life.
+_bounded = threading.local()
 # PostgreSQL: a server that vanished without closing the socket is noticed in about a minute.
 _PG_CONNECT_ARGS = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
                     "keepalives_count": 3}
@@ -53,15 +61,25 @@ class Database:
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
-    def session(self, *, write_lock: bool = False) -> Iterator[Session]:
+    def session(self, *, write_lock: bool = False, wait_s: float | None = None) -> Iterator[Session]:
         """A session that commits on success and rolls back on error.
 
         `write_lock`: on SQLite, take the database's write lock first (`BEGIN IMMEDIATE`), so that
         no other connection writes between this transaction's reads and its writes (PostgreSQL:
         lock the rows read, `with_for_update`).
+        `wait_s`: wait at most this long for a lock or a statement (the first transaction's, on
+        PostgreSQL: the session is meant to commit once).
         """
         session = self.sessionmaker()
+        outer_wait = getattr(_bounded, "wait_s", None)
         try:
+            if wait_s is not None:
+                _bounded.wait_s = wait_s if outer_wait is None else min(wait_s, outer_wait)
+                if self.engine.dialect.name == "postgresql":
+                    ms = max(1, int(wait_s * 1000))
+                    connection = session.connection()
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
             if write_lock and self.engine.dialect.name == "sqlite":
                 session.connection().exec_driver_sql("BEGIN IMMEDIATE")
             yield session
@@ -75,6 +93,7 @@ class Database:
             raise
         finally:
             session.close()
+            _bounded.wait_s = outer_wait
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration."""
@@ -161,13 +180,18 @@ def _patiently(lock_wait_s: float, call, *args):
             pause = min(pause * 2, _LOCK_RETRY_MAX_S)
 
 
+def _lock_wait(connection_wait_s: float) -> float:
+    bound = getattr(_bounded, "wait_s", None)
+    return connection_wait_s if bound is None else min(bound, connection_wait_s)
+
+
 class PatientCursor(sqlite3.Cursor):
     def execute(self, sql, parameters=()):
-        return _patiently(self.connection.lock_wait_s, super().execute, sql, parameters)
+        return _patiently(_lock_wait(self.connection.lock_wait_s), super().execute, sql, parameters)
 
     def executemany(self, sql, seq_of_parameters):
         rows = seq_of_parameters if isinstance(seq_of_parameters, list) else list(seq_of_parameters)
-        return _patiently(self.connection.lock_wait_s, super().executemany, sql, rows)
+        return _patiently(_lock_wait(self.connection.lock_wait_s), super().executemany, sql, rows)
 
 
 class PatientConnection(sqlite3.Connection):
@@ -180,7 +204,7 @@ class PatientConnection(sqlite3.Connection):
         return super().cursor(factory)
 
     def commit(self):
-        return _patiently(self.lock_wait_s, super().commit)
+        return _patiently(_lock_wait(self.lock_wait_s), super().commit)
 
 
 def alembic_config(url: str):
