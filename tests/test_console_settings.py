@@ -180,3 +180,15 @@ def test_the_preview_refuses_an_invalid_draft_and_a_missing_csrf_token(business_
     answer = client.post(f"{path}/preview", {**VALID_FORM, "name": " "}, csrf_from=path)
     assert answer.status_code == 422 and answer.json()["fields"] == {"name": "must not be empty"}
     assert client.post(f"{path}/preview", VALID_FORM, csrf_from=None).status_code == 400
+
+
+def test_holiday_and_eve_hours_are_saved_closed_or_left_to_the_calendar(console_server, business_id, client):
+    answer = save(client, business_id, {**VALID_FORM, "hours_holiday": "10:00-12:00", "hours_eve": "סגור"})
+    assert answer.status_code == 302, field_errors(answer.text)
+    hours = api(console_server, "GET", f"/api/businesses/{business_id}").json()["working_hours"]
+    assert (hours["holiday"], hours["eve"]) == ([["10:00", "12:00"]], [])
+    page = client.get(f"/console/businesses/{business_id}").text
+    assert 'name="hours_holiday" value="10:00-12:00"' in page and 'name="hours_eve" value="סגור"' in page
+    assert save(client, business_id, {**VALID_FORM, "hours_holiday": "", "hours_eve": ""}).status_code == 302
+    hours = api(console_server, "GET", f"/api/businesses/{business_id}").json()["working_hours"]
+    assert "holiday" not in hours and "eve" not in hours, "empty: the calendar's default"

@@ -13,6 +13,10 @@ OPTIONAL_FIELDS = ("transfer_number", "webhook_url")  # empty: none
 FLAG_FIELDS = ("transfer_on_shutdown", "use_customer_name", "record_calls", "recording_notice")
 COUNT_FIELDS = ("max_concurrent_calls", "appointment_minutes")
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # the API's keys, Israel's week
+# Israel's public holidays and their eves: left empty, the calendar's default (holidays closed,
+# eves until 13:00); "closed" (or "סגור") closes them outright.
+SPECIAL_DAYS = ("holiday", "eve")
+CLOSED_WORDS = ("closed", "סגור")
 
 
 def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -38,6 +42,12 @@ def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
         body["webhook_secret"] = form["webhook_secret"].strip()
     if any(f"hours_{day}" in form for day in DAYS):
         body["working_hours"] = working_hours({day: form.get(f"hours_{day}", "") for day in DAYS})
+        for day in SPECIAL_DAYS:
+            text = form.get(f"hours_{day}", "").strip()
+            if text.casefold() in CLOSED_WORDS:
+                body["working_hours"][day] = []
+            elif text:
+                body["working_hours"].update(working_hours({day: text}))
     return body, problems
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
@@ -16,6 +17,7 @@ from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
 from server.routes.api.businesses import NUMBER_TAKEN
+from services.scheduling import business_today
 from services.store.models import Business, PhoneNumber, utcnow
 
 log = logging.getLogger("console")
@@ -63,14 +65,15 @@ def business_settings(business_id: int):
         form_values = request.form
         flash(labels.t("not_saved"), "error")
     values = form_values or _values_of(business)
-    previews = {direction: prompts.prompt_preview(business, direction) for direction in ("inbound", "outbound")}
+    previews = _previews(business)
     return render_template("console/business.html", business=business, values=values, errors=errors,
-                           voices=VOICES, days=forms.DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+                           voices=VOICES, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
 
 
-# What the prompt builders read of a business (prompts/layers.py, prompts/crm.py).
+# What the prompt builders read of a business (prompts/layers.py, prompts/crm.py, and the today
+# layer's hours and zone).
 PREVIEWED = ("name", "business_prompt", "greeting", "outbound_greeting", "use_customer_name", "record_calls",
-             "recording_notice")
+             "recording_notice", "working_hours", "timezone")
 
 
 @bp.post("/businesses/<int:business_id>/preview")
@@ -84,7 +87,13 @@ def preview_draft(business_id: int):
     except ValidationError as exc:
         return jsonify(fields=exc.fields), 422
     draft = SimpleNamespace(**{**{name: getattr(business, name) for name in PREVIEWED}, **fields})
-    return {direction: prompts.prompt_preview(draft, direction) for direction in ("inbound", "outbound")}
+    return _previews(draft)
+
+
+def _previews(business) -> dict:
+    """Both directions' prompt layers, as the API's preview builds them (today's layer included)."""
+    today = business_today(business, datetime.now(timezone.utc))
+    return {direction: prompts.prompt_preview(business, direction, today=today) for direction in ("inbound", "outbound")}
 
 
 def save(session, business: Business, fields: dict) -> dict[str, str]:
@@ -117,7 +126,11 @@ def _values_of(business: Business) -> dict[str, str]:
     values.update({name: "on" if getattr(business, name) else "" for name in forms.FLAG_FIELDS})
     values.update({name: str(getattr(business, name)) for name in forms.COUNT_FIELDS})
     values["phone_numbers"] = "\n".join(p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id))
+    hours = business.working_hours or {}
     for day in forms.DAYS:
-        values[f"hours_{day}"] = forms.hours_text((business.working_hours or {}).get(day, []))
+        values[f"hours_{day}"] = forms.hours_text(hours.get(day, []))
+    for day in forms.SPECIAL_DAYS:
+        given = hours.get(day)
+        values[f"hours_{day}"] = "" if given is None else forms.hours_text(given) or forms.CLOSED_WORDS[1]
     values["webhook_secret"] = ""
     return values
