@@ -34,8 +34,6 @@ from dataclasses import dataclass
 
 import gevent
 from gevent.event import Event
-from sqlalchemy import select
-
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
 from services import metrics
@@ -60,7 +58,8 @@ from services.settings import Settings
 from services.silence_watchdog import SilenceWatchdog
 from services.store.db import Database
 from services.store.end_reasons import EndReason
-from services.store.models import Business, Call
+from services.store.call_records import set_transfer_to
+from services.store.models import Business
 from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
@@ -373,10 +372,7 @@ class CallSession:
         stream closes. Off the audio path (the call is ending), like the transfer tool's write."""
         try:
             with self._services.db.session() as session:
-                call = session.scalar(select(Call).where(Call.call_sid == self.setup.call_sid))
-                if call is not None:
-                    call.transfer_to = number
-            return call is not None
+                return set_transfer_to(session, self.setup.call_sid, number)
         except Exception:
             self.log.exception("could not store the transfer number: the caller hears the apology instead")
             return False
