@@ -448,6 +448,7 @@ class CallSession:
         self._last_event_at = self._realtime.received_at
         if isinstance(event, rt.AudioDelta):
             self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at)
+            self._transcripts.agent_audio(event.item_id, len(event.audio))
         elif isinstance(event, rt.TranscriptDelta):
             self._transcripts.agent_delta(event.item_id, event.delta)
         elif isinstance(event, rt.AudioDone):
@@ -509,6 +510,22 @@ class CallSession:
         if item is not None:
             self._store_agent_item(item)
         self._ending.item_heard(item_id)
+
+    def _items_as_heard(self) -> list[AgentItem]:
+        """The call is ending: its agent items not stored yet, as far as the caller heard each
+        (from the playback clock, as barge-in cuts): one heard to its end whole, one cut short
+        as cut, one never heard not at all."""
+        items = []
+        for item in self._transcripts.unfinished():
+            if not self._playback.has_audio(item.item_id):
+                continue
+            heard_ms = self._playback.heard_ms(item.item_id)
+            if heard_ms == 0:
+                continue
+            if item.final_text is None or heard_ms < item.audio_ms:
+                item.heard_ms = heard_ms
+            items.append(item)
+        return items
 
     def _store_agent_item(self, item: AgentItem) -> None:
         text = item.heard_text()
@@ -610,6 +627,7 @@ class CallSession:
             self._ended.set()
         self.log.info("call ending", extra={"end_reason": reason})
         self._barge_in.close()
+        unstored = self._items_as_heard()  # first: the playback clock runs on after a hang-up
         self._playback.stop()
         self._greenlets.close()
         self._ending.close()
@@ -617,9 +635,8 @@ class CallSession:
         if self._tools is not None:
             self._tools.close()
         self._realtime.close()
-        for item in self._transcripts.unfinished():
-            if self._playback.has_audio(item.item_id):
-                self._store_agent_item(item)
+        for item in unstored:
+            self._store_agent_item(item)
         if self._crm is not None:
             self._crm.close()
         playback = self._playback
