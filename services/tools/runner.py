@@ -155,5 +155,6 @@ class CallTools:
             if self._ending.begin(reason, cancellable=cancellable, response_id=response_id):
                 self._ending.response_done(response_id, tool_calls=False)
             return {"ok": True}, False
-        self._ending.begin(reason, cancellable=cancellable, awaiting=FOLLOW_UP)
-        return {"ok": True, "next": call_event(event)}, True
+        notice = call_event(event)
+        self._ending.begin(reason, cancellable=cancellable, awaiting=FOLLOW_UP, notice=notice)
+        return {"ok": True, "next": notice}, True
