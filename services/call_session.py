@@ -253,14 +253,17 @@ class CallSession:
         return False
 
     def _greet(self) -> None:
-        """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting."""
+        """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting
+        (or, when the call began to end meanwhile, for its goodbye)."""
         self._stop_session_timers()
         self._greeted = True
         self._session_ready.set()
         self.log.info("session confirmed", extra={"after_ms": round((time.monotonic() - self._started_mono) * 1000)})
+        goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
         self._send_late_crm()
-        self._greeting.request(self._prompts.greeting_instruction)
+        if not goodbye:
+            self._greeting.request(self._prompts.greeting_instruction)
         self._greenlets.spawn(self._watchdog.run)
         self._greenlets.spawn(self._realtime_watch.run)
 
@@ -343,14 +346,19 @@ class CallSession:
         metrics.REALTIME_RECONNECTS.labels("resumed").inc()
         log.info("Realtime session resumed", extra={"gap_ms": round(gap_ms), "turns_replayed": len(said)})
         self._session_ready.set()
-        # An ending's goodbye that died with the old session (or was begun while this one opened)
-        # is asked for now, before the gate opens: it stands in for any request held meanwhile.
-        goodbye = self._ending.ask_again(call_event("After end_call"))
-        if goodbye is not None:
-            self._tell_model(goodbye, RequestReason.GOODBYE)
+        goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
-        if goodbye is None and self._was_speaking:
+        if not goodbye and self._was_speaking:
             self._tell_model(call_event("Reconnected"), RequestReason.RESUME)
+
+    def _ask_for_goodbye_now_ready(self) -> bool:
+        """A session has just become ready: an ending's goodbye not yet asked for on it (it died
+        with the old session, or the ending began while this one was being opened) is asked for
+        now, before the gate opens, standing in for any request held meanwhile. True if it was."""
+        notice = self._ending.ask_again(call_event("After end_call"))
+        if notice is not None:
+            self._tell_model(notice, RequestReason.GOODBYE)
+        return notice is not None
 
     def _hand_over(self) -> None:
         """No model to talk to: a person takes the call when the business has a transfer number

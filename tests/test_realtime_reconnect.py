@@ -291,6 +291,28 @@ def test_a_cut_after_the_goodbye_has_all_arrived_lets_it_play_out_and_the_call_e
     assert [(s, t, c) for s, t, c in stored.turns if s == "agent"][-1] == ("agent", GOODBYE.text, False)
 
 
+def test_a_shutdown_while_the_session_is_being_opened_asks_for_the_goodbye_once_it_is_ready(make_harness):
+    # As after a reconnect: nothing is sent to a session not yet confirmed; then the goodbye is
+    # asked for, and the greeting is not.
+    h = make_harness(RealtimeScript(responses=[GOODBYE], session_updated_delay_ms=600), timing=QUICK,
+                     shutdown_drain_s=0.0)
+    caller = h.call()
+    conn = h.fake.wait_for_connection(1, timeout=5)
+    conn.wait_for_client_event("session.update", timeout=5)
+    assert conn.session_updated_sent == 0
+    _shutdown(h).begin()
+    assert caller.wait_closed(timeout=QUICK.goodbye_timeout_s - 5) == 1000
+    notice = call_event("Shutdown")
+    sent = [e.type for e in conn.client_event_records() if e.type not in ("input_audio_buffer.append", "session.update")]
+    assert sent == ["conversation.item.create", "response.create"]
+    assert _item_texts(conn) == [("system", notice)]
+    confirmed_at = next(t for t, event in conn.server_events if event["type"] == "session.updated")
+    assert conn.client_event_records("conversation.item.create")[0].t >= confirmed_at
+    assert len(conn.client_events("response.create")) == 1
+    _heard_in_full(caller, GOODBYE)
+    assert h.wait_ended(caller.call_sid).row.end_reason == "shutdown"
+
+
 # --- the caller's audio across a cut ---------------------------------------------------
 
 
