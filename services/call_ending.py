@@ -60,7 +60,7 @@ class CallEnding:
         self._response_id: str | None = None  # that response, once known
         self._unheard: set[str] | None = None  # its items still to be heard; None until it is done
         self._notice: str | None = None  # what the model is told to say them, to ask again
-        self._asked = False  # the goodbye (a GOODBYE request) has been asked for on this session
+        self._asked = False  # the words need no request from the ending on this session (made, or another's)
         self._generation = 0  # a deadline or finish of a called-off ending must not end the call
         self._deadline: gevent.Greenlet | None = None
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import gevent
+
 from prompts.tools import call_event
 from services import metrics
 from services.store.call_records import set_transfer_to
