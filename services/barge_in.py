@@ -98,7 +98,7 @@ class BargeIn:
             heard = self._playback.clear(mute=(active,) if active else ())
             if heard is not None:
                 self._clear_twilio()
-                cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms, heard.sent_ms)
+                cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms)
                 if cut is not None:
                     self._store_item(cut)
             self._caller_speaking = False
@@ -137,7 +137,7 @@ class BargeIn:
             self._send_realtime(rt.response_cancel())
         if heard is not None:
             self._send_realtime(rt.item_truncate(heard.item_id, heard.heard_ms))
-            cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms, heard.sent_ms)
+            cut = self._transcripts.take_cut(heard.item_id, heard.heard_ms)
             if cut is not None:
                 self._store_item(cut)
         self._log.info("barge-in", extra={"item_id": heard.item_id if heard else None,

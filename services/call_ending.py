@@ -8,6 +8,9 @@ echoed), or at once if it had no audio; a deadline ends it anyway.
 
 If the caller speaks over the last words, a cancellable ending is called off (they had more to
 say); the others (time limit, transfer) end the call at once.
+
+If the Realtime session is lost before the last words are all in (`line_lost`), they are asked
+for again on the new one (`ask_again`); once they are in, they play out without a model.
 """
 from __future__ import annotations
 
@@ -56,6 +59,8 @@ class CallEnding:
         self._awaiting: RequestReason | None = None  # the request whose response carries the last words
         self._response_id: str | None = None  # that response, once known
         self._unheard: set[str] | None = None  # its items still to be heard; None until it is done
+        self._notice: str | None = None  # what the model is told to say them, to ask again
+        self._asked = False  # the words need no request from the ending on this session (made, or another's)
         self._generation = 0  # a deadline or finish of a called-off ending must not end the call
         self._deadline: gevent.Greenlet | None = None
 
@@ -71,17 +76,55 @@ class CallEnding:
             return self._reason is not None and not self._cancellable
 
     def begin(self, reason: EndReason, *, cancellable: bool, awaiting: RequestReason | None = None,
-              response_id: str | None = None) -> bool:
+              response_id: str | None = None, notice: str | None = None) -> bool:
         """End the call after response `response_id`, or after the next response created for the
-        request `awaiting`. False when an ending is already under way (the first one stands)."""
+        request `awaiting`: a GOODBYE request is the ending's own (`ask`), any other is made by
+        whoever answers the caller or the tool. `notice`: what the model is told to say the last
+        words, should they have to be asked for again. False when an ending is already under way
+        (the first one stands)."""
         with self._lock:
             if self._reason is not None:
                 return False
             self._reason, self._cancellable = reason, cancellable
             self._awaiting, self._response_id, self._unheard = awaiting, response_id, None
+            self._notice, self._asked = notice, awaiting != RequestReason.GOODBYE
             self._generation += 1
             self._deadline = gevent.spawn_later(self._timeout_s, self._timed_out, self._generation)
         self._log.info("call ending after the agent's last words", extra={"end_reason": reason})
+        return True
+
+    def ask(self, notice: str, *, session_ready: bool) -> bool:
+        """The goodbye is asked for with `notice` (kept, to ask again on a new session). True when
+        the caller is to send it now: the session is ready and it has not been asked for on it."""
+        with self._lock:
+            if self._reason is None:
+                return False
+            self._notice = notice
+            return session_ready and self._claim()
+
+    def ask_again(self, default_notice: str) -> str | None:
+        """A new session is ready: the notice to ask for the goodbye with (the ending's own, else
+        `default_notice`), once; None when no words are wanted from it."""
+        with self._lock:
+            return (self._notice or default_notice) if self._claim() else None
+
+    def line_lost(self) -> bool:
+        """The Realtime session is gone. True when the last words are all in (the audio of their
+        response, done): they play out and the call ends, with no new session. Otherwise the
+        response awaited died with the session: the words are asked for again on the next one."""
+        with self._lock:
+            if self._reason is None:
+                return False
+            if self._unheard is not None:
+                return True
+            self._awaiting, self._response_id, self._asked = RequestReason.GOODBYE, None, False
+            return False
+
+    def _claim(self) -> bool:
+        """Under `_lock`: the goodbye is to be asked for now (once per session)."""
+        if self._reason is None or self._asked or self._response_id is not None or self._unheard is not None:
+            return False
+        self._asked = True
         return True
 
     def response_created(self, response_id: str, request_reason: RequestReason | None) -> None:
@@ -122,7 +165,7 @@ class CallEnding:
                 generation = self._generation
             else:
                 self._log.info("caller spoke over the goodbye: the call goes on", extra={"end_reason": self._reason})
-                self._reason = self._awaiting = self._response_id = self._unheard = None
+                self._reason = self._awaiting = self._response_id = self._unheard = self._notice = None
                 self._generation += 1
                 deadline, self._deadline = self._deadline, None
                 if deadline is not None:

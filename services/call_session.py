@@ -9,7 +9,8 @@ Collaborators, each a module of its own: `Playback` (pacing and the playback clo
 `ResponseGate` (one response at a time), `Greeting`, `BargeIn`, `Transcripts` (turns),
 `CallFigures` (latencies and counts), `CallJournal` (DB writes off the audio path), `CallTools`
 (the model's function calls), `CallEnding` (the last words heard, then close), `SilenceWatchdog`,
-`Keypad` (DTMF) and `RealtimeWatch` (pings, and a response that stalls).
+`Keypad` (DTMF), `RealtimeWatch` (pings, and a response that stalls) and `CallerAudio` (RX's
+frames to the model, held while there is no session).
 
 Lock order, for every lock a call takes (an arrow: may be taken while holding the one before):
     BargeIn._lock → Greeting._lock | Playback._lock | Transcripts._lock | CallFigures._lock
@@ -29,14 +30,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import gevent
 from gevent.event import Event
-from sqlalchemy import select
-
 from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
 from services import metrics
@@ -47,6 +45,7 @@ from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
 from services.call_greenlets import CallGreenlets
 from services.call_journal import CallJournal, JournalWriter
+from services.caller_audio import CallerAudio
 from services.crm_context import CallCrmContext
 from services.greeting import Greeting
 from services.keypad import Keypad
@@ -62,14 +61,11 @@ from services.settings import Settings
 from services.silence_watchdog import SilenceWatchdog
 from services.store.db import Database
 from services.store.end_reasons import EndReason
-from services.store.models import Business, Call
+from services.store.call_records import set_transfer_to
+from services.store.models import Business
 from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
-
-# Caller audio held while a Realtime session is being configured or opened again (3 s).
-HELD_FRAMES = 150
-
 
 @dataclass(frozen=True)
 class CallSetup:
@@ -101,10 +97,10 @@ class CallSession:
       `_was_speaking`: the Realtime greenlet's; the session timers read `_session_update`,
       written before they start.
     - `_realtime`: replaced only by the Realtime greenlet, and only while `_session_ready` is
-      clear, so RX never sends on a connection being opened; other senders may meet the closed
-      one and get RealtimeClosed. `_last_event_at`: the Realtime greenlet writes, the liveness
-      watch reads.
-    - `_rx_messages`: written by RX only; the idle watch only reads it.
+      clear, so RX never sends on a connection being opened; any sender may meet the closed one
+      and get RealtimeClosed (RX then holds the frame: `CallerAudio`). `_last_event_at`: the
+      Realtime greenlet writes, the liveness watch reads.
+    - `_rx_messages`, `_caller_audio`: RX's only; the idle watch only reads `_rx_messages`.
     - `_session_ready`: an event the Realtime greenlet sets, and clears while it reconnects;
       `_ended`: an event set once, by `end`.
     """
@@ -143,6 +139,7 @@ class CallSession:
         self._session_update = ""
         self._session_timers: list[gevent.Greenlet | None] = []
         self._session_ready = Event()  # set by the Realtime greenlet, cleared while it reconnects
+        self._caller_audio = CallerAudio(self._send_realtime, self._session_ready, self.figures)
         self._rx_messages = 0
         self._losses = 0  # Realtime sessions lost so far
         self._lost_at = 0.0
@@ -259,14 +256,17 @@ class CallSession:
         return False
 
     def _greet(self) -> None:
-        """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting."""
+        """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting
+        (or, when the call began to end meanwhile, for its goodbye)."""
         self._stop_session_timers()
         self._greeted = True
         self._session_ready.set()
         self.log.info("session confirmed", extra={"after_ms": round((time.monotonic() - self._started_mono) * 1000)})
+        goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
         self._send_late_crm()
-        self._greeting.request(self._prompts.greeting_instruction)
+        if not goodbye:
+            self._greeting.request(self._prompts.greeting_instruction)
         self._greenlets.spawn(self._watchdog.run)
         self._greenlets.spawn(self._realtime_watch.run)
 
@@ -279,8 +279,7 @@ class CallSession:
     def _listen(self) -> None:
         """RX: caller audio to Realtime, echoed marks to the playback clock, until the caller goes."""
         figures = self.figures
-        ready = self._session_ready
-        backlog: deque[str] = deque()
+        audio = self._caller_audio
         while not self._ended.is_set():
             try:
                 # No timeout here: a timer per read would cost more than the read.
@@ -295,24 +294,7 @@ class CallSession:
                     self.log.warning("dropped malformed Twilio frame", extra={"reason": exc.reason, "detail": str(exc)})
                 continue
             if isinstance(event, tw.Media):
-                if not ready.is_set():
-                    # Before the session is confirmed the model cannot take audio yet: hold the
-                    # caller's first words (a bounded second) instead of losing them.
-                    backlog.append(event.payload)
-                    if len(backlog) > HELD_FRAMES:
-                        backlog.popleft()
-                        figures.drop_rx("session_not_ready")
-                    continue
-                try:
-                    if backlog:
-                        for payload in backlog:
-                            self._realtime.send(rt.audio_append(payload))
-                        figures.frames_in += len(backlog)
-                        backlog.clear()
-                    self._realtime.send(rt.audio_append(event.payload))
-                    figures.frames_in += 1
-                except RealtimeClosed:
-                    figures.drop_rx("realtime_closed")
+                audio.forward(event.payload)
             elif isinstance(event, tw.Mark):
                 heard_item = self._playback.on_mark(event.name)
                 if heard_item is not None:
@@ -329,7 +311,15 @@ class CallSession:
 
     def _session_lost(self, log, why: str) -> bool:
         """The Realtime session is gone. The first time: silence the agent, hold the caller's
-        audio, and open a new connection (True); the second: hand the call over (False)."""
+        audio, and open a new connection (True); the second: hand the call over (False). An
+        ending whose last words are all in needs no new session: they play out (False)."""
+        if self._ending.line_lost():
+            log.warning("Realtime session lost with the last words in: the call ends once they are heard",
+                        extra={"error": why})
+            self._session_ready.clear()  # RX holds the caller's audio; the watch rests
+            self._gate.shut()
+            self._realtime.close()
+            return False
         self._losses += 1
         if self._losses > 1:
             log.error("Realtime session lost again: handing the call over", extra={"error": why})
@@ -359,9 +349,19 @@ class CallSession:
         metrics.REALTIME_RECONNECTS.labels("resumed").inc()
         log.info("Realtime session resumed", extra={"gap_ms": round(gap_ms), "turns_replayed": len(said)})
         self._session_ready.set()
+        goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
-        if self._was_speaking:
+        if not goodbye and self._was_speaking:
             self._tell_model(call_event("Reconnected"), RequestReason.RESUME)
+
+    def _ask_for_goodbye_now_ready(self) -> bool:
+        """A session has just become ready: an ending's goodbye not yet asked for on it (it died
+        with the old session, or the ending began while this one was being opened) is asked for
+        now, before the gate opens, standing in for any request held meanwhile. True if it was."""
+        notice = self._ending.ask_again(call_event("After end_call"))
+        if notice is not None:
+            self._tell_model(notice, RequestReason.GOODBYE)
+        return notice is not None
 
     def _hand_over(self) -> None:
         """No model to talk to: a person takes the call when the business has a transfer number
@@ -376,10 +376,7 @@ class CallSession:
         stream closes. Off the audio path (the call is ending), like the transfer tool's write."""
         try:
             with self._services.db.session() as session:
-                call = session.scalar(select(Call).where(Call.call_sid == self.setup.call_sid))
-                if call is not None:
-                    call.transfer_to = number
-            return call is not None
+                return set_transfer_to(session, self.setup.call_sid, number)
         except Exception:
             self.log.exception("could not store the transfer number: the caller hears the apology instead")
             return False
@@ -455,6 +452,7 @@ class CallSession:
         self._last_event_at = self._realtime.received_at
         if isinstance(event, rt.AudioDelta):
             self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at)
+            self._transcripts.agent_audio(event.item_id, len(event.audio))
         elif isinstance(event, rt.TranscriptDelta):
             self._transcripts.agent_delta(event.item_id, event.delta)
         elif isinstance(event, rt.AudioDone):
@@ -517,6 +515,22 @@ class CallSession:
             self._store_agent_item(item)
         self._ending.item_heard(item_id)
 
+    def _items_as_heard(self) -> list[AgentItem]:
+        """The call is ending: its agent items not stored yet, as far as the caller heard each
+        (from the playback clock, as barge-in cuts): one heard to its end whole, one cut short
+        as cut, one never heard not at all."""
+        items = []
+        for item in self._transcripts.unfinished():
+            if not self._playback.has_audio(item.item_id):
+                continue
+            heard_ms = self._playback.heard_ms(item.item_id)
+            if heard_ms == 0:
+                continue
+            if item.final_text is None or heard_ms < item.audio_ms:
+                item.heard_ms = heard_ms
+            items.append(item)
+        return items
+
     def _store_agent_item(self, item: AgentItem) -> None:
         text = item.heard_text()
         if not text and item.heard_ms is None:
@@ -565,11 +579,11 @@ class CallSession:
 
     def _give_up_on_silence(self) -> None:
         if self._ending.begin(EndReason.SILENCE, cancellable=True, awaiting=RequestReason.GOODBYE):
-            self._tell_model(call_event("Silence goodbye"), RequestReason.GOODBYE)
+            self._ask_for_goodbye(call_event("Silence goodbye"))
 
     def _time_is_up(self) -> None:
         if self._ending.begin(EndReason.MAX_DURATION, cancellable=False, awaiting=RequestReason.GOODBYE):
-            self._tell_model(call_event("Time limit"), RequestReason.GOODBYE)
+            self._ask_for_goodbye(call_event("Time limit"))
 
     def shut_down(self) -> None:
         """The process is stopping (a deploy): a short goodbye, then the line closes; or, when the
@@ -581,10 +595,16 @@ class CallSession:
             return
         if transfer and self._store_transfer_to(business.transfer_number):
             self.log.info("the server is shutting down: handing the call to a person")
-            self._tell_model(call_event("Shutdown transfer"), RequestReason.GOODBYE)
+            self._ask_for_goodbye(call_event("Shutdown transfer"))
         else:
             self.log.info("the server is shutting down: saying goodbye")
-            self._tell_model(call_event("Shutdown"), RequestReason.GOODBYE)
+            self._ask_for_goodbye(call_event("Shutdown"))
+
+    def _ask_for_goodbye(self, notice: str) -> None:
+        """The ending's last words, asked for now; while the session is being opened again,
+        `_resume` asks for them once it is ready."""
+        if self._ending.ask(notice, session_ready=self._session_ready.is_set()):
+            self._tell_model(notice, RequestReason.GOODBYE)
 
     def _keypad_entered(self, digits: str) -> None:
         self.log.info("keypad", extra={"digit_count": len(digits)})  # never the digits: PINs, ID numbers
@@ -617,6 +637,7 @@ class CallSession:
             self._ended.set()
         self.log.info("call ending", extra={"end_reason": reason})
         self._barge_in.close()
+        unstored = self._items_as_heard()  # first: the playback clock runs on after a hang-up
         self._playback.stop()
         self._greenlets.close()
         self._ending.close()
@@ -624,9 +645,8 @@ class CallSession:
         if self._tools is not None:
             self._tools.close()
         self._realtime.close()
-        for item in self._transcripts.unfinished():
-            if self._playback.has_audio(item.item_id):
-                self._store_agent_item(item)
+        for item in unstored:
+            self._store_agent_item(item)
         if self._crm is not None:
             self._crm.close()
         playback = self._playback

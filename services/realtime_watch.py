@@ -40,9 +40,16 @@ class RealtimeWatch:
         self._log = log
 
     def responding(self, now: float) -> bool:
-        """A response is under way and has shown a sign of life lately (not stalled)."""
+        """A response is under way and has not stalled."""
+        return self._response_alive(now) is True
+
+    def _response_alive(self, now: float) -> bool | None:
+        """None when no response is active; else whether it has shown an event (or was asked
+        for) within `response_stall_s`."""
         since = self._gate.active_since
-        return since is not None and now - max(since, self._last_event_at()) < self._timing.realtime_ping_after_s
+        if since is None:
+            return None
+        return now - max(since, self._last_event_at()) < self._timing.response_stall_s
 
     def run(self) -> None:
         timing = self._timing
@@ -66,8 +73,7 @@ class RealtimeWatch:
                 pinged = None
                 conn.close()
                 continue
-            since = self._gate.active_since
-            if since is not None and now - max(since, self._last_event_at()) >= timing.response_stall_s:
+            if self._response_alive(now) is False:
                 self._give_up_on_response(conn)
 
     def _give_up_on_response(self, conn: RealtimeConnection) -> None:

@@ -17,20 +17,24 @@ class AgentItem:
     started_at: float  # wall clock
     text: list[str] = field(default_factory=list)
     final_text: str | None = None
-    heard_ms: int | None = None  # set when cut by barge-in
-    sent_ms: int | None = None
+    heard_ms: int | None = None  # set when cut short: by barge-in, a lost line, the call's end
+    audio_bytes: int = 0  # μ-law received for it so far (8 bytes a millisecond), with its transcript
 
     @property
     def transcript(self) -> str:
         return self.final_text if self.final_text is not None else "".join(self.text)
 
+    @property
+    def audio_ms(self) -> int:
+        return self.audio_bytes // 8
+
     def heard_text(self) -> str:
-        """The part the caller heard: the transcript cut in proportion to the audio heard,
-        at a word boundary (the API does not say which words were heard)."""
+        """The part the caller heard: the transcript received cut in proportion to the audio
+        received that was heard, at a word boundary (the API does not say which words were heard)."""
         text = self.transcript.strip()
-        if self.heard_ms is None or not self.sent_ms:
+        if self.heard_ms is None or not self.audio_bytes:
             return text
-        share = min(1.0, self.heard_ms / self.sent_ms)
+        share = min(1.0, self.heard_ms / self.audio_ms)
         return cut_at_word(text, int(len(text) * share))
 
 
@@ -68,6 +72,12 @@ class Transcripts:
             if item is not None:
                 item.text.append(delta)
 
+    def agent_audio(self, item_id: str, audio_bytes: int) -> None:
+        with self._lock:
+            item = self._agent.get(item_id)
+            if item is not None:
+                item.audio_bytes += audio_bytes
+
     def agent_done(self, item_id: str, transcript: str) -> None:
         with self._lock:
             item = self._agent.get(item_id)
@@ -79,11 +89,12 @@ class Transcripts:
         with self._lock:
             return self._agent.pop(item_id, None)
 
-    def take_cut(self, item_id: str, heard_ms: int, sent_ms: int) -> AgentItem | None:
+    def take_cut(self, item_id: str, heard_ms: int) -> AgentItem | None:
+        """The item, out of the table, cut where the caller stopped hearing it."""
         with self._lock:
             item = self._agent.pop(item_id, None)
         if item is not None:
-            item.heard_ms, item.sent_ms = heard_ms, sent_ms
+            item.heard_ms = heard_ms
         return item
 
     def items_of(self, response_id: str) -> list[str]:

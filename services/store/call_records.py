@@ -15,7 +15,6 @@ TERMINAL_STATUSES = frozenset({"completed", "busy", "no-answer", "failed", "canc
 KNOWN_STATUSES = TERMINAL_STATUSES | {"queued", "initiated", "ringing", "in-progress"}
 
 
-
 def business_for_number(session: Session, e164: str) -> Business | None:
     return session.scalar(select(Business).join(PhoneNumber).where(PhoneNumber.e164 == e164))
 
@@ -36,6 +35,16 @@ def open_call(session: Session, *, call_sid: str, business: Business | None, dir
     if end_reason and call.end_reason is None:
         call.end_reason = end_reason
     return call
+
+
+def set_transfer_to(session: Session, call_sid: str, number: str) -> bool:
+    """Where `/webhook/stream_ended` sends the call when its stream closes (it asks at once, so
+    this is written before). False when the call has no row."""
+    call = session.scalar(select(Call).where(Call.call_sid == call_sid))
+    if call is None:
+        return False
+    call.transfer_to = number
+    return True
 
 
 def apply_status(session: Session, call_sid: str, status: str, duration_s: float | None) -> Call | None:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import gevent
-from sqlalchemy import select
 
 from prompts.tools import call_event
 from services import metrics
+from services.store.call_records import set_transfer_to
 from services.store.db import Database
-from services.store.models import Call
 from services import realtime_protocol as rt
 from services.call_ending import CallEnding
 from services.response_gate import RequestReason, ResponseGate
@@ -144,10 +143,8 @@ class CallTools:
         number = getattr(self._context.business, "transfer_number", None)
         if not number:
             raise ToolProblem("no_transfer_number", "no one can take the call now; offer to take a message instead")
-        with self._context.db.session() as session:  # before the stream closes: /webhook/stream_ended reads it
-            call = session.scalar(select(Call).where(Call.call_sid == self._context.call_sid))
-            if call is not None:
-                call.transfer_to = number
+        with self._context.db.session() as session:
+            set_transfer_to(session, self._context.call_sid, number)
         self._log.info("transfer to a person")  # not its reason: a tool argument
         return self._begin_ending(EndReason.TRANSFER, "After transfer_call", response_id, spoke, cancellable=False)
 
@@ -159,5 +156,6 @@ class CallTools:
             if self._ending.begin(reason, cancellable=cancellable, response_id=response_id):
                 self._ending.response_done(response_id, tool_calls=False)
             return {"ok": True}, False
-        self._ending.begin(reason, cancellable=cancellable, awaiting=FOLLOW_UP)
-        return {"ok": True, "next": call_event(event)}, True
+        notice = call_event(event)
+        self._ending.begin(reason, cancellable=cancellable, awaiting=FOLLOW_UP, notice=notice)
+        return {"ok": True, "next": notice}, True
