@@ -48,7 +48,7 @@ def test_a_job_whose_worker_process_was_killed_is_picked_up_after_its_lease(worl
     call_sid = world.end_call(CONVERSATION)
     proc = _worker_process(world, tmp_path, "doomed", POST_CALL_WORKERS="1", JOB_LEASE_S="4")
     try:
-        wait_for(lambda: len(world.openai.requests) == 2, 15, message="the doomed worker to be mid-job")
+        wait_for(lambda: len(world.openai.requests) == 2, 60, message="the doomed worker to be mid-job")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=5)
@@ -152,7 +152,7 @@ def test_many_workers_deliver_each_call_event_exactly_once(world, tmp_path):
     procs = [_worker_process(world, tmp_path, f"worker{i}", POST_CALL_WORKERS="3", LOG_LEVELS="jobs=INFO")
              for i in range(2)]
     try:
-        wait_for(lambda: all("job workers started" in log.read_text() for log in logs), 15,
+        wait_for(lambda: all("job workers started" in log.read_text() for log in logs), 60,
                  message="the worker processes to start")
         world.start_worker(count=3)
         sids = [world.end_call(CONVERSATION if i % 3 == 0 else []) for i in range(calls)]
