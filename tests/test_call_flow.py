@@ -57,6 +57,9 @@ def test_a_whole_call_greets_first_answers_twice_and_is_stored(make_harness):
     assert session["type"] == "realtime" and session["audio"]["output"]["voice"] == "alloy"
     assert "מספרה בתל אביב" in session["instructions"]
     assert session["audio"]["input"]["transcription"]["language"] == "he"
+    # Twilio's μ-law both ways: anything else would reach the caller as noise.
+    assert session["audio"]["input"]["format"] == session["audio"]["output"]["format"] == {"type": "audio/pcmu"}
+    assert [tool["name"] for tool in session["tools"]] == ["end_call"]
     creates = conn.client_events("response.create")
     assert len(creates) == 3
     assert "שלום, הגעתם למספרת הבדיקה" in creates[0]["response"]["instructions"]
