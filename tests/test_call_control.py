@@ -40,7 +40,8 @@ def test_end_call_closes_only_after_the_goodbye_is_heard_and_then_hangs_up(make_
     assert caller.closed_by_server and caller.close_code == 1000
     _goodbye_heard_in_full(caller, GOODBYE)
     closed_after_mark = caller.closed_at - caller.marks_echoed[-1][0]
-    assert 0 <= closed_after_mark < 0.5
+    # Closed by the goodbye's mark, not by the 5 s deadline (a wide margin below it for a slow machine).
+    assert 0 <= closed_after_mark < 2.0
 
     conn = h.fake.connections[0]
     outputs = [i for i in conn.items_created if i["type"] == "function_call_output"]
