@@ -120,7 +120,7 @@ def test_caller_audio_reaches_the_model_as_sent(make_harness):
     h = make_harness(RealtimeScript(responses=[Reply("שלום", 600), Reply("כן?", 400)]))
     caller = _tape_call(h)
     caller.wait_heard(600, timeout=5)
-    caller.wait_quiet(100)
+    caller.wait_quiet(150)
     caller.speak(300)
     caller.wait_heard(1000, timeout=5)
     caller.stop()
@@ -129,8 +129,11 @@ def test_caller_audio_reaches_the_model_as_sent(make_harness):
     wait_for(lambda: conn.closed, 5, message="the Realtime session to close")
 
     appended = [event["audio"] for event in conn.client_events("input_audio_buffer.append")]
-    assert appended == caller.sent_payloads, "every frame, in order, byte for byte"
-    assert row.metrics["frames_in"] == len(caller.sent_payloads)
+    # Frames held while the session is set up are capped at HELD_FRAMES, the oldest dropped
+    # first (a set-up that slow is possible on a loaded machine): every other frame arrives.
+    held_over = row.metrics.get("frames_dropped", {}).get("session_not_ready", 0)
+    assert appended == caller.sent_payloads[held_over:], "every frame, in order, byte for byte"
+    assert row.metrics["frames_in"] == len(appended)
     speech = base64.b64encode(SPEECH_FRAME).decode()
     assert appended.count(speech) == 300 // 20 and len(set(appended)) == len(appended) - 300 // 20 + 1
     assert conn.speech_segments and len(conn.responses) == 2, "the model heard the speech and answered it"
@@ -142,10 +145,10 @@ def test_agent_audio_reaches_the_caller_as_the_model_sent_it(make_harness):
     h = make_harness(RealtimeScript(responses=[greeting, answer], chunk_ms=30))
     caller = _tape_call(h)
     caller.wait_heard(greeting.audio_ms, timeout=5)
-    caller.wait_quiet(100)
+    caller.wait_quiet(150)
     caller.speak(300)
-    caller.wait_quiet(200, timeout=8)
-    wait_for(lambda: caller.heard_ms >= 1000 + 600, 5, message="the whole answer heard")
+    wait_for(lambda: len(caller.segments) == 2 and caller.segments[1].end_mark
+             and caller.echoed(caller.segments[1].end_mark), 8, message="the whole answer heard, to its mark")
 
     sent = [base64.b64decode(e["delta"]) for e in h.fake.connections[0].server_event_list("response.output_audio.delta")]
     first, second = bytes([agent_audio_byte(0)]), bytes([agent_audio_byte(1)])
