@@ -3,7 +3,6 @@ through database trouble, retried until they land, each stored once."""
 import logging
 import time
 
-import gevent
 from sqlalchemy import text
 
 from services import metrics
@@ -214,11 +213,19 @@ def test_the_rows_of_live_calls_are_stamped_until_their_end_is_stored(settings):
     assert journal.close(timeout=5) and writer.carrying("CA-a")
     first = _stored(db, "CA-a")[0].last_seen_at
     wait_for(lambda: _stored(db, "CA-a")[0].last_seen_at > first, 5, message="a newer stamp")
+    # CA-b goes on: its stamps show the beats still running (one beat stamps every carried call).
+    other = CallJournal(writer, "CA-b", LOG)
+    other.stream_started("MZ-b", time.time(), "test-host:1")
+    assert other.close(timeout=5)
     journal.finish("caller_hangup", time.time(), {}, {}, 0.0)
     assert journal.close(timeout=5) and not writer.carrying("CA-a")
     last = _stored(db, "CA-a")[0].last_seen_at
-    gevent.sleep(0.3)  # six beats: none stamps a call whose end is stored
+    for _ in range(2):  # two beats after the end was stored: neither stamped it
+        seen = _stored(db, "CA-b")[0].last_seen_at
+        wait_for(lambda: _stored(db, "CA-b")[0].last_seen_at > seen, 5, message="a beat stamping CA-b")
     assert _stored(db, "CA-a")[0].last_seen_at == last
+    other.finish("caller_hangup", time.time(), {}, {}, 0.0)
+    assert other.close(timeout=5)
     db.dispose()
 
 

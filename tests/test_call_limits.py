@@ -74,9 +74,13 @@ def test_a_status_callback_frees_a_slot_whose_stream_never_opened(make_harness):
 def test_a_call_left_live_by_a_crashed_worker_stops_counting_after_the_longest_call(make_harness):
     h = make_harness(business={"max_concurrent_calls": 1})
     timing = h.live.settings.timing
+    longest = timedelta(seconds=timing.max_call_s + timing.stale_call_margin_s)
     with h.live.db.session() as session:
         session.add(Call(call_sid="CAcrashed", business_id=h.business_id, status="in-progress",
-                         started_at=utcnow() - timedelta(seconds=timing.max_call_s + timing.stale_call_margin_s + 5)))
+                         started_at=utcnow() - longest + timedelta(seconds=60)))
+    assert _is_busy_message(h.place()[1]), "within the longest call it still takes the slot"
+    with h.live.db.session() as session:
+        session.query(Call).filter_by(call_sid="CAcrashed").one().started_at = utcnow() - longest - timedelta(seconds=5)
     assert h.place()[1].stream_url
 
 

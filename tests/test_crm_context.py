@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import gevent
+import gevent.event
 import pytest
 
 from prompts import CrmFacts
@@ -104,32 +105,40 @@ def test_nothing_known_is_none_and_not_late(db, business_id):
 
 def test_slow_lookup_respects_the_bound_then_hands_facts_over_once(db, business_id):
     late = CrmFacts(name="רונית")
+    release = gevent.event.Event()
 
     def slow_loader(session, business_id, phone):
-        gevent.sleep(0.4)
+        release.wait(10)  # bounded: a wait() that ignored its bound would get the facts, not hang
         return late
 
     context = CallCrmContext(db, business_id, CALLER, loader=slow_loader).start()
-    started = time.monotonic()
-    assert context.wait(0.1) is None
-    assert time.monotonic() - started < 0.3
+    assert context.wait(0.1) is None  # returned while the lookup still runs
     assert context.late_facts() is None  # not there yet
+    release.set()
     assert wait_until(context.late_facts) == late
     assert context.late_facts() is None
 
 
-def test_default_bound_is_the_documented_constant(db, business_id):
+def test_default_bound_is_the_documented_constant_and_close_stops_the_lookup(db, business_id):
     assert CRM_WAIT_BOUND_S == 0.3
+    release, killed = gevent.event.Event(), gevent.event.Event()
 
     def hanging_loader(session, business_id, phone):
-        gevent.sleep(30)
+        try:
+            release.wait(10)
+        except gevent.GreenletExit:
+            killed.set()
+            raise
+        return CrmFacts(name="מאוחר מדי")
 
     context = CallCrmContext(db, business_id, CALLER, loader=hanging_loader).start()
     started = time.monotonic()
     assert context.wait() is None
-    assert CRM_WAIT_BOUND_S - 0.05 <= time.monotonic() - started < CRM_WAIT_BOUND_S + 0.3
+    assert time.monotonic() - started >= CRM_WAIT_BOUND_S - 0.05
     context.close()
-    gevent.sleep(0.05)
+    assert killed.wait(5), "close() stopped the lookup"
+    release.set()  # a lookup close() had missed would hand its facts over now
+    gevent.sleep(0)
     assert context.late_facts() is None
 
 
@@ -147,14 +156,20 @@ def test_failing_lookup_gives_none_and_is_logged(db, business_id, caplog):
     assert records[0].call_sid == "CA123"
 
 
-def test_failing_slow_lookup_never_reaches_the_call(db, business_id):
+def test_failing_slow_lookup_never_reaches_the_call(db, business_id, caplog):
+    caplog.set_level(logging.WARNING, logger="crm")
+    release = gevent.event.Event()
+
     def late_broken_loader(session, business_id, phone):
-        gevent.sleep(0.2)
+        release.wait(10)
         raise RuntimeError("timeout")
 
     context = CallCrmContext(db, business_id, CALLER, loader=late_broken_loader).start()
     assert context.wait(0.05) is None
-    gevent.sleep(0.3)
+    release.set()
+    # The failure is logged as the lookup ends: from then on the context has settled.
+    assert wait_until(lambda: next((r for r in caplog.records if r.name == "crm" and "lookup failed"
+                                    in r.getMessage()), None)), "the late failure to be logged"
     assert context.late_facts() is None
 
 

@@ -1,11 +1,13 @@
 """Jobs survive their workers: a dead worker's job is taken over after its lease, a late
 worker's results are dropped, and racing workers (greenlets and processes) never run one
 job twice. On PostgreSQL (TEST_DATABASE_URL) the processes really race for rows."""
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import gevent
@@ -33,29 +35,47 @@ def _worker_process(world, tmp_path, name: str, **extra) -> subprocess.Popen:
                             stdout=log, stderr=subprocess.STDOUT)
 
 
+def _all_jobs_done(world, call_sid: str, kinds: tuple[str, ...] = ("post_call", "webhook")) -> bool:
+    """Every job of the call is done, one of each kind at least: no delivery can still be on its way."""
+    rows = world.jobs(call_sid)
+    return {j.kind for j in rows} >= set(kinds) and all(j.status == "done" for j in rows)
+
+
 def test_a_job_whose_worker_process_was_killed_is_picked_up_after_its_lease(world, tmp_path):
-    world.openai.stall_next(2)  # the dying worker's summary and extraction requests never come back
+    # The dying worker's summary and extraction requests never come back; its successor's hang
+    # too until released, so the row shows the successor's claim while it runs.
+    world.openai.stall_next(4)
     call_sid = world.end_call(CONVERSATION)
-    proc = _worker_process(world, tmp_path, "doomed", POST_CALL_WORKERS="1", JOB_LEASE_S="2")
+    proc = _worker_process(world, tmp_path, "doomed", POST_CALL_WORKERS="1", JOB_LEASE_S="4")
     try:
-        wait_for(lambda: len(world.openai.requests) == 2, 15, message="the doomed worker to be mid-job")
+        wait_for(lambda: len(world.openai.requests) == 2, 60, message="the doomed worker to be mid-job")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=5)
-    world.openai.release()
     [job] = world.jobs(call_sid, "post_call")
     assert job.status == "running" and job.attempts == 1, "the dead worker still holds its claim"
 
-    world.start_worker()
+    successor_lease = timedelta(seconds=30)
+    # The successor polls while the dead worker's lease still runs (a wide margin: the kill takes
+    # milliseconds), so taking the job too early is possible and would show.
+    assert utcnow() < as_utc(job.claimed_until), "the lease ran out before the successor started"
+    world.start_worker(lease_s=successor_lease.total_seconds())
+    wait_for(lambda: len(world.openai.requests) >= 4, 10, message="the successor to be mid-job")
+    [taken] = world.jobs(call_sid, "post_call")
+    assert taken.status == "running" and taken.attempts == 2 and taken.claim_token != job.claim_token
+    # A claim's lease ends `lease_s` after it was taken: so the takeover's moment, in the database's terms.
+    taken_at = as_utc(taken.claimed_until) - successor_lease
+    assert taken_at >= as_utc(job.claimed_until), "taken over before the dead worker's lease ran out"
+
+    world.openai.release()
     call = world.wait_processed(call_sid, timeout=10)
-    assert utcnow() >= as_utc(job.claimed_until), "not taken over before the lease ran out"
     assert call.summary and world.jobs(call_sid, "post_call")[0].attempts == 2
-    wait_for(lambda: world.receiver.accepted(), 5, message="the webhook event")
-    gevent.sleep(0.3)
-    assert len(world.receiver.accepted()) == 1
+    wait_for(lambda: _all_jobs_done(world, call_sid), 5, message="the call's jobs to be done")
+    assert len(world.receiver.accepted()) == 1 and len(world.jobs(call_sid, "webhook")) == 1
 
 
-def test_a_worker_that_outlives_its_lease_does_not_complete_the_job_a_second_time(world):
+def test_a_worker_that_outlives_its_lease_does_not_complete_the_job_a_second_time(world, caplog):
+    caplog.set_level(logging.WARNING, logger="jobs")
     world.openai.stall_next(2)
     world.openai.summary = "סיכום של העובד האיטי"
     slow = world.start_worker(count=1, lease_s=0.5)
@@ -67,16 +87,16 @@ def test_a_worker_that_outlives_its_lease_does_not_complete_the_job_a_second_tim
     wait_for(lambda: world.call(call_sid).summary == "סיכום של העובד השני", 8, message="the second worker's summary")
     world.openai.summary = "סיכום של העובד האיטי"
     world.openai.release()  # the slow worker's answers arrive now, after it lost the job
-    wait_for(lambda: len(world.openai.recorded("summary")) == 2 and all(
-        r.status == 200 for r in world.openai.recorded()), 5, message="the slow worker's answers")
-    gevent.sleep(0.5)
+    # The slow worker got its answers and tried to settle the job: its results are dropped.
+    wait_for(lambda: any("outlived its lease" in r.getMessage() for r in caplog.records if r.name == "jobs"), 5,
+             message="the slow worker to find its lease lost")
     slow.stop()
 
     assert world.call(call_sid).summary == "סיכום של העובד השני"
     [job] = world.jobs(call_sid, "post_call")
     assert job.status == "done" and job.attempts == 2
+    wait_for(lambda: _all_jobs_done(world, call_sid), 5, message="the call's jobs to be done")
     assert len(world.jobs(call_sid, "webhook")) == 1
-    wait_for(lambda: world.receiver.accepted(), 5, message="the webhook event")
     assert len(world.receiver.accepted()) == 1
 
 
@@ -132,17 +152,18 @@ def test_many_workers_deliver_each_call_event_exactly_once(world, tmp_path):
     procs = [_worker_process(world, tmp_path, f"worker{i}", POST_CALL_WORKERS="3", LOG_LEVELS="jobs=INFO")
              for i in range(2)]
     try:
-        wait_for(lambda: all("job workers started" in log.read_text() for log in logs), 15,
+        wait_for(lambda: all("job workers started" in log.read_text() for log in logs), 60,
                  message="the worker processes to start")
         world.start_worker(count=3)
         sids = [world.end_call(CONVERSATION if i % 3 == 0 else []) for i in range(calls)]
         wait_for(lambda: len(world.receiver.accepted()) >= calls, 30, message="every call's event")
-        gevent.sleep(0.5)
+        wait_for(lambda: all(_all_jobs_done(world, sid) for sid in sids), 15, message="every job to be done")
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(timeout=10)
+    world.workers[-1].stop()  # with every worker stopped, nothing more can be delivered
     events = [r.event["call"]["call_sid"] for r in world.receiver.received]
     assert sorted(events) == sorted(sids), "one event per call, none twice"
     with world.live.db.session() as session:

@@ -1,6 +1,7 @@
 """Junk on one media socket harms neither the server nor a call next to it."""
 import base64
 import json
+import logging
 
 import requests
 import websocket
@@ -43,16 +44,38 @@ def test_malformed_frames_are_dropped_and_counted_while_both_calls_go_on(make_ha
     assert requests.get(f"{h.live.base_url}/healthz", timeout=5).status_code == 200
 
 
-def test_media_before_start_is_dropped_and_the_call_still_starts(make_harness):
-    h = make_harness(RealtimeScript(responses=[GREETING]))
+class _EarlyFramesCall(FakeTwilioCall):
+    """A stream that sends `early` frames on its socket after `connected` and before `start`."""
+
+    def __init__(self, *args, early: list[str | bytes], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.early = early
+
+    def _send_json(self, message: dict, sequenced: bool = True) -> bool:
+        if message["event"] == "start":
+            for frame in self.early:
+                self.send_raw(frame)
+        return super()._send_json(message, sequenced)
+
+
+def test_frames_before_start_are_dropped_and_the_call_starts_on_the_same_socket(make_harness, caplog):
+    caplog.set_level(logging.WARNING, logger="media")
+    h = make_harness(RealtimeScript(responses=[GREETING, Reply("כן?", 800)]))
     call_sid, placed = h.place()
-    ws = websocket.create_connection(h.live.media_url, timeout=5)
-    ws.send(json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}))
-    ws.send("garbage before start")
-    ws.close()
-    caller = FakeTwilioCall(h.live.media_url, call_sid, placed.parameters).start()
+    early = [json.dumps({"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}}),
+             "garbage before start"]
+    caller = _EarlyFramesCall(h.live.media_url, call_sid, placed.parameters, early=early).start()
     h.callers.append(caller)
-    caller.wait_heard(1000, timeout=5)
+    caller.wait_heard(GREETING.audio_ms, timeout=5)
+    caller.wait_quiet(150)
+    caller.speak(600)
+    caller.wait_heard(GREETING.audio_ms + 800, timeout=5)  # the call converses, on the socket the junk came on
+    caller.stop()
+    stored = h.wait_ended(call_sid)
+    assert stored.row.end_reason == "caller_hangup" and stored.row.stream_sid == caller.stream_sid
+    messages = [r.getMessage() for r in caplog.records if r.name == "media"]
+    assert messages.count("frame before start dropped") == 1
+    assert messages.count("dropped malformed frame before start") == 1
 
 
 def _start_frame(call_sid, params):

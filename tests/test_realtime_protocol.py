@@ -48,13 +48,43 @@ def test_unknown_types_are_ignored_and_junk_is_an_error():
         rt.parse_server_event('{"type":"response.output_audio.delta","delta":"@@"}')
 
 
-def test_every_builder_emits_a_valid_client_event():
-    config = rt.SessionConfig(instructions="Be brief.", voice="alloy", transcription_prompt="עברית")
-    for text in (rt.session_update(config), rt.response_create(), rt.response_create("Say hello."),
-                 rt.response_cancel(), rt.item_truncate("i1", 840), rt.system_message("context"),
-                 rt.user_text_message("1"), rt.function_call_output("c1", "{}"),
-                 rt.audio_append(base64.b64encode(b"\xff" * 160).decode())):
-        rt.validate_client_event(text)
+def test_each_builder_says_what_it_was_given():
+    # The builders validate what they build themselves; what matters here is what they say.
+    def built(text):
+        return json.loads(text)
+
+    assert built(rt.response_create()) == {"type": "response.create"}
+    assert built(rt.response_create("Say hello.")) == {"type": "response.create",
+                                                       "response": {"instructions": "Say hello."}}
+    assert built(rt.response_cancel()) == {"type": "response.cancel"}
+    assert built(rt.response_cancel("r1")) == {"type": "response.cancel", "response_id": "r1"}
+    assert built(rt.item_truncate("i1", 840)) == {"type": "conversation.item.truncate", "item_id": "i1",
+                                                  "content_index": 0, "audio_end_ms": 840}
+    assert built(rt.item_truncate("i1", -20))["audio_end_ms"] == 0
+    for builder, role, part in ((rt.system_message, "system", "input_text"), (rt.user_text_message, "user", "input_text"),
+                                (rt.assistant_text_message, "assistant", "output_text")):
+        assert built(builder("שלום, 1")) == {"type": "conversation.item.create", "item": {
+            "type": "message", "role": role, "content": [{"type": part, "text": "שלום, 1"}]}}
+    assert built(rt.function_call_output("c1", '{"ok":true}')) == {"type": "conversation.item.create", "item": {
+        "type": "function_call_output", "call_id": "c1", "output": '{"ok":true}'}}
+
+
+def test_the_audio_append_built_by_hand_is_a_valid_event_carrying_the_payload_untouched():
+    payload = base64.b64encode(bytes(range(160))).decode()
+    text = rt.audio_append(payload)
+    rt.validate_client_event(text)  # the one builder that skips validation (it runs 50 times a second)
+    assert json.loads(text) == {"type": "input_audio_buffer.append", "audio": payload}
+
+
+def test_session_update_carries_the_calls_instructions_voice_and_transcription():
+    instructions = "# מספרת הבדיקה\n\nמספרת הבדיקה היא מספרה בתל אביב. \"מחירים\" בשקלים."
+    session = json.loads(rt.session_update(rt.SessionConfig(instructions=instructions, voice="coral",
+                                                            transcription_prompt="מספרת הבדיקה, תספורת")))["session"]
+    assert session["type"] == "realtime" and session["instructions"] == instructions
+    assert session["output_modalities"] == ["audio"]
+    assert session["audio"]["input"]["transcription"] == {"model": "gpt-4o-transcribe", "language": "he",
+                                                          "prompt": "מספרת הבדיקה, תספורת"}
+    assert "tools" not in session and "tool_choice" not in session, "no tools declared, none offered"
 
 
 def test_session_update_leaves_responses_to_the_server_logic():
@@ -84,7 +114,6 @@ def test_tools_are_declared_as_ga_function_tools():
                            parameters={"type": "object", "properties": {"reason": {"type": "string"}},
                                        "required": ["reason"], "additionalProperties": False})
     text = rt.session_update(rt.SessionConfig(instructions="x", voice="alloy", transcription_prompt="p", tools=[tool]))
-    rt.validate_client_event(text)
     session = json.loads(text)["session"]
     assert session["tools"] == [{"type": "function", "name": "end_call", "description": "End the call.",
                                  "parameters": tool.parameters}]

@@ -1,11 +1,14 @@
-"""The frame codec against websocket-client's encoder (a real client's bytes), both ways,
+"""The frame codec against independent implementations: our decoder reads websocket-client's
+frames, our encoder writes RFC 6455's example bytes and what websocket-client writes and reads;
 and the media socket's use of simple-websocket (`SimpleWebsocketAdapter`) against the library."""
+import io
 import socket
 
 import gevent
 import pytest
 from simple_websocket import ConnectionClosed, Server
 from websocket import ABNF
+from websocket._abnf import frame_buffer
 
 from services import ws_frames
 from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
@@ -67,27 +70,79 @@ def test_a_message_over_the_limit_is_refused_before_it_is_buffered():
     assert caught.value.code == 1009
 
 
-def test_server_frames_are_what_a_client_reads():
-    for text in ("short", "x" * 126, "y" * 70_000):
-        frame = ws_frames.text_frame(text)
-        header = ABNF.OPCODE_TEXT | 0x80
-        assert frame[0] == header and not frame[1] & 0x80
-        assert frame.endswith(text.encode())
-    assert ws_frames.close_frame(1008, "no")[:4] == bytes((0x88, 4, 0x03, 0xF0))
+# --- the encoder, against RFC 6455's own examples and websocket-client's codec ------------
+
+# RFC 6455, section 5.7; the masking key of the masked examples is 0x37fa213d.
+RFC_KEY = bytes.fromhex("37fa213d")
 
 
-def test_client_frames_are_what_a_server_reads():
-    for text in ("x", "שלום " * 40, "y" * 70_000):
-        decoder = FrameDecoder(max_message=1 << 20)
-        decoder.feed(ws_frames.masked_text_frame(text, b"\x01\x02\x03\x04"))
-        assert decoder.next() == (ws_frames.OP_TEXT, text.encode())
+@pytest.mark.parametrize("frame, expected", [
+    (lambda: ws_frames.text_frame("Hello"), "810548656c6c6f"),  # a single-frame unmasked text message
+    (lambda: ws_frames.masked_text_frame("Hello", RFC_KEY), "818537fa213d7f9f4d5158"),  # the same, masked
+    (lambda: ws_frames.encode(ws_frames.OP_PING, b"Hello"), "890548656c6c6f"),  # unmasked ping
+    (lambda: ws_frames.encode(ws_frames.OP_PONG, b"Hello", RFC_KEY), "8a8537fa213d7f9f4d5158"),  # masked pong
+])
+def test_frames_are_byte_for_byte_the_rfcs_examples(frame, expected):
+    assert frame() == bytes.fromhex(expected)
+
+
+@pytest.mark.parametrize("size, header", [(256, "827e0100"), (65536, "827f0000000000010000")])
+def test_long_binary_frames_have_the_rfcs_length_headers(size, header):
+    payload = bytes(i % 256 for i in range(size))  # "256 bytes binary message in a single unmasked frame", and 64 KiB
+    assert ws_frames.encode(ws_frames.OP_BINARY, payload) == bytes.fromhex(header) + payload
+
+
+def _library_frame(opcode: int, payload: bytes, key: bytes | None) -> bytes:
+    frame = ABNF(fin=1, opcode=opcode, mask_value=int(key is not None), data=payload)
+    frame.get_mask_key = lambda length: key
+    return frame.format()
+
+
+def _library_reads(data: bytes) -> list[ABNF]:
+    """websocket-client's own frame reader over `data` (it unmasks and validates each frame)."""
+    stream = io.BytesIO(data)
+    reader = frame_buffer(stream.read, skip_utf8_validation=False)
+    frames = []
+    while stream.tell() < len(data):
+        frames.append(reader.recv_frame())
+    return frames
+
+
+SIZES = [0, 1, 125, 126, 300, 65535, 65536, 200_000]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("key", [None, b"\x01\x02\x03\x04", RFC_KEY], ids=["server", "client", "rfc-key"])
+def test_our_frames_are_websocket_clients_bytes_and_read_back_by_it(size, key):
+    payload = bytes(i % 251 for i in range(size))
+    ours = ws_frames.encode(ws_frames.OP_BINARY, payload, key)
+    assert ours == _library_frame(ABNF.OPCODE_BINARY, payload, key)
+    [frame] = _library_reads(ours)
+    assert (frame.fin, frame.opcode, frame.mask_value, frame.data) == (1, ABNF.OPCODE_BINARY, int(key is not None),
+                                                                       payload)
+
+
+def test_text_and_close_frames_read_back_by_websocket_client():
+    key = b"\x0a\x0b\x0c\x0d"
+    text = "שלום " * 40
+    stream = (ws_frames.text_frame(text) + ws_frames.masked_text_frame('{"type":"response.create"}', key)
+              + ws_frames.close_frame(1008, "stream not authorised") + ws_frames.close_frame(1000, "bye", key=key)
+              + ws_frames.close_frame(1011, "x" * 300))
+    frames = _library_reads(stream)
+    assert [(f.opcode, f.mask_value) for f in frames] == [(ABNF.OPCODE_TEXT, 0), (ABNF.OPCODE_TEXT, 1),
+                                                          (ABNF.OPCODE_CLOSE, 0), (ABNF.OPCODE_CLOSE, 1),
+                                                          (ABNF.OPCODE_CLOSE, 0)]
+    assert frames[0].data.decode() == text and frames[1].data == b'{"type":"response.create"}'
+    assert frames[2].data == (1008).to_bytes(2, "big") + b"stream not authorised"
+    assert frames[3].data == (1000).to_bytes(2, "big") + b"bye"
+    assert frames[4].data == (1011).to_bytes(2, "big") + b"x" * 120, "a long reason is cut to fit a control frame"
 
 
 @pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536, 200_000])
-def test_a_client_reads_server_frames_of_every_length_class(size):
+def test_a_client_reads_websocket_client_server_frames_of_every_length_class(size):
     payload = bytes(i % 251 for i in range(size))
     decoder = FrameDecoder(masked=False)
-    decoder.feed(ws_frames.encode(ws_frames.OP_BINARY, payload) + ws_frames.text_frame("next"))
+    decoder.feed(_library_frame(ABNF.OPCODE_BINARY, payload, None) + _library_frame(ABNF.OPCODE_TEXT, b"next", None))
     assert decoder.next() == (ws_frames.OP_BINARY, payload)
     assert decoder.next() == (ws_frames.OP_TEXT, b"next")
     assert decoder.next() is None
@@ -95,19 +150,11 @@ def test_a_client_reads_server_frames_of_every_length_class(size):
 
 def test_a_client_refuses_a_masked_frame_and_a_server_an_unmasked_one():
     for decoder, data in ((FrameDecoder(masked=False), client_frame(b"x")),
-                          (FrameDecoder(), ws_frames.text_frame("x"))):
+                          (FrameDecoder(), _library_frame(ABNF.OPCODE_TEXT, b"x", None))):
         decoder.feed(data)
         with pytest.raises(FrameProtocolError) as caught:
             decoder.next()
         assert caught.value.code == 1002
-
-
-def test_a_client_close_frame_is_masked_and_reads_back():
-    frame = ws_frames.close_frame(1000, "bye", key=b"\x01\x02\x03\x04")
-    assert frame[1] & 0x80
-    decoder = FrameDecoder()
-    decoder.feed(frame)
-    assert decoder.next() == (ws_frames.OP_CLOSE, b"\x03\xe8bye")
 
 
 # --- simple-websocket, as SimpleWebsocketAdapter uses it ---------------------------------
