@@ -12,6 +12,7 @@ import logging
 
 import pytest
 
+from services.playback import MARK_PREFIX
 from services.settings import CallTiming
 from tests.fakes.realtime_server import RealtimeScript, Reply, ToolCall
 from tests.fakes.twilio_caller import ROUGH_LINE, Line, read_tag, withhold_all
@@ -40,7 +41,7 @@ def _greeting_creates(h) -> list:
 def _greeting_heard_whole(caller, h) -> None:
     greeting = _greeting_creates(h)
     assert len(greeting) == 1, "the greeting is asked for once"
-    segment = caller.segment_ending("item:" + greeting[0].item_id)
+    segment = caller.segment_ending(MARK_PREFIX + greeting[0].item_id)
     assert segment is not None and segment.received_ms == segment.heard_ms == GREETING.audio_ms
     assert segment.cleared_ms == 0
 
@@ -62,7 +63,8 @@ def _appended_tags(conn) -> list[int]:
 def test_a_noise_before_the_greetings_audio_leaves_the_greeting_whole(make_harness):
     h = make_harness(RealtimeScript(responses=[GREETING, ANSWER], first_byte_ms=LATE_AUDIO_MS))
     caller = h.call()
-    h.fake.wait_for_event("response.create")  # the greeting is asked for; its audio is on its way
+    # The greeting is asked for and its item is there (as the real API sends it, before the audio).
+    h.fake.wait_for_connection().wait_for_server_event("response.output_item.added")
     caller.speak(100)  # a click, a breath
     caller.wait_heard(GREETING.audio_ms, timeout=LATE_AUDIO_MS / 1000 + 6)
     caller.wait_quiet(300)
@@ -332,6 +334,7 @@ def test_jittery_bursty_frames_are_all_forwarded_in_order_and_the_call_works(mak
     sent = caller.frames_sent
     conn = h.fake.connections[0]
     wait_for(lambda: len(conn.client_events("input_audio_buffer.append")) >= sent, 5, message="every frame forwarded")
+    wait_for(lambda: len(caller.marks_echoed) == len(caller.marks_reached), 5, message="the delayed echoes")
     caller.stop()
 
     tags = _appended_tags(conn)
