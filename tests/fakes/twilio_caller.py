@@ -1,13 +1,21 @@
 """A fake Twilio: the webhook request, then a caller on the Media Streams websocket.
 
 `place_call` posts Twilio's form fields and reads the TwiML. `FakeTwilioCall` is the
-bidirectional stream as Twilio runs it: 20 ms μ-law frames up at real-time pace
-(silence, or a steady tone while `speak` is on), and the server's audio played out
-at real-time pace, with marks echoed when playout reaches them and `clear` honoured.
-It keeps what the caller actually heard, so tests can speak of latency and barge-in
-in the caller's terms.
+bidirectional stream as Twilio runs it: 20 ms μ-law frames up (silence, or a steady tone while
+`speak` is on), and the server's audio played out at real-time pace, with marks echoed when
+playout reaches them and `clear` obeyed (buffered audio dropped, its marks echoed at once).
+It keeps what the caller actually heard, so tests can speak of latency and barge-in in the
+caller's terms.
 
-Greenlets per call: sender (caller audio), receiver (server messages), playout.
+`Line` says how far from ideal Twilio's side is: frames late by a random jitter or held back and
+delivered in clumps, mark echoes delayed (played out of a jitter buffer), marks never echoed.
+All randomness comes from the line's seed. The default line is ideal: every frame on its 20 ms
+tick, every mark echoed the moment playout reaches it. `tagged=True` writes each frame's chunk
+number into its audio (`read_tag`), so a test can tell which frames reached the model, in what
+order.
+
+Greenlets per call: sender (caller audio), receiver (server messages), playout, and an echoer
+when marks are delayed.
 """
 from __future__ import annotations
 
@@ -17,14 +25,16 @@ import collections
 import json
 import logging
 import math
+import random
 import socket
 import struct
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import gevent
+import gevent.event
 import websocket
 
 from bench.twilio_peer import (FRAME_BYTES, FRAME_MS, SILENCE_FRAME, SPEECH_FRAME, TEST_ACCOUNT_SID,  # noqa: F401
@@ -32,6 +42,97 @@ from bench.twilio_peer import (FRAME_BYTES, FRAME_MS, SILENCE_FRAME, SPEECH_FRAM
 from bench.waiting import wait_for
 
 log = logging.getLogger("fake_twilio")
+
+
+# --- the line --------------------------------------------------------------------------
+
+FRAME_S = FRAME_MS / 1000
+
+
+@dataclass(frozen=True)
+class Line:
+    """How Twilio's side of the call behaves. The default is an ideal line.
+
+    - `jitter_ms`: each frame leaves up to this long after its 20 ms tick (uniform); never
+      before the frame ahead of it, so order is kept, and the media `timestamp` stays nominal.
+    - `burst_chance`, `burst_frames`: with this chance a frame starts a clump: it and the next
+      `burst_frames - 1` are held back and leave together, when the last of them is due.
+    - `mark_delay_ms`: (low, high): an echo leaves this long (uniform) after playout reached its
+      mark, in order. A `clear` still echoes every mark it finds at once, delayed ones first.
+    - `withhold_marks`: marks (by name) never echoed, not even on `clear`.
+    """
+
+    seed: int = 0
+    jitter_ms: float = 0.0
+    burst_chance: float = 0.0
+    burst_frames: int = 1
+    mark_delay_ms: tuple[float, float] = (0.0, 0.0)
+    withhold_marks: Callable[[str], bool] | None = None
+
+    @property
+    def delays_marks(self) -> bool:
+        return self.mark_delay_ms[1] > 0
+
+    @property
+    def max_lag_s(self) -> float:
+        """The most a frame may leave after its tick."""
+        return self.jitter_ms / 1000 + (max(1, self.burst_frames) - 1) * FRAME_S
+
+    def send_offsets(self) -> Iterator[float]:
+        """When each frame leaves, in seconds from the stream's start: frame k's tick is k·20 ms."""
+        rng = random.Random(f"{self.seed}:frames")
+        k, last = 0, 0.0
+        while True:
+            clump = self.burst_frames if self.burst_frames > 1 and rng.random() < self.burst_chance else 1
+            release = (k + clump - 1) * FRAME_S + rng.uniform(0, self.jitter_ms / 1000)
+            for _ in range(clump):
+                last = max(last, release, k * FRAME_S)
+                yield last
+                k += 1
+
+    def mark_delays(self) -> Iterator[float]:
+        """Each echo's delay after playout reached its mark, in seconds."""
+        rng = random.Random(f"{self.seed}:marks")
+        low, high = self.mark_delay_ms
+        while True:
+            yield rng.uniform(low, high) / 1000
+
+    def withholds(self, name: str) -> bool:
+        return self.withhold_marks is not None and self.withhold_marks(name)
+
+
+def withhold_all(name: str) -> bool:
+    """For `Line.withhold_marks`: no mark ever comes back."""
+    return True
+
+
+# A line as Twilio's often is: frames a little late, now and then a clump, echoes from a jitter buffer.
+ROUGH_LINE = Line(seed=1, jitter_ms=30, burst_chance=0.05, burst_frames=6, mark_delay_ms=(40.0, 200.0))
+
+# Tagged frames carry their chunk number in the sign bit of the first 32 samples: silence stays
+# silence (μ-law zero has both signs), speech stays speech.
+_TAG_BYTES = 32
+_SIGN = 0x80
+
+
+def tagged_frame(chunk: int, speech: bool) -> bytes:
+    """The caller's frame number `chunk`, its number written into its audio."""
+    frame = bytearray(SPEECH_FRAME if speech else SILENCE_FRAME)
+    for i in range(_TAG_BYTES):
+        if chunk >> i & 1:
+            frame[i] ^= _SIGN
+    return bytes(frame)
+
+
+def read_tag(audio: bytes) -> tuple[int, bool] | None:
+    """(chunk number, speech) of a tagged frame; None for anything else."""
+    for base, speech in ((SILENCE_FRAME, False), (SPEECH_FRAME, True)):
+        if len(audio) == FRAME_BYTES and audio[_TAG_BYTES:] == base[_TAG_BYTES:]:
+            diff = [a ^ b for a, b in zip(audio[:_TAG_BYTES], base)]
+            if all(d in (0, _SIGN) for d in diff):
+                return sum(1 << i for i, d in enumerate(diff) if d), speech
+    return None
+
 
 
 # --- the media stream ------------------------------------------------------------------
@@ -83,15 +184,19 @@ class _Mark:
 class FakeTwilioCall:
     """One call's Media Stream, as Twilio runs it. Use `start()` (or `with`), then speak and wait.
 
-    Guards (`_lock`): the playout buffer, segments, deferred marks and every heard/received
-    figure. Written by the receiver (media, mark, clear) and by playout (each 20 ms tick).
-    `_send_lock` orders writes to the socket with their sequence numbers.
-    The sender greenlet owns the speech schedule; `speak` only extends it.
+    Guards (`_lock`): the playout buffer, segments, deferred and delayed marks and every
+    heard/received figure. Written by the receiver (media, mark, clear), by playout (each 20 ms
+    tick) and by the echoer (delayed marks). `_echo_lock` makes "which marks are reached" and
+    their echo one act, so echoes leave in order; taken by the receiver (mark, clear), playout
+    and the echoer, before `_lock` and `_send_lock`. `_send_lock` orders writes to the socket
+    with their sequence numbers. The sender greenlet owns the speech schedule; `speak` only
+    extends it.
     """
 
     def __init__(self, media_ws_url: str, call_sid: str, parameters: Mapping[str, str] | None = None,
                  stream_sid: str | None = None, account_sid: str = TEST_ACCOUNT_SID,
-                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0) -> None:
+                 headers: Mapping[str, str] | None = None, connect_timeout: float = 5.0,
+                 line: Line = Line(), tagged: bool = False) -> None:
         self.url = media_ws_url
         self.call_sid = call_sid
         self.parameters = dict(parameters or {})
@@ -99,6 +204,8 @@ class FakeTwilioCall:
         self.account_sid = account_sid
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
+        self.line = line
+        self.tagged = tagged
         self.ws: websocket.WebSocket | None = None
         self.started_at: float | None = None
         # Caller side (owned by the sender greenlet, except speak() extending the schedule).
@@ -110,7 +217,9 @@ class FakeTwilioCall:
         self.segments: list[Segment] = []
         self.clears: list[ClearRecord] = []
         self.marks_received: list[tuple[float, str]] = []
+        self.marks_reached: list[tuple[float, str]] = []  # playout got there (or nothing was before it)
         self.marks_echoed: list[tuple[float, str]] = []
+        self.marks_withheld: list[str] = []
         self.protocol_errors: list[str] = []
         self.messages_received = 0
         self.media_received = 0
@@ -133,7 +242,11 @@ class FakeTwilioCall:
         self._rx_segment: Segment | None = None
         self._last_mark: str | None = None
         self._last_played_segment: Segment | None = None
+        self._delayed_marks: collections.deque[tuple[float, str]] = collections.deque()  # (due, name)
+        self._mark_delays = line.mark_delays()
+        self._echo_wakeup = gevent.event.Event()
         self._lock = threading.Lock()
+        self._echo_lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._seq = 0
         self._close_sent = False
@@ -152,7 +265,8 @@ class FakeTwilioCall:
             "tracks": ["inbound"], "customParameters": self.parameters,
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})
         self.started_at = time.monotonic()
-        self._greenlets = [gevent.spawn(self._guard, fn) for fn in (self._receiver, self._sender, self._playout)]
+        loops = [self._receiver, self._sender, self._playout] + ([self._echoer] if self.line.delays_marks else [])
+        self._greenlets = [gevent.spawn(self._guard, fn) for fn in loops]
         return self
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -186,6 +300,7 @@ class FakeTwilioCall:
         self._halt()
 
     def _halt(self) -> None:
+        self._echo_wakeup.set()
         gevent.killall([g for g in self._greenlets if not g.dead and g is not gevent.getcurrent()], block=True,
                        timeout=1)
         if self.ws is not None:
@@ -212,6 +327,10 @@ class FakeTwilioCall:
 
     # --- sending ---
 
+    def send_event(self, message: dict) -> bool:
+        """Any Twilio message, with the next sequence number (a second `start`, say)."""
+        return self._send_json(message)
+
     def _send_json(self, message: dict, sequenced: bool = True) -> bool:
         """Send with the next sequence number; False once a close frame went out (nothing may follow it)."""
         with self._send_lock:
@@ -236,8 +355,13 @@ class FakeTwilioCall:
         frames = math.ceil(ms / FRAME_MS)
         self._speak_until_frame = max(self._speak_until_frame, self.frames_sent) + frames
         if wait:
-            wait_for(lambda: self.frames_sent >= self._speak_until_frame, ms / 1000 + 2.0,
+            wait_for(lambda: self.frames_sent >= self._speak_until_frame, ms / 1000 + self.line.max_lag_s + 2.0,
                      message=f"{ms} ms of speech to be sent")
+
+    @property
+    def sending(self) -> bool:
+        """The sender greenlet still runs (it stops once the socket is closed)."""
+        return len(self._greenlets) > 1 and not self._greenlets[1].dead
 
     @property
     def speaking(self) -> bool:
@@ -248,13 +372,21 @@ class FakeTwilioCall:
         self._send_json({"event": "dtmf", "streamSid": self.stream_sid,
                          "dtmf": {"track": "inbound_track", "digit": digit}})
 
+    def _payload(self, k: int, speech: bool) -> str:
+        if self.tagged:
+            return base64.b64encode(tagged_frame(k + 1, speech)).decode("ascii")
+        return self._payload_speech if speech else self._payload_silence
+
+    _payload_silence = base64.b64encode(SILENCE_FRAME).decode("ascii")
+    _payload_speech = base64.b64encode(SPEECH_FRAME).decode("ascii")
+
     def _sender(self) -> None:
-        """One frame every 20 ms on a fixed schedule from `started_at` (late frames go out at once)."""
-        payload_silence = base64.b64encode(SILENCE_FRAME).decode("ascii")
-        payload_speech = base64.b64encode(SPEECH_FRAME).decode("ascii")
+        """Frame k leaves at the line's offset for it (k·20 ms from `started_at` on an ideal
+        line), on a fixed schedule: frames late for their time go out at once."""
+        offsets = self.line.send_offsets()
         while not self.closed:
             k = self.frames_sent
-            delay = self.started_at + k * FRAME_MS / 1000 - time.monotonic()
+            delay = self.started_at + next(offsets) - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
             speech = k < self._speak_until_frame
@@ -268,7 +400,7 @@ class FakeTwilioCall:
             try:
                 if not self._send_json({"event": "media", "streamSid": self.stream_sid, "media": {
                         "track": "inbound", "chunk": str(k + 1), "timestamp": str(k * FRAME_MS),
-                        "payload": payload_speech if speech else payload_silence}}):
+                        "payload": self._payload(k, speech)}}):
                     return  # closed
             except (websocket.WebSocketException, OSError):
                 return  # the socket is gone; the receiver records how
@@ -322,6 +454,7 @@ class FakeTwilioCall:
             self.unplayed_at_close_ms = self._buffered_bytes / 8
         self.close_code, self.close_reason = code, reason
         self.closed_at = time.monotonic()
+        self._echo_wakeup.set()
         log.info("media socket closed (code %s, by %s)", code, "server" if self.closed_by_server else "caller/network")
 
     def _protocol_error(self, what: str) -> None:
@@ -386,36 +519,46 @@ class FakeTwilioCall:
 
     def _on_mark(self, name: str) -> None:
         now = time.monotonic()
-        with self._lock:
-            self.marks_received.append((now, name))
-            if self._rx_segment is not None:
-                self._rx_segment.end_mark = name
-                self._rx_segment = None
-            self._last_mark = name
-            if self._buffered_bytes:
-                self._buffer.append(_Mark(name))
-                return
-            if self._deferred_marks:  # keep the order: it echoes right after them
-                self._deferred_marks.append(name)
-                return
-            # Nothing left to play before it: echoed at once, with any marks still queued.
-            echoes = [m.name for m in self._buffer] + [name]
-            self._buffer.clear()
-        self._echo(echoes)
+        with self._echo_lock:
+            with self._lock:
+                self.marks_received.append((now, name))
+                if self._rx_segment is not None:
+                    self._rx_segment.end_mark = name
+                    self._rx_segment = None
+                self._last_mark = name
+                if self._buffered_bytes:
+                    self._buffer.append(_Mark(name))
+                    return
+                if self._deferred_marks:  # keep the order: it is reached right after them
+                    self._deferred_marks.append(name)
+                    return
+                # Nothing left to play before it: reached now, with any marks still queued.
+                reached = [m.name for m in self._buffer] + [name]
+                self._buffer.clear()
+            self._reached(reached)
 
     def _on_clear(self) -> None:
+        with self._echo_lock:
+            self._clear()
+
+    def _clear(self) -> None:
         now = time.monotonic()
         with self._lock:
             playing = next((e.segment for e in self._buffer if isinstance(e, _Audio)), None)
             if playing is None and self.last_heard_at is not None and now - self.last_heard_at <= 2 * FRAME_MS / 1000:
                 playing = self._last_played_segment
-            echoes = list(self._deferred_marks)
-            self._deferred_marks.clear()
+            # Those reached and waiting out their delay (never withheld), then every mark not
+            # reached yet: Twilio echoes them all at once.
+            delayed = [name for _, name in self._delayed_marks]
+            self._delayed_marks.clear()
+            unreached, self._deferred_marks = self._deferred_marks, []
             for entry in self._buffer:
                 if isinstance(entry, _Mark):
-                    echoes.append(entry.name)
+                    unreached.append(entry.name)
                 else:
                     entry.segment.cleared_ms += (len(entry.data) - entry.offset) / 8
+            self.marks_reached.extend((now, name) for name in unreached)
+            echoes = delayed + self._not_withheld(unreached)
             dropped = self._buffered_bytes / 8
             self._buffer.clear()
             self._buffered_bytes = 0
@@ -423,6 +566,47 @@ class FakeTwilioCall:
             self.clears.append(ClearRecord(t=now, dropped_ms=dropped, marks_echoed=echoes, playing=playing,
                                            playing_heard_ms=playing.heard_ms if playing else 0.0))
         self._echo(echoes)
+
+    def _not_withheld(self, names: list[str]) -> list[str]:
+        withheld = [name for name in names if self.line.withholds(name)]
+        self.marks_withheld.extend(withheld)
+        return [name for name in names if name not in withheld] if withheld else names
+
+    def _reached(self, names: list[str]) -> None:
+        """Playout reached these marks, in order: echo them now, or once the line's delay is over.
+        Under `_echo_lock`."""
+        if not names:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self.marks_reached.extend((now, name) for name in names)
+            names = self._not_withheld(names)
+            if self.line.delays_marks:
+                for name in names:
+                    due = max(now + next(self._mark_delays), self._delayed_marks[-1][0] if self._delayed_marks else 0)
+                    self._delayed_marks.append((due, name))
+                names = []
+        if self.line.delays_marks:
+            self._echo_wakeup.set()
+        self._echo(names)
+
+    def _echoer(self) -> None:
+        """Echo each delayed mark when its time comes."""
+        while not self.closed:
+            self._echo_wakeup.clear()
+            with self._lock:
+                due = self._delayed_marks[0][0] if self._delayed_marks else None
+            wait = None if due is None else due - time.monotonic()
+            if wait is None or wait > 0:
+                self._echo_wakeup.wait(wait)
+                continue
+            with self._echo_lock:
+                with self._lock:
+                    now = time.monotonic()
+                    names = []
+                    while self._delayed_marks and self._delayed_marks[0][0] <= now:
+                        names.append(self._delayed_marks.popleft()[1])
+                self._echo(names)
 
     def _echo(self, names: list[str]) -> None:
         for name in names:
@@ -442,7 +626,10 @@ class FakeTwilioCall:
             delay = self.started_at + tick * FRAME_MS / 1000 - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
-            self._echo(self._play_frame(time.monotonic()))
+            if self.closed:
+                return  # what was still buffered is never heard
+            with self._echo_lock:
+                self._reached(self._play_frame(time.monotonic()))
 
     def _play_frame(self, now: float) -> list[str]:
         """Take up to one frame from the buffer; return the marks playout reached."""
