@@ -226,6 +226,11 @@ def test_a_session_the_api_ends_mid_answer_is_opened_again_and_the_call_goes_on(
                                     faults={1: fault}, speed=1.0), timing=QUICK)
     caller = _greeted(h)
     caller.speak(500)
+    cut = caller.wait_clear(timeout=8)  # the agent cut off as the session went
+    # What the caller got up to the clear (the apology comes after it, on the new session, and may
+    # already be arriving by the time this greenlet runs).
+    before = sum(s.received_ms for s in caller.segments if s.first_received_at is not None
+                 and s.first_received_at <= cut.t)
     first = h.fake.connections[0]
     second = h.fake.wait_for_connection(2, timeout=8)
     if fault == "expire":
@@ -237,8 +242,8 @@ def test_a_session_the_api_ends_mid_answer_is_opened_again_and_the_call_goes_on(
     said = _item_texts(second)
     assert said[:2] == [("assistant", GREETING.text), ("user", ASKED)] and said[-1] == (
         "system", call_event("Reconnected"))
-    heard = caller.heard_ms
-    caller.wait_heard(heard + 500, timeout=6)  # the apology (the fake's default reply)
+    wait_for(lambda: caller.received_ms >= before + 500, timeout=6,
+             message=lambda: f"the apology's audio (received {caller.received_ms} ms, {before} before it)")
     caller.wait_quiet(150)
     _say_and_hear(caller, Reply(audio_ms=500))  # and the next turn is answered on the new session
     assert len(second.client_events("response.create")) == 2
