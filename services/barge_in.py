@@ -115,6 +115,12 @@ class BargeIn:
         with self._lock:
             if self._protected_speech != item_id or self._closed:
                 return
+            # Speech that began before the greeting's audio is judged once the protection, counted
+            # from the audio's start, is over: until then it has not talked over anything heard.
+            left_ms = self._greeting.protection_left_ms()
+            if left_ms > 0 and self._caller_speaking:
+                self._spawn_later(left_ms / 1000, self._protection_over, item_id)
+                return
             self._protected_speech = None
             if self._caller_speaking and self._agent_audible():
                 try:

@@ -56,8 +56,9 @@ class Greeting:
         """How much longer the greeting is protected from line noise; 0 when it is not playing."""
         with self._lock:
             requested, item_id = self._requested, self._item_id
-        if item_id is None:
-            # Asked for and not yet begun: the caller has heard nothing of it, all is protected.
+        if item_id is None or not self._playback.has_audio(item_id):
+            # Asked for and not yet begun (its item may be announced before any audio): the caller
+            # has heard nothing of it, all is protected.
             return self._protect_ms if requested and self._gate.is_active else 0
         if self._playback.playing_item() != item_id:
             return 0

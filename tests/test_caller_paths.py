@@ -55,11 +55,6 @@ def _appended_tags(conn) -> list[int]:
 # --- speech before the greeting's audio ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "greeting.py protection_left_ms: once the greeting's item is added (output_item.added comes right "
-    "after response.created, before any audio) and until its first frame plays, playing_item() is not "
-    "the greeting, so it returns 0: a click on the line in that window cancels the greeting before a "
-    "word of it was heard; an item without audio yet should count as not begun (all protected)"))
 def test_a_noise_before_the_greetings_audio_leaves_the_greeting_whole(make_harness):
     h = make_harness(RealtimeScript(responses=[GREETING, ANSWER], first_byte_ms=LATE_AUDIO_MS))
     caller = h.call()
@@ -82,11 +77,6 @@ def test_a_noise_before_the_greetings_audio_leaves_the_greeting_whole(make_harne
     _clean(h, caller)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "besides greeting.py's (above), barge_in.py: speech that starts before the greeting's audio is "
-    "judged 700 ms after it starts (protection_left_ms() is read once, at speech_started), so a "
-    "'hello?' while the greeting is on its way cancels it unheard (its recording notice with it); "
-    "_protection_over should wait again while protection_left_ms() > 0"))
 def test_a_hello_before_the_greetings_audio_does_not_cancel_the_greeting(make_harness):
     h = make_harness(RealtimeScript(responses=[GREETING, ANSWER, ANSWER], first_byte_ms=LATE_AUDIO_MS))
     caller = h.call()
