@@ -486,6 +486,10 @@ class CallSession:
                 raise RealtimeClosed(f"fatal error: {event.code}")
         elif isinstance(event, rt.InputTranscriptFailed):
             self.log.warning("caller transcription failed", extra={"error": event.message})
+            # The caller spoke there: an empty turn keeps the place (post-call analysis skips it;
+            # a new session's replay does not need it).
+            self._journal.add_turn("caller", "", self._transcripts.caller_started_at(event.item_id, time.time()),
+                                   item_id=event.item_id)
 
     def _on_response_done(self, event: rt.ResponseDone) -> None:
         self._gate.on_done(event.response_id)

@@ -91,8 +91,6 @@ def test_a_failed_transcription_is_logged_and_the_caller_is_still_answered(make_
     assert len(h.fake.connections[0].client_events("response.create")) == 3
 
 
-@pytest.mark.xfail(strict=True, reason="services/call_session.py stores nothing for a failed transcription: "
-                                       "the journal should show that the caller spoke there (an empty caller turn)")
 def test_a_failed_transcription_is_stored_as_an_empty_caller_turn_in_its_place(make_harness):
     h = make_harness(RealtimeScript(responses=[GREETING, ANSWER, NEXT], caller_transcripts=[FailedTranscript(), THEN]))
     caller = _greeted(h)
