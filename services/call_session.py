@@ -67,6 +67,12 @@ from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
 
+# A response that fails before a word is asked for once more for these; the greeting and the
+# goodbye are not (their owners, `Greeting` and `CallEnding`, hold on to the response).
+_ASKED_AGAIN_AFTER_FAILING = frozenset({RequestReason.CALLER_TURN, RequestReason.KEYPAD, RequestReason.TOOL_RESULT,
+                                        RequestReason.SILENCE_CHECK, RequestReason.RESUME})
+
+
 @dataclass(frozen=True)
 class CallSetup:
     """What the stream's `start` told us, after its token was checked."""
@@ -94,8 +100,8 @@ class CallSession:
     - `_business`, `_crm`, `_tools`: written by RX in `_set_up`, before any other greenlet of
       the call starts; read-only after.
     - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
-      `_was_speaking`: the Realtime greenlet's; the session timers read `_session_update`,
-      written before they start.
+      `_was_speaking`, `_asked_again`: the Realtime greenlet's; the session timers read
+      `_session_update`, written before they start.
     - `_realtime`: replaced only by the Realtime greenlet, and only while `_session_ready` is
       clear, so RX never sends on a connection being opened; any sender may meet the closed one
       and get RealtimeClosed (RX then holds the frame: `CallerAudio`). `_last_event_at`: the
@@ -145,6 +151,7 @@ class CallSession:
         self._lost_at = 0.0
         self._greeted = False
         self._was_speaking = False  # when the session was lost
+        self._asked_again = False  # a failed response was asked for again, and none has completed since
         self._last_event_at = 0.0
         # Guards: _end_reason. Any greenlet may end the call; the first reason wins, and
         # `_ended` is set with it (read lock-free by the loops that stop on it).
@@ -492,6 +499,7 @@ class CallSession:
                                    item_id=event.item_id)
 
     def _on_response_done(self, event: rt.ResponseDone) -> None:
+        response_id, request = self._gate.active_request  # before `on_done` frees the gate
         self._gate.on_done(event.response_id)
         if event.usage is not None:
             self.figures.add_usage(event.usage)
@@ -507,6 +515,16 @@ class CallSession:
         self._ending.response_done(event.response_id, tool_calls=bool(event.function_calls))
         if event.function_calls and event.status == "completed" and not self._ended.is_set():
             self._tools.handle(event.response_id, event.function_calls, self._playback.spoke(event.response_id))
+        if event.status == "completed":
+            self._asked_again = False
+        elif (event.status == "failed" and response_id == event.response_id and request in _ASKED_AGAIN_AFTER_FAILING
+              and not self._asked_again and not self._playback.spoke(event.response_id)
+              and not self._gate.is_active and not self._ended.is_set()):
+            # Nothing of it reached the caller, who would hear dead air: once more (not again in
+            # a row), unless a newer request has taken the gate.
+            self._asked_again = True
+            self.log.info("the response failed before a word: asking once more", extra={"reason": request})
+            self._gate.request(request)
 
     def _first_frame(self, item_id: str, at: float, forwarding_ms: float | None) -> None:
         """Playback sent an item's first frame (from TX, or the Realtime greenlet's kick)."""
