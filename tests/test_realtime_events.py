@@ -177,9 +177,6 @@ def test_a_goodbye_transcribed_after_response_created_ends_the_call_once_the_ans
     assert h.wait_ended(caller.call_sid).row.end_reason == "caller_goodbye"
 
 
-@pytest.mark.xfail(strict=True, reason="services/call_session.py waits for a next caller-turn response when the "
-                                       "goodbye's transcript comes after its answer is done: the call stays open "
-                                       "until the goodbye deadline")
 def test_a_goodbye_transcribed_after_its_answer_is_done_still_ends_the_call_once_it_is_heard(make_harness):
     h = make_harness(RealtimeScript(responses=[GREETING, GOODBYE], caller_transcripts=["תודה, ביי"],
                                     transcript_timing="response_done"), timing=PATIENT_GOODBYE)
