@@ -76,12 +76,15 @@ class CallEnding:
             return self._reason is not None and not self._cancellable
 
     def begin(self, reason: EndReason, *, cancellable: bool, awaiting: RequestReason | None = None,
-              response_id: str | None = None, notice: str | None = None) -> bool:
+              response_id: str | None = None, response_done: bool = False, notice: str | None = None) -> bool:
         """End the call after response `response_id`, or after the next response created for the
         request `awaiting`: a GOODBYE request is the ending's own (`ask`), any other is made by
-        whoever answers the caller or the tool. `notice`: what the model is told to say the last
-        words, should they have to be asked for again. False when an ending is already under way
-        (the first one stands)."""
+        whoever answers the caller or the tool. `response_done`: that response is already done
+        (the caller's goodbye was transcribed after its answer): the call ends once its items
+        still unheard are heard, or now. `notice`: what the model is told to say the last words,
+        should they have to be asked for again. False when an ending is already under way (the
+        first one stands)."""
+        finish = None
         with self._lock:
             if self._reason is not None:
                 return False
@@ -90,7 +93,12 @@ class CallEnding:
             self._notice, self._asked = notice, awaiting != RequestReason.GOODBYE
             self._generation += 1
             self._deadline = gevent.spawn_later(self._timeout_s, self._timed_out, self._generation)
+            if response_done and response_id is not None:
+                self._unheard = set(self._playback.unheard_items(response_id))
+                finish = self._generation if not self._unheard else None
         self._log.info("call ending after the agent's last words", extra={"end_reason": reason})
+        if finish is not None:
+            self._finish(finish)
         return True
 
     def ask(self, notice: str, *, session_ready: bool) -> bool:

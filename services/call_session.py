@@ -67,6 +67,12 @@ from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
 
+# A response that fails before a word is asked for once more for these; the greeting and the
+# goodbye are not (their owners, `Greeting` and `CallEnding`, hold on to the response).
+_ASKED_AGAIN_AFTER_FAILING = frozenset({RequestReason.CALLER_TURN, RequestReason.KEYPAD, RequestReason.TOOL_RESULT,
+                                        RequestReason.SILENCE_CHECK, RequestReason.RESUME})
+
+
 @dataclass(frozen=True)
 class CallSetup:
     """What the stream's `start` told us, after its token was checked."""
@@ -94,8 +100,8 @@ class CallSession:
     - `_business`, `_crm`, `_tools`: written by RX in `_set_up`, before any other greenlet of
       the call starts; read-only after.
     - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
-      `_was_speaking`: the Realtime greenlet's; the session timers read `_session_update`,
-      written before they start.
+      `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`: the Realtime greenlet's;
+      the session timers read `_session_update`, written before they start.
     - `_realtime`: replaced only by the Realtime greenlet, and only while `_session_ready` is
       clear, so RX never sends on a connection being opened; any sender may meet the closed one
       and get RealtimeClosed (RX then holds the frame: `CallerAudio`). `_last_event_at`: the
@@ -145,6 +151,11 @@ class CallSession:
         self._lost_at = 0.0
         self._greeted = False
         self._was_speaking = False  # when the session was lost
+        self._asked_again = False  # a failed response was asked for again, and none has completed since
+        # The caller's committed items, until their transcript (or its failure): those waiting for
+        # the response to their turn, and which response answered each (a goodbye ends after it).
+        self._unanswered: list[str] = []
+        self._answered_by: dict[str, str] = {}
         self._last_event_at = 0.0
         # Guards: _end_reason. Any greenlet may end the call; the first reason wins, and
         # `_ended` is set with it (read lock-free by the loops that stop on it).
@@ -332,6 +343,8 @@ class CallSession:
         self._stop_session_timers()
         self._was_speaking = self._barge_in.line_lost()
         self._gate.shut()
+        self._unanswered.clear()  # the old session's items: their transcripts will not come
+        self._answered_by.clear()
         self._realtime.close()
         self._realtime = RealtimeConnection(self._settings.realtime_ws_url, self._settings.openai_api_key,
                                             self._timing.realtime_reconnect_timeout_s)
@@ -465,6 +478,10 @@ class CallSession:
                 self._greeting.item_added(event.response_id, event.item_id)
         elif isinstance(event, rt.ResponseCreated):
             reason = self._gate.on_created(event.response_id)
+            if reason == RequestReason.CALLER_TURN:
+                for item_id in self._unanswered:
+                    self._answered_by[item_id] = event.response_id
+                self._unanswered.clear()
             self._greeting.response_created(event.response_id, reason)
             self._ending.response_created(event.response_id, reason)
         elif isinstance(event, rt.ResponseDone):
@@ -486,8 +503,14 @@ class CallSession:
                 raise RealtimeClosed(f"fatal error: {event.code}")
         elif isinstance(event, rt.InputTranscriptFailed):
             self.log.warning("caller transcription failed", extra={"error": event.message})
+            self._answered_by.pop(event.item_id, None)
+            # The caller spoke there: an empty turn keeps the place (post-call analysis skips it;
+            # a new session's replay does not need it).
+            self._journal.add_turn("caller", "", self._transcripts.caller_started_at(event.item_id, time.time()),
+                                   item_id=event.item_id)
 
     def _on_response_done(self, event: rt.ResponseDone) -> None:
+        response_id, request = self._gate.active_request  # before `on_done` frees the gate
         self._gate.on_done(event.response_id)
         if event.usage is not None:
             self.figures.add_usage(event.usage)
@@ -503,6 +526,16 @@ class CallSession:
         self._ending.response_done(event.response_id, tool_calls=bool(event.function_calls))
         if event.function_calls and event.status == "completed" and not self._ended.is_set():
             self._tools.handle(event.response_id, event.function_calls, self._playback.spoke(event.response_id))
+        if event.status == "completed":
+            self._asked_again = False
+        elif (event.status == "failed" and response_id == event.response_id and request in _ASKED_AGAIN_AFTER_FAILING
+              and not self._asked_again and not self._playback.spoke(event.response_id)
+              and not self._gate.is_active and not self._ended.is_set()):
+            # Nothing of it reached the caller, who would hear dead air: once more (not again in
+            # a row), unless a newer request has taken the gate.
+            self._asked_again = True
+            self.log.info("the response failed before a word: asking once more", extra={"reason": request})
+            self._gate.request(request)
 
     def _first_frame(self, item_id: str, at: float, forwarding_ms: float | None) -> None:
         """Playback sent an item's first frame (from TX, or the Realtime greenlet's kick)."""
@@ -548,6 +581,7 @@ class CallSession:
             self.log.info("the call is closing: no answer to the caller's last words")
             return
         self._send_late_crm()
+        self._unanswered.append(event.item_id)
         self._gate.request(RequestReason.CALLER_TURN)
 
     def _on_input_transcript(self, event: rt.InputTranscript) -> None:
@@ -556,11 +590,13 @@ class CallSession:
         if text:
             self._transcripts.said("user", text)
             self._journal.add_turn("caller", text, started, item_id=event.item_id)
+        answer_id = self._answered_by.pop(event.item_id, None)
         if is_farewell(text):
-            # The call ends once the agent's answer to the goodbye has been heard.
-            response_id, request = self._gate.active_request
-            if request == RequestReason.CALLER_TURN and response_id is not None:
-                self._ending.begin(EndReason.CALLER_GOODBYE, cancellable=True, response_id=response_id)
+            # The call ends once the agent's answer to the goodbye has been heard: that answer may
+            # be under way, done already (the transcript came late), or not yet created.
+            if answer_id is not None:
+                self._ending.begin(EndReason.CALLER_GOODBYE, cancellable=True, response_id=answer_id,
+                                   response_done=answer_id != self._gate.active_response_id)
             else:
                 self._ending.begin(EndReason.CALLER_GOODBYE, cancellable=True, awaiting=RequestReason.CALLER_TURN)
 

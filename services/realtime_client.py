@@ -20,13 +20,42 @@ class RealtimeClosed(Exception):
     """The Realtime socket closed or dropped."""
 
 
+# The socket's timeout, set once: a write the peer does not take within it (a network black hole)
+# loses the connection instead of holding `ws.lock` until TCP gives up; a read that waits this long
+# just waits on (the call's watch judges silence).
+WRITE_TIMEOUT_S = 5.0
+# The socket's send buffer, about two seconds of the caller's audio: a backlog beyond it is stale,
+# and a peer that stops reading fills it within seconds (an autotuned one grows to megabytes).
+SEND_BUFFER_BYTES = 32 * 1024
+# How long a ping or a close waits for a write in progress before going on without the lock.
+_LOCK_WAIT_S = 1.0
+
+
+class _Idle(Exception):
+    """No frame within the socket's timeout: the reader waits on."""
+
+
+class _WebSocket(websocket.WebSocket):
+    """websocket-client's socket, telling a read that waited the socket's timeout (`_Idle`: its
+    frame buffer keeps what was read so far) apart from a write of its own (a pong, a close
+    reply) that timed out, which loses the connection like any other failure."""
+
+    def recv_frame(self):
+        try:
+            return super().recv_frame()
+        except websocket.WebSocketTimeoutException:
+            raise _Idle from None
+
+
 class RealtimeConnection:
     """Only the call's Realtime greenlet calls `connect` and `receive`, and it keeps calling
     `receive` so that pings are answered. Any greenlet may `send` or `close`.
 
     `_ws` and `_sock` are written once, by `connect`, before anything is sent; `close` never
     clears them, so the reader sees a closed socket, not a missing one. Every write (ours, and
-    websocket-client's own pongs and closes) is made under websocket-client's `ws.lock`.
+    websocket-client's own pongs and closes) is made under websocket-client's `ws.lock`, and none
+    holds it past `WRITE_TIMEOUT_S`: a write that times out shuts the socket (the session is lost).
+    `close` shuts the socket even when it cannot get the lock.
     """
 
     def __init__(self, url: str, api_key: str, timeout_s: float):
@@ -41,12 +70,16 @@ class RealtimeConnection:
         self.heard_at = monotonic()  # the last frame of any kind (a pong too), or the connect
 
     def connect(self) -> None:
-        ws = websocket.WebSocket(enable_multithread=True, skip_utf8_validation=True)
+        ws = _WebSocket(enable_multithread=True, skip_utf8_validation=True)
         try:
             ws.connect(self._url, header=[f"Authorization: Bearer {self._api_key}"], timeout=self._timeout_s)
         except (websocket.WebSocketException, OSError) as exc:
             raise RealtimeUnavailable(f"{type(exc).__name__}: {exc}") from None
-        ws.settimeout(None)
+        ws.settimeout(WRITE_TIMEOUT_S)
+        try:
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except OSError:
+            pass  # the kernel's own size: a black hole then takes longer to show
         self._ws, self._sock = ws, ws.sock
         self.heard_at = monotonic()
         if self._closed.is_set():  # the call ended while we were connecting
@@ -69,6 +102,7 @@ class RealtimeConnection:
             try:
                 self._sock.sendall(frame)
             except OSError as exc:
+                self._lose()  # a part of the frame may be out: nothing more can follow it
                 raise RealtimeClosed(f"send failed: {exc}") from None
 
     def receive(self) -> ServerEvent:
@@ -80,6 +114,8 @@ class RealtimeConnection:
         while True:
             try:
                 opcode, frame = ws.recv_data_frame(True)
+            except _Idle:
+                continue
             except (websocket.WebSocketException, OSError) as exc:
                 raise RealtimeClosed(f"{type(exc).__name__}: {exc}") from None
             self.heard_at = now = monotonic()
@@ -92,18 +128,21 @@ class RealtimeConnection:
                 raise realtime_protocol.ProtocolError("binary frame from the Realtime API")
 
     def ping(self) -> None:
-        """Ask the server for a sign of life; its pong updates `heard_at`."""
+        """Ask the server for a sign of life; its pong updates `heard_at`. Not while a write is
+        stuck (the lock held past `_LOCK_WAIT_S`): the pong's deadline judges that."""
         ws = self._ws
         if ws is None:
             return
         frame = ws_frames.encode(ws_frames.OP_PING, b"", randbytes(4))
-        with ws.lock:
-            if self._closed.is_set():
-                return
-            try:
+        if not ws.lock.acquire(timeout=_LOCK_WAIT_S):
+            return
+        try:
+            if not self._closed.is_set():
                 self._sock.sendall(frame)
-            except OSError:
-                pass  # the reader sees the failure
+        except OSError:
+            self._lose()  # the reader sees the failure
+        finally:
+            ws.lock.release()
 
     def close(self) -> None:
         """Say goodbye (a close frame, if the socket takes it within a second) and shut the
@@ -115,15 +154,28 @@ class RealtimeConnection:
             self._shut()
 
     def _shut(self) -> None:
+        """The close frame when the lock comes within `_LOCK_WAIT_S` (a write stuck on a peer that
+        stopped reading must not hold the call's end), then the socket, with or without it."""
         frame = ws_frames.encode(ws_frames.OP_CLOSE, (1000).to_bytes(2, "big"), randbytes(4))
-        with self._ws.lock:
+        lock = self._ws.lock
+        if lock.acquire(timeout=_LOCK_WAIT_S):
             try:
-                self._sock.settimeout(1.0)  # a peer that stopped reading must not hold the call's end
+                self._sock.settimeout(1.0)
                 self._sock.sendall(frame)
             except OSError:
                 pass
-        for shut in (lambda: self._sock.shutdown(socket.SHUT_RDWR), self._sock.close):
-            try:
-                shut()
-            except OSError:
-                pass
+            finally:
+                lock.release()
+        self._lose()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+    def _lose(self) -> None:
+        """Shut the socket both ways, which ends the reader's `receive` (RealtimeClosed): the
+        session is lost, and the call's Realtime greenlet opens a new one or ends the call."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
