@@ -316,7 +316,9 @@ class CallSession:
             elif isinstance(event, tw.Dtmf):
                 self._keypad.press(event.digit)
             else:
-                figures.drop_rx("unexpected_" + type(event).__name__.lower())
+                kind = "unexpected_" + type(event).__name__.lower()
+                if figures.drop_rx(kind) == 1:  # once per kind: a peer repeating it is not news
+                    self.log.warning("ignored a Twilio frame not expected mid-call", extra={"kind": kind})
 
     # --- a lost Realtime session ----------------------------------------------------
 
