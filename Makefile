@@ -1,6 +1,6 @@
 # `make run`: set up and serve on the embedded defaults (SQLite, no Twilio account needed), on
 # loopback only and with Twilio's signature check off: a demo, never facing the internet.
-# `make test`: set up and run the test suite.
+# `make test`: set up and run the whole test suite (four pytest processes at once: tests/parallel.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,7 +19,7 @@ run: setup
 	HOST=127.0.0.1 TWILIO_SIGNATURE_CHECK=off $(BIN)/python app.py
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m tests.parallel
 
 bench: setup
 	$(BIN)/python -m bench.calls

@@ -29,6 +29,9 @@ class Schemas:
     def __init__(self, url: str):
         self._engine = create_engine(url, poolclass=pool.NullPool)
         self.made: list[str] = []
+        # Every connection of this session (the tests' and the servers' they start) names itself,
+        # so that the clean-up ends only its own: another session may share the server.
+        self.application_name = f"tests-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def new_url(self) -> str:
         name = "t_" + uuid.uuid4().hex[:16]
@@ -36,13 +39,15 @@ class Schemas:
             conn.execute(text(f'CREATE SCHEMA "{name}"'))
         self.made.append(name)
         url = make_url(self._engine.url.render_as_string(hide_password=False))
-        return url.update_query_dict({"options": f"-csearch_path={name}"}).render_as_string(hide_password=False)
+        return url.update_query_dict({"options": f"-csearch_path={name}", "application_name": self.application_name}
+                                     ).render_as_string(hide_password=False)
 
     def drop_all(self) -> None:
         with self._engine.begin() as conn:
             # Servers and workers the tests started are gone by now; their sessions may linger a moment.
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+                              "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                              "AND application_name = :name"), {"name": self.application_name})
             for name in self.made:
                 conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
         self._engine.dispose()

@@ -54,7 +54,9 @@ def running_gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 1,
     full_env = {**os.environ, "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off", **env, "PORT": str(server.port),
                 "WEB_CONCURRENCY": str(workers)}
     with open(server.log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+        # No control socket: its default path is one per user, shared with any other gunicorn running.
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--no-control-socket",
+                                 "app:app"],
                                 cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
         server.pid = proc.pid
 
