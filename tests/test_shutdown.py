@@ -175,7 +175,8 @@ def test_sigterm_lets_calls_drain_then_each_hears_a_goodbye_and_is_stored(deploy
                 return all(session.scalar(select(Job.status).join(Call, Call.id == Job.call_id)
                                           .where(Call.call_sid == sid)) == "done" for sid in sids)
 
-        wait_for(processed, timeout=15, message="the replacement worker to process both jobs")
+        # A minute: a replacement worker boots (its imports alone take seconds on a loaded machine).
+        wait_for(processed, timeout=60, message="the replacement worker to process both jobs")
 
     log_text = server.log()
     assert "Traceback" not in log_text and "graceful timeout" not in log_text
