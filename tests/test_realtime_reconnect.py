@@ -43,7 +43,7 @@ def _item_texts(conn) -> list[tuple[str, str]]:
 
 def _greet_then_ask(h):
     caller = h.call()
-    caller.wait_heard(GREETING.audio_ms, timeout=5)
+    caller.wait_heard(GREETING.audio_ms, timeout=15)  # a loaded CI machine can take seconds to set a call up
     caller.wait_quiet(150)
     caller.speak(600)
     return caller
