@@ -55,6 +55,7 @@ from gevent.pywsgi import WSGIServer  # noqa: E402
 from twilio.request_validator import RequestValidator  # noqa: E402
 
 from bench import twilio_sample  # noqa: E402
+from bench.calls import CLOCK_TICK_MS, free_port, percentile  # noqa: E402
 from bench.lean_caller import LeanCall, Ticker  # noqa: E402
 from bench.twilio_peer import SPEECH_FRAME, TEST_ACCOUNT_SID, caller_tag_frame, parse_twiml, twilio_form  # noqa: E402
 from bench.waiting import wait_for  # noqa: E402
@@ -63,21 +64,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_NUMBER = "+972300000001"
 AUTH_TOKEN = "bench-twilio-auth-token"
 ADMIN_TOKEN = "bench-admin-token"
-CLOCK_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 UNDERRUN_MS = 5.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 # --- the server's process tree ----------------------------------------------------------
