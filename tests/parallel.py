@@ -4,12 +4,14 @@ The suite mostly waits (real sockets, real audio time), so a few processes share
 pytest-xdist cannot run it: the conftest patches the process for gevent, which breaks xdist's
 worker channel. Each shard is a plain pytest run over some of the test files, with a temporary
 folder of its own, its output in a log; this prints each shard's summary line, the failures'
-logs, and exits non-zero if any shard failed.
+logs, a closing line with the counts over all shards (`suite: N passed, N failed, N skipped`, the
+plain form a CI reads), and exits non-zero if any shard failed.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,22 @@ SLOW = {"test_bench_smoke.py": 75, "test_scale_out.py": 60, "test_job_claims.py"
         "test_realtime_reconnect.py": 70, "test_barge_in.py": 45, "test_appointments.py": 35,
         "test_console_browser.py": 30, "test_web_edges.py": 65, "test_caller_paths.py": 60,
         "test_realtime_events.py": 60, "test_call_control.py": 45, "test_call_flow.py": 30}
+
+
+COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
+
+
+def counts(summary: str) -> dict[str, int]:
+    """The counts in a pytest summary line; errors and unexpected passes count as failures."""
+    found = {"passed": 0, "failed": 0, "skipped": 0}
+    for number, word in COUNT.findall(summary):
+        key = {"error": "failed", "errors": "failed", "xpassed": "failed", "xfailed": "skipped"}.get(word, word)
+        found[key] += int(number)
+    return found
+
+
+def closing_line(totals: dict[str, int]) -> str:
+    return f"suite: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"
 
 
 def weight(path: Path) -> float:
@@ -54,17 +72,25 @@ def main(argv: list[str] | None = None) -> int:
                    *pytest_args, *(str(p.relative_to(ROOT)) for p in group)]
         runs.append((k, log, subprocess.Popen(command, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)))
     status = 0
+    totals = {"passed": 0, "failed": 0, "skipped": 0}
     for k, log, proc in runs:
         code = proc.wait()
         lines = log.read_text(errors="replace").splitlines()
         summary = next((line for line in reversed(lines) if " in " in line and ("passed" in line or "failed" in line
                                                                                or "error" in line)), "no summary")
         print(f"shard {k}: {summary.strip('= ')}")
+        found = counts(summary)
+        for key in totals:
+            totals[key] += found[key]
         if code != 0:
             status = 1
+            totals["failed"] += 0 if found["failed"] else 1  # a shard that died before its summary
             print(f"--- shard {k} failed (exit {code}); its log, {log}:")
             print("\n".join(lines[-150:]))
     print(f"{len(runs)} shards in {time.monotonic() - started:.0f} s")
+    if totals["passed"] + totals["failed"] == 0:
+        status = 1  # no test ran: never green
+    print(closing_line(totals))
     return status
 
 
