@@ -496,8 +496,9 @@ class Connection:
 
 class LeanRealtime:
     def __init__(self, port: int, first_byte_ms: int = 200, greeting_ms: int = 1500, audio_ms: int = 2500,
-                 host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1) -> None:
+                 host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1, handshake_ms: int = 0) -> None:
         self.first_byte_ms, self.greeting_ms, self.audio_ms = first_byte_ms, greeting_ms, audio_ms
+        self.handshake_ms = handshake_ms
         self.connections: list[Connection] = []
         self.drop_share, self.seed = drop_share, seed
         self._calls = itertools.count()  # connections that start a call (not a resumed one)
@@ -523,6 +524,8 @@ class LeanRealtime:
             if urlsplit(target).path != PATH or headers.get("upgrade", "").lower() != "websocket":
                 sock.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                 return
+            if self.handshake_ms:
+                gevent.sleep(self.handshake_ms / 1000)  # TLS and the upgrade's round trips to a distant service
             ws_handshake.server_accept(sock, headers)
             conn = Connection(self, sock, target, headers)
             self.connections.append(conn)
@@ -562,10 +565,11 @@ def main() -> None:
     parser.add_argument("--drop-share", type=float, default=0.0,
                         help="share of the calls whose connection is cut (TCP reset) mid-response")
     parser.add_argument("--seed", type=int, default=1, help="picks the calls that --drop-share cuts")
+    parser.add_argument("--handshake-ms", type=int, default=0, help="delay before accepting each connection")
     logging.basicConfig(level=logging.WARNING)
     args = parser.parse_args()
     fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms,
-                        drop_share=args.drop_share, seed=args.seed).start()
+                        drop_share=args.drop_share, seed=args.seed, handshake_ms=args.handshake_ms).start()
     lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()

@@ -228,11 +228,12 @@ def one_call(target: Target, index: int, ticker: Ticker, errors: list[str]) -> O
 # --- one target ------------------------------------------------------------------------
 
 
-def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp: Path) -> dict:
+def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp: Path, handshake_ms: int = 0) -> dict:
     fake_port = free_port()
     stats = tmp / f"fake-{target.name}.json"
     fake = subprocess.Popen([sys.executable, "-m", "bench.lean_realtime", "--port", str(fake_port),
-                             "--stats", str(stats), "--first-byte-ms", str(first_byte_ms)], cwd=ROOT)
+                             "--stats", str(stats), "--first-byte-ms", str(first_byte_ms),
+                             "--handshake-ms", str(handshake_ms)], cwd=ROOT)
     target.env = {k: v.format(port=target.port) for k, v in target.env.items()}
     env = {**os.environ, "PORT": str(target.port), "OPENAI_API_KEY": "sk-bench",
            "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{fake_port}/v1/realtime", **target.env}
@@ -455,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40, help="new calls a second")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--first-byte-ms", type=int, default=200)
+    parser.add_argument("--handshake-ms", type=int, default=0,
+                        help="the fake's delay before accepting a connection (TLS to a distant service: 150-300)")
     parser.add_argument("--peer", choices=("twilio-sample", "none"), default="twilio-sample")
     parser.add_argument("--sample-source", default=twilio_sample.SOURCE, help="a git directory or URL")
     parser.add_argument("--sample-commit", default=twilio_sample.COMMIT)
@@ -475,11 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         if other is not None:
             targets.append(other)
         for target in targets:
-            results.append(run_target(target, args.calls, args.rate, args.first_byte_ms, Path(tmp)))
+            results.append(run_target(target, args.calls, args.rate, args.first_byte_ms, Path(tmp), args.handshake_ms))
     if rest.requests == 0:
         results[0]["errors"].append("no call started a recording (Twilio's REST API was never called)")
     results[0]["twilio_rest_requests"] = rest.requests
-    print(f"calls={args.calls} rate={args.rate}/s workers={args.workers} first_byte_ms={args.first_byte_ms}")
+    print(f"calls={args.calls} rate={args.rate}/s workers={args.workers} first_byte_ms={args.first_byte_ms} "
+          f"handshake_ms={args.handshake_ms}")
     print_table(results)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / f"outside-{args.calls}x{args.workers}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

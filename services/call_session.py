@@ -111,7 +111,9 @@ class CallSession:
       `_ended`: an event set once, by `end`.
     """
 
-    def __init__(self, services: CallServices, twilio: TwilioSocket, setup: CallSetup):
+    def __init__(self, services: CallServices, twilio: TwilioSocket, setup: CallSetup,
+                 realtime: RealtimeConnection | None = None):
+        """`realtime`: a connection already being opened for this call (`open_early`)."""
         self.setup = setup
         self._services = services
         self._settings = services.settings
@@ -121,8 +123,9 @@ class CallSession:
         self._started_mono = time.monotonic()
         self.figures = CallFigures(stream_started_at=self._started_mono)
         self._greenlets = CallGreenlets()
-        self._realtime = RealtimeConnection(services.settings.realtime_ws_url, services.settings.openai_api_key,
-                                            timing.realtime_connect_timeout_s)
+        self._realtime = realtime or RealtimeConnection(services.settings.realtime_ws_url,
+                                                        services.settings.openai_api_key,
+                                                        timing.realtime_connect_timeout_s)
         self._gate = ResponseGate(self._send_realtime, call_logger("realtime", setup.call_sid))
         self._playback = Playback(self._send_twilio, setup.stream_sid, lead_ms=timing.tx_lead_ms,
                                   on_first_frame=self._first_frame)
@@ -208,8 +211,6 @@ class CallSession:
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time(), this_process())
-        gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid,
-                     business.record_calls, self.log)
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
         return True
 
@@ -278,6 +279,9 @@ class CallSession:
         self._send_late_crm()
         if not goodbye:
             self._greeting.request(self._prompts.greeting_instruction)
+        # After the greeting's request, not at `start`: the REST request's work would delay it.
+        gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
+                     self._business.record_calls, self.log)
         self._greenlets.spawn(self._watchdog.run)
         self._greenlets.spawn(self._realtime_watch.run)
 

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import socket
+import ssl
 from random import randbytes
 from time import monotonic
+from urllib.parse import urlsplit
 
+import gevent
 import websocket
 from gevent.event import Event
 
 from services import realtime_protocol, ws_frames
+from services.realtime_addresses import ADDRESSES, connect_tcp
 from services.realtime_protocol import ServerEvent
 
 
@@ -56,23 +60,49 @@ class RealtimeConnection:
     websocket-client's own pongs and closes) is made under websocket-client's `ws.lock`, and none
     holds it past `WRITE_TIMEOUT_S`: a write that times out shuts the socket (the session is lost).
     `close` shuts the socket even when it cannot get the lock.
+
+    The connection may be opened ahead (`open_early`, by the media route while it waits for the
+    stream's `start`): `connect` then waits for that attempt instead of making its own.
     """
 
     def __init__(self, url: str, api_key: str, timeout_s: float):
-        self._url = url
+        self.url = url
         self._api_key = api_key
         self._timeout_s = timeout_s
         self._ws: websocket.WebSocket | None = None
         self._sock: socket.socket | None = None
         self._closed = Event()  # set once, by close(), from any greenlet
+        self._opening: gevent.Greenlet | None = None  # an early attempt, until `connect` takes it
         # Written by `receive` (the Realtime greenlet); the call's liveness watch reads them.
         self.received_at = 0.0  # monotonic time the last event was read, before it was parsed
         self.heard_at = monotonic()  # the last frame of any kind (a pong too), or the connect
 
+    def open_early(self) -> None:
+        """Start connecting on a greenlet of its own; `connect` takes the outcome. `close`
+        meanwhile shuts the socket as soon as the attempt ends."""
+        self._opening = gevent.spawn(self._open_early)
+
     def connect(self) -> None:
+        opening, self._opening = self._opening, None
+        if opening is None:
+            self._open()
+            return
+        failure = opening.get()
+        if failure is not None:
+            raise failure
+
+    def _open_early(self) -> RealtimeUnavailable | RealtimeClosed | None:
+        try:
+            self._open()
+        except (RealtimeUnavailable, RealtimeClosed) as exc:
+            return exc  # for `connect` to raise: a greenlet that dies of it would print a traceback
+        return None
+
+    def _open(self) -> None:
         ws = _WebSocket(enable_multithread=True, skip_utf8_validation=True)
         try:
-            ws.connect(self._url, header=[f"Authorization: Bearer {self._api_key}"], timeout=self._timeout_s)
+            ws.connect(self.url, header=[f"Authorization: Bearer {self._api_key}"], timeout=self._timeout_s,
+                       socket=_tcp_to(self.url, self._timeout_s))
         except (websocket.WebSocketException, OSError) as exc:
             raise RealtimeUnavailable(f"{type(exc).__name__}: {exc}") from None
         ws.settimeout(WRITE_TIMEOUT_S)
@@ -179,3 +209,35 @@ class RealtimeConnection:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+def _tcp_to(url: str, timeout_s: float) -> socket.socket:
+    """The socket websocket-client's handshake runs on, to an address of the URL's host from the
+    process's cache (`ADDRESSES`): a call's connect never queues behind another task's lookup.
+    An address that fails is dropped, so the next connect looks the host up again."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host, port = parts.hostname or "", parts.port or (443 if secure else 80)
+    try:
+        sock = connect_tcp(ADDRESSES.address(host, port), timeout_s)
+    except OSError:
+        ADDRESSES.forget(host, port)
+        raise
+    if not secure:
+        return sock
+    try:
+        return _tls().wrap_socket(sock, server_hostname=host)
+    except OSError:
+        sock.close()
+        raise
+
+
+_TLS: ssl.SSLContext | None = None
+
+
+def _tls() -> ssl.SSLContext:
+    """One context per process: loading the CA store costs milliseconds each time."""
+    global _TLS
+    if _TLS is None:
+        _TLS = ssl.create_default_context()
+    return _TLS

@@ -102,7 +102,7 @@ def test_a_stream_with_a_bad_token_is_closed_without_reaching_the_model(make_har
         assert opcode == websocket.ABNF.OPCODE_CLOSE
         assert int.from_bytes(data[:2], "big") == 1008
         ws.close()
-    assert h.fake.connections == []
+    assert h.fake.nothing_reached_the_model()
 
 
 def test_an_expired_token_is_refused():

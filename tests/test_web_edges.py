@@ -71,7 +71,7 @@ def test_a_business_deleted_before_its_stream_opens_ends_the_call_with_an_apolog
     assert caller.wait_closed(timeout=10) is not None
     stored = h.wait_ended(call_sid)
     assert stored.row.end_reason == "business_not_found" and stored.turns == []
-    assert h.fake.connections == [] and caller.heard_ms == 0
+    assert h.fake.nothing_reached_the_model() and caller.heard_ms == 0
     after = h.stream_ended(call_sid)
     assert after.hangup and after.says == (twiml.APOLOGY_UNAVAILABLE,)
 
@@ -88,7 +88,7 @@ def test_a_stream_without_a_start_is_closed_once_the_start_timeout_passes(make_h
     finally:
         ws.close()
     assert _messages(caplog, "no start frame within the time allowed")
-    assert h.fake.connections == []
+    assert h.fake.nothing_reached_the_model()
 
 
 def test_a_stream_of_frames_other_than_start_is_closed_after_a_few(make_harness, caplog):
@@ -122,7 +122,7 @@ def test_a_start_whose_business_id_is_not_a_number_is_refused(make_harness, capl
         ws.close()
     refused = _messages(caplog, "stream refused")
     assert refused and refused[0].why == "no business_id parameter" and refused[0].call_sid == call_sid
-    assert h.fake.connections == []
+    assert h.fake.nothing_reached_the_model()
     # The call's token is still unused: its own stream, when it comes, starts.
     assert _row(h, call_sid).stream_claimed_at is None
 
@@ -161,6 +161,7 @@ def test_a_wrong_signature_on_the_stream_upgrade_is_refused(make_harness, caplog
         websocket.create_connection(h.live.media_url, timeout=5, header=[f"X-Twilio-Signature: {signature}"])
     assert refused.value.status_code == 403
     assert _messages(caplog, "rejected media stream: bad or missing X-Twilio-Signature")
+    assert h.fake.connections == []  # refused before the upgrade: nothing opened for it
 
 
 # --- the webhooks ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ import logging
 from urllib.parse import urlsplit
 
 import gevent
-from flask import Blueprint, Flask, abort, current_app, request
+from flask import Blueprint, Flask, abort, current_app, g, request
 from flask_sock import Sock
 from sqlalchemy import update
 
@@ -13,6 +13,7 @@ from server.security import NO_TOKEN_HINT, StreamToken, twilio_signature_valid
 from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamParameters
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
+from services.realtime_client import RealtimeConnection
 from services.store.end_reasons import EndReason
 from services.store.models import Call, utcnow
 from services.twilio_socket import SimpleWebsocketAdapter, SocketClosed, TwilioSocket
@@ -33,6 +34,7 @@ def _check_upgrade_signature() -> None:
     settings = current_app.config["SETTINGS"]
     if not settings.twilio_auth_token:
         if settings.unsigned_twilio_allowed:
+            g.from_twilio = True
             return
         log.warning(f"rejected media stream: no TWILIO_AUTH_TOKEN; {NO_TOKEN_HINT}")
         abort(403, f"Twilio signature checking is not configured: {NO_TOKEN_HINT}")
@@ -43,11 +45,20 @@ def _check_upgrade_signature() -> None:
                for scheme in ("wss", "https")):
         log.warning("rejected media stream: bad or missing X-Twilio-Signature")
         abort(403, "invalid Twilio signature")
+    g.from_twilio = True
 
 
 @sock.route(MEDIA_PATH, bp=bp)
 def twilio_media(ws) -> None:
     twilio = TwilioSocket(ws)
+    settings = current_app.config["SETTINGS"]
+    realtime = None
+    if g.get("from_twilio"):
+        # Twilio's upgrade is followed by `start` within milliseconds, and the call is then
+        # all but certain: connect meanwhile rather than after (closed if `start` fails).
+        realtime = RealtimeConnection(settings.realtime_ws_url, settings.openai_api_key,
+                                      settings.timing.realtime_connect_timeout_s)
+        realtime.open_early()
     try:
         setup = _await_start(twilio)
         if setup is None:
@@ -56,16 +67,19 @@ def twilio_media(ws) -> None:
         if current_app.extensions["live_calls"].closed:
             _refuse_while_stopping(twilio, setup)
             return
-        services = CallServices(db=current_app.extensions["db"], settings=current_app.config["SETTINGS"],
+        services = CallServices(db=current_app.extensions["db"], settings=settings,
                                 live_calls=current_app.extensions["live_calls"],
                                 journal=current_app.extensions["journal"])
-        CallSession(services, twilio, setup).run()
+        CallSession(services, twilio, setup, realtime).run()
     except SocketClosed:
         pass
     except Exception:
         # Anything escaping would make Flask write an HTTP 500 into the open websocket.
         log.exception("media stream failed")
         twilio.close(1011, "internal error")
+    finally:
+        if realtime is not None:
+            realtime.close()  # the session closed it already, unless there was none
 
 
 def _refuse_while_stopping(twilio: TwilioSocket, setup: CallSetup) -> None:

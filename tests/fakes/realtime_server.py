@@ -973,6 +973,15 @@ class FakeRealtime:
     def client_events(self, type: str | None = None) -> list[dict]:
         return [e for c in self.connections for e in c.client_events(type)]
 
+    def carried(self) -> list[RealtimeConnection]:
+        """The connections the client sent anything on. A stream the server refuses may have had
+        one opened for it while it waited for `start`; that one must carry nothing."""
+        return [c for c in self.connections if c.client_events()]
+
+    def nothing_reached_the_model(self, timeout: float = 5.0) -> bool:
+        """No connection carried anything, and every one opened is closed again within `timeout`."""
+        return not self.carried() and self.wait_for(lambda: all(c.closed for c in self.connections), timeout)
+
     def wait_for_connection(self, count: int = 1, timeout: float = 5.0) -> RealtimeConnection:
         return wait_for(lambda: len(self.connections) >= count and self.connections[count - 1], timeout,
                         message=f"{count} realtime connection(s)")
