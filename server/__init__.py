@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from server.routes import api, health, media, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
+    from services.realtime_pool import RealtimePool
     from services.retried_writes import RetriedWrites
     from services.twilio_rest import warm_up
 
@@ -38,6 +39,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["live_calls"] = LiveCalls()
     app.extensions["journal"] = JournalWriter(db)
     app.extensions["retried_writes"] = RetriedWrites(db)
+    app.extensions["realtime_pool"] = RealtimePool(
+        settings.realtime_ws_url, settings.openai_api_key, size=settings.realtime_pool_size,
+        idle_s=settings.realtime_pool_idle_s, warm_s=settings.realtime_pool_warm_s,
+        connect_timeout_s=settings.timing.realtime_connect_timeout_s)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(health.bp)
     api.init_app(app)

@@ -60,7 +60,8 @@ def shutdown_of(app: Flask, budget_s: float | None = None) -> Shutdown:
     """The process's one Shutdown, made on first use (after the job workers started)."""
     if "shutdown" not in app.extensions:
         app.extensions["shutdown"] = Shutdown(app.extensions["live_calls"], app.config["SETTINGS"],
-                                              app.extensions.get("job_worker"), budget_s)
+                                              app.extensions.get("job_worker"), budget_s,
+                                              app.extensions.get("realtime_pool"))
     return app.extensions["shutdown"]
 
 

@@ -54,6 +54,7 @@ from services.logging_setup import call_logger
 from services.playback import Playback
 from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
+from services.realtime_pool import RealtimePool
 from services.realtime_watch import RealtimeWatch
 from services.response_gate import RequestReason, ResponseGate
 from services.scheduling import business_today
@@ -93,6 +94,7 @@ class CallServices:
     settings: Settings
     live_calls: LiveCalls
     journal: JournalWriter
+    realtime_pool: RealtimePool | None = None  # where a lost session's replacement may be waiting
 
 
 class CallSession:
@@ -352,8 +354,11 @@ class CallSession:
         self._unanswered.clear()  # the old session's items: their transcripts will not come
         self._answered_by.clear()
         self._realtime.close()
-        self._realtime = RealtimeConnection(self._settings.realtime_ws_url, self._settings.openai_api_key,
-                                            self._timing.realtime_reconnect_timeout_s)
+        url = self._realtime.url
+        pool = self._services.realtime_pool
+        self._realtime = ((pool.take(url) if pool is not None else None)
+                          or RealtimeConnection(url, self._settings.openai_api_key,
+                                                self._timing.realtime_reconnect_timeout_s))
         return True
 
     def _resume(self, log) -> None:

@@ -1,8 +1,10 @@
 """The call's connection to the OpenAI Realtime API (websocket-client, cooperative under gevent)."""
 from __future__ import annotations
 
+import select
 import socket
 import ssl
+from collections import deque
 from random import randbytes
 from time import monotonic
 from urllib.parse import urlsplit
@@ -73,6 +75,8 @@ class RealtimeConnection:
         self._sock: socket.socket | None = None
         self._closed = Event()  # set once, by close(), from any greenlet
         self._opening: gevent.Greenlet | None = None  # an early attempt, until `connect` takes it
+        # Events read while the connection waited in the pool (`read_waiting`), for `receive`.
+        self._pending: deque[bytes] = deque()
         # Written by `receive` (the Realtime greenlet); the call's liveness watch reads them.
         self.received_at = 0.0  # monotonic time the last event was read, before it was parsed
         self.heard_at = monotonic()  # the last frame of any kind (a pong too), or the connect
@@ -83,6 +87,8 @@ class RealtimeConnection:
         self._opening = gevent.spawn(self._open_early)
 
     def connect(self) -> None:
+        if self._ws is not None:
+            return  # opened ahead, in the pool
         opening, self._opening = self._opening, None
         if opening is None:
             self._open()
@@ -141,6 +147,9 @@ class RealtimeConnection:
         Control frames are read here too (websocket-client answers pings itself), so that a
         pong counts as a sign of life."""
         ws = self._ws
+        if self._pending:
+            self.received_at = monotonic()
+            return realtime_protocol.parse_server_event(self._pending.popleft())
         while True:
             try:
                 opcode, frame = ws.recv_data_frame(True)
@@ -156,6 +165,26 @@ class RealtimeConnection:
                 raise RealtimeClosed("closed by the server")
             if opcode == websocket.ABNF.OPCODE_BINARY:
                 raise realtime_protocol.ProtocolError("binary frame from the Realtime API")
+
+    def read_waiting(self) -> bool:
+        """For a connection waiting in the pool, with no reader: read what the service sent
+        meanwhile (its events kept for `receive`; pings answered by websocket-client). False when
+        the service closed it or the network dropped it. Only the pool calls this, before a call
+        takes the connection."""
+        ws, sock = self._ws, self._sock
+        if ws is None or self._closed.is_set():
+            return False
+        try:
+            while (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[0]:
+                opcode, frame = ws.recv_data_frame(True)
+                if opcode == websocket.ABNF.OPCODE_TEXT:
+                    self._pending.append(frame.data)
+                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                    return False
+                self.heard_at = monotonic()
+        except (_Idle, websocket.WebSocketException, OSError):
+            return False
+        return True
 
     def ping(self) -> None:
         """Ask the server for a sign of life; its pong updates `heard_at`. Not while a write is

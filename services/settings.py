@@ -137,6 +137,12 @@ class Settings:
     # Reverse proxies in front of the server whose X-Forwarded-For is believed (the client address
     # for rate limits, the audit log and loopback checks); 0 believes none.
     trusted_proxies: int = 0
+    # Realtime connections each process keeps open ahead of calls (services/realtime_pool.py), while
+    # calls come: each waits at most `realtime_pool_idle_s`, and the pool empties after
+    # `realtime_pool_warm_s` without a call. 0 opens each call's connection when its stream arrives.
+    realtime_pool_size: int = 2
+    realtime_pool_idle_s: float = 20.0
+    realtime_pool_warm_s: float = 300.0
     # Bearer token for /metrics; unset, /metrics answers as the API without a token does
     # (loopback peers of a server that listens on loopback only).
     metrics_token: str = ""
@@ -254,6 +260,11 @@ class Settings:
             openai_api_key=openai_api_key,
             openai_realtime_url=realtime_url,
             openai_realtime_model=get("OPENAI_REALTIME_MODEL", defaults.openai_realtime_model),
+            realtime_pool_size=_number(get, "REALTIME_POOL_SIZE", int, defaults.realtime_pool_size, low=0, high=50),
+            realtime_pool_idle_s=_number(get, "REALTIME_POOL_IDLE_S", float, defaults.realtime_pool_idle_s,
+                                         low=1, high=600),
+            realtime_pool_warm_s=_number(get, "REALTIME_POOL_WARM_S", float, defaults.realtime_pool_warm_s,
+                                         low=1, high=86400),
             openai_base_url=openai_base_url,
             twilio_account_sid=get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=twilio_auth_token,

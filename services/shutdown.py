@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from services.live_calls import LiveCalls
+from services.realtime_pool import RealtimePool
 from services.settings import Settings
 from services.store.end_reasons import EndReason
 
@@ -58,8 +59,9 @@ class Shutdown:
     `hurry` ends every call now (a quick stop); `wait` until the stop is over."""
 
     def __init__(self, live_calls: LiveCalls, settings: Settings, job_worker: JobWorker | None,
-                 budget_s: float | None):
+                 budget_s: float | None, realtime_pool: RealtimePool | None = None):
         self._live_calls = live_calls
+        self._pool = realtime_pool
         self._jobs = job_worker
         self._drain_s = settings.shutdown_drain_s
         self._goodbye_s = settings.timing.goodbye_timeout_s
@@ -90,16 +92,22 @@ class Shutdown:
         """A quick stop: every call ends now, without a goodbye (still stored, as `shutdown`), and
         the job workers hand back what they are running."""
         self._live_calls.close()
+        self._close_pool()
         count = self._live_calls.end_all(EndReason.SHUTDOWN, timeout)
         if count:
             log.warning("quick stop: live calls ended without a goodbye", extra={"live_calls": count})
         if self._jobs is not None:
             self._jobs.stop(timeout=0.5)
 
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()  # no new calls here: the connections waiting for them go
+
     def _run(self) -> None:
         live = self._live_calls
         started = self._started
         live.close()
+        self._close_pool()
         # Every call must be over by then, goodbye or not.
         last_end = None if self._budget_s is None else started + self._budget_s - RESERVE_S
         drain_s = self._drain_s

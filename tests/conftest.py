@@ -74,6 +74,9 @@ def settings(database_url) -> Settings:
         host="127.0.0.1",
         log_level="INFO",
         timing=CallTiming(session_update_retry_s=3.0, session_update_timeout_s=8.0),
+        # The tests count and index the fake's connections per call; the pool's own tests
+        # (tests/test_realtime_pool.py) and the gunicorn ones turn it on.
+        realtime_pool_size=0,
     )
 
 

@@ -50,8 +50,10 @@ def running_gunicorn(tmp_path: Path, env: Mapping[str, str], workers: int = 1,
     """Start gunicorn with `env` on a free port; wait until every worker booted and it answers.
     `name` names its log file, for tests that run several."""
     server = Gunicorn(port=free_port(), log_path=tmp_path / f"{name}.log")
-    # As the settings fixture: loopback only, unsigned Twilio requests let in, unless `env` says otherwise.
-    full_env = {**os.environ, "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off", **env, "PORT": str(server.port),
+    # As the settings fixture: loopback only, unsigned Twilio requests let in, no Realtime connections
+    # opened ahead of calls, unless `env` says otherwise.
+    full_env = {**os.environ, "HOST": "127.0.0.1", "TWILIO_SIGNATURE_CHECK": "off", "REALTIME_POOL_SIZE": "0", **env,
+                "PORT": str(server.port),
                 "WEB_CONCURRENCY": str(workers)}
     with open(server.log_path, "wb") as log:
         # No control socket: its default path is one per user, shared with any other gunicorn running.

@@ -26,7 +26,8 @@ def gunicorn_server(tmp_path):
     openai_rest = FakeOpenAI().start()
     db_url = f"sqlite:///{tmp_path / 'gunicorn.db'}"
     env = {"DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-gunicorn",
-           "SECRET_KEY": "gunicorn-secret", "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1"}
+           "SECRET_KEY": "gunicorn-secret", "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1",
+           "REALTIME_POOL_SIZE": "2"}  # the production default
     try:
         with running_gunicorn(tmp_path, env) as server:
             yield server.base_url, server.port, fake, db_url, server.log_path
@@ -50,7 +51,8 @@ def test_a_call_through_gunicorns_gevent_worker(gunicorn_server):
         caller.wait_quiet(150)
     finally:
         caller.stop()
-    assert fake.connections[0].authorization == "Bearer sk-gunicorn"
+    assert {c.authorization for c in fake.connections} == {"Bearer sk-gunicorn"}
+    assert len(fake.carried()) == 1  # the others wait in the pool for the next call
     assert fake.invalid_events == [] and fake.double_responses == []
     db = Database(db_url)
 

@@ -88,7 +88,8 @@ def deploy(tmp_path):
     env = {"DATABASE_URL": db_url, "OPENAI_REALTIME_URL": fake.url, "OPENAI_API_KEY": "sk-shutdown",
            "SECRET_KEY": "shutdown-secret", "OPENAI_BASE_URL": openai_rest.base_url, "JOB_POLL_S": "0.1",
            "SHUTDOWN_DRAIN_S": str(DRAIN_S), "GRACEFUL_TIMEOUT": str(GRACEFUL_S),
-           "CALL_SILENCE_S": "120"}  # silent callers: no "are you still there?" during the test
+           "CALL_SILENCE_S": "120",  # silent callers: no "are you still there?" during the test
+           "REALTIME_POOL_SIZE": "2"}  # the production default: the stop closes what waits in it
     try:
         with running_gunicorn(tmp_path, env) as server:
             yield server, fake, Database(db_url)
@@ -131,9 +132,13 @@ def test_sigterm_lets_calls_drain_then_each_hears_a_goodbye_and_is_stored(deploy
         signalled = time.monotonic()
         os.kill(server.pid if target == "master" else worker_pid, signal.SIGTERM)
         wait_for(lambda: "shutting down: no new calls" in server.log(), timeout=5, message="the drain to begin")
-        # A stream that reaches the stopping worker is refused before any Realtime session opens.
+        # A stream that reaches the stopping worker is refused before any Realtime session opens,
+        # and the connections opened ahead of calls are closed.
         assert held.stream("CAshutdown3", late.parameters) == 1001
-        assert len(fake.connections) == 2
+        carried = fake.carried()
+        assert len(carried) == 2
+        wait_for(lambda: all(c.closed for c in fake.connections if c not in carried), timeout=5,
+                 message="the pool's connections to close")
 
         for caller in callers:
             caller.wait_closed(timeout=DRAIN_S + 20)
@@ -147,7 +152,7 @@ def test_sigterm_lets_calls_drain_then_each_hears_a_goodbye_and_is_stored(deploy
         assert caller.closed_at - signalled >= DRAIN_S
         assert caller.heard_ms >= GREETING_MS + GOODBYE_MS
         assert caller.unplayed_at_close_ms == 0
-    for connection in fake.connections:
+    for connection in fake.carried():
         notices = [item for item in connection.items_created if item.get("role") == "system"]
         assert any("technical reason" in part.get("text", "") for item in notices for part in item["content"])
         goodbye = connection.responses[-1]

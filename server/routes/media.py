@@ -53,12 +53,15 @@ def twilio_media(ws) -> None:
     twilio = TwilioSocket(ws)
     settings = current_app.config["SETTINGS"]
     realtime = None
-    if g.get("from_twilio"):
-        # Twilio's upgrade is followed by `start` within milliseconds, and the call is then
-        # all but certain: connect meanwhile rather than after (closed if `start` fails).
-        realtime = RealtimeConnection(settings.realtime_ws_url, settings.openai_api_key,
-                                      settings.timing.realtime_connect_timeout_s)
-        realtime.open_early()
+    if g.get("from_twilio") and not current_app.extensions["live_calls"].closed:
+        # Twilio's upgrade is followed by `start` within milliseconds, and the call is then all
+        # but certain: a connection opened ahead of it, or one opened now (either closed again
+        # if `start` fails).
+        realtime = current_app.extensions["realtime_pool"].take(settings.realtime_ws_url)
+        if realtime is None:
+            realtime = RealtimeConnection(settings.realtime_ws_url, settings.openai_api_key,
+                                          settings.timing.realtime_connect_timeout_s)
+            realtime.open_early()
     try:
         setup = _await_start(twilio)
         if setup is None:
@@ -69,7 +72,8 @@ def twilio_media(ws) -> None:
             return
         services = CallServices(db=current_app.extensions["db"], settings=settings,
                                 live_calls=current_app.extensions["live_calls"],
-                                journal=current_app.extensions["journal"])
+                                journal=current_app.extensions["journal"],
+                                realtime_pool=current_app.extensions["realtime_pool"])
         CallSession(services, twilio, setup, realtime).run()
     except SocketClosed:
         pass

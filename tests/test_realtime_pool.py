@@ -1,0 +1,149 @@
+"""Realtime connections opened ahead of calls: a call takes one already open, waiting ones are
+replaced before they grow stale, and the pool empties when calls stop coming."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services import realtime_protocol as rt
+
+from services.realtime_pool import RealtimePool
+from tests.fakes.realtime_server import FakeRealtime, RealtimeScript, Reply
+from tests.fakes.waiting import wait_for
+from tests.manual_clock import ManualClock
+
+GREETING = Reply("שלום, הגעתם למספרה", 400)
+
+
+@pytest.fixture
+def fake():
+    with FakeRealtime() as server:
+        yield server
+
+
+def _pool(fake: FakeRealtime, clock: ManualClock, size: int = 2) -> RealtimePool:
+    return RealtimePool(fake.url, "sk-test", size=size, idle_s=20.0, warm_s=300.0, connect_timeout_s=5.0, clock=clock)
+
+
+def _open(fake: FakeRealtime) -> list:
+    return [c for c in fake.connections if not c.closed]
+
+
+def test_a_cold_pool_gives_nothing_and_fills_for_the_next_call(fake):
+    pool = _pool(fake, ManualClock())
+    try:
+        assert pool.take(fake.url) is None
+        wait_for(lambda: pool.waiting == 2 and len(_open(fake)) == 2, 5, message="the pool to fill")
+        opened = list(fake.connections)
+        taken = pool.take(fake.url)
+        assert taken is not None and pool.taken == 1
+        taken.connect()  # open already: no new connection for it
+        taken.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+        served = wait_for(lambda: next((c for c in opened if c.client_events("session.update")), None), 5,
+                          message="the session.update to arrive on a waiting connection")
+        served.wait_for_server_event("session.updated")
+        wait_for(lambda: pool.waiting == 2, 5, message="the pool to refill")
+        assert len(fake.connections) == 3 and fake.carried() == [served]
+        taken.close()
+    finally:
+        pool.close()
+    wait_for(lambda: _open(fake) == [], 5, message="the waiting connections to close")
+
+
+def test_a_waiting_connection_is_replaced_before_it_grows_stale(fake):
+    clock = ManualClock()
+    pool = _pool(fake, clock)
+    try:
+        pool.take(fake.url)
+        wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill")
+        first = list(fake.connections)
+        clock.advance_ms(20_000)
+        wait_for(lambda: all(c.closed for c in first) and len(_open(fake)) == 2, 5,
+                 message="the stale connections to be replaced")
+        assert pool.take(fake.url) not in (None, *first)
+    finally:
+        pool.close()
+
+
+def test_the_pool_empties_when_calls_stop_coming(fake):
+    clock = ManualClock()
+    pool = RealtimePool(fake.url, "sk-test", size=2, idle_s=20.0, warm_s=30.0, connect_timeout_s=5.0, clock=clock)
+    pool.take(fake.url)
+    wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill")
+    clock.advance_ms(15_000)
+    taken = pool.take(fake.url)  # a call within the warm period keeps it warm
+    assert taken is not None
+    taken.close()
+    clock.advance_ms(30_000)
+    wait_for(lambda: pool.waiting == 0 and _open(fake) == [], 5, message="the pool to empty")
+    opened = len(fake.connections)
+    clock.advance_ms(60_000)
+    assert len(fake.connections) == opened, "an idle server opens nothing"
+    pool.close()
+
+
+def test_what_the_service_said_to_a_waiting_connection_is_kept_for_the_call(fake):
+    pool = _pool(fake, ManualClock(), size=1)
+    try:
+        pool.take(fake.url)
+        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        waiting = fake.connections[0]
+        waiting.wait_for_server_event("session.created")
+        taken = pool.take(fake.url)  # reads the connection: the service's events so far are kept
+        waiting.send({"type": "session.updated", "session": waiting.session})
+        assert taken.receive() == rt.Ignored(type="session.created")
+        assert taken.receive() == rt.SessionUpdated()
+        taken.close()
+    finally:
+        pool.close()
+
+
+def test_a_connection_the_network_dropped_is_not_handed_out(fake):
+    pool = _pool(fake, ManualClock(), size=1)
+    try:
+        pool.take(fake.url)
+        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        fake.connections[0].drop()
+        wait_for(lambda: fake.connections[0].closed, 5, message="the connection to drop")
+        assert pool.take(fake.url) is None
+    finally:
+        pool.close()
+
+
+def test_a_connection_for_another_address_is_not_handed_out(fake):
+    pool = _pool(fake, ManualClock(), size=1)
+    try:
+        pool.take(fake.url)
+        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        assert pool.take(fake.url + "?model=another") is None
+    finally:
+        pool.close()
+
+
+def test_a_call_greets_on_a_connection_opened_before_its_stream(make_harness):
+    h = make_harness(RealtimeScript(responses=[GREETING, GREETING]), realtime_pool_size=1)
+    first = h.call()
+    first.wait_heard(GREETING.audio_ms, timeout=5)
+    pool = h.live.app.extensions["realtime_pool"]
+    wait_for(lambda: pool.waiting == 1 and len(h.fake.connections) == 2, 5,
+             message="the pool to fill behind the first call")
+    [waiting] = [c for c in h.fake.connections if not c.client_events()]
+    second = h.call()
+    second.wait_heard(GREETING.audio_ms, timeout=5)
+    assert pool.taken == 1
+    assert waiting.client_events("session.update"), "the second call ran on the connection that waited"
+    assert len(h.fake.carried()) == 2
+    for caller in (first, second):
+        caller.stop()
+        h.wait_ended(caller.call_sid)
+
+
+def test_the_pool_is_configured_from_the_environment():
+    from services.settings import Settings, SettingsError
+
+    assert Settings.from_env({}).realtime_pool_size == 2
+    assert Settings.from_env({"REALTIME_POOL_SIZE": "0", "REALTIME_POOL_IDLE_S": "5"}).realtime_pool_idle_s == 5
+    for bad in ({"REALTIME_POOL_SIZE": "many"}, {"REALTIME_POOL_SIZE": "-1"}, {"REALTIME_POOL_IDLE_S": "0"}):
+        with pytest.raises(SettingsError):
+            Settings.from_env(bad)
