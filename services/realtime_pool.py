@@ -46,18 +46,19 @@ class RealtimePool:
         self._warm_s = warm_s
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
-        # Guards `_waiting`, `_wanted_at` and `_filler`. Any greenlet taking a connection writes
+        # Guards `_waiting`, `_wanted_at`, `_filler` and `_closed`. Any greenlet taking a connection writes
         # them (the media route's), and the filler; never held across a connect or a close.
         self._lock = threading.Lock()
         self._waiting: list[_Waiting] = []
         self._wanted_at = float("-inf")  # when a call last asked for a connection
         self._filler: gevent.Greenlet | None = None
+        self._closed = False
         self.taken = 0  # connections handed to calls
 
     def take(self, url: str) -> RealtimeConnection | None:
         """An open connection to `url` if one waits (the oldest still fresh), else None; either
         way the pool is (re)started so the next call finds one."""
-        if self._size <= 0:
+        if self._size <= 0 or self._closed:
             return None
         now = self._clock()
         stale: list[RealtimeConnection] = []
@@ -83,13 +84,12 @@ class RealtimePool:
         return taken
 
     def close(self) -> None:
-        """Close every waiting connection and stop refilling (the process is stopping)."""
+        """Close every waiting connection and stop refilling, for good (the process is stopping).
+        The filler sees it within a second, and closes what it was opening."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
-            self._wanted_at = float("-inf")
-            filler, self._filler = self._filler, None
-        if filler is not None:
-            filler.kill(block=False)
+            self._closed = True
+            self._filler = None
         for entry in waiting:
             entry.connection.close()
 
@@ -99,26 +99,30 @@ class RealtimePool:
             return len(self._waiting)
 
     def _read_waiting(self) -> None:
-        """Read each waiting connection, out of the list while it is read (a call cannot take
-        one being read); put back those still open."""
+        """Read each waiting connection in turn, out of the list while it is read (a call cannot
+        take the one being read; it takes another, or opens its own); put back those still open."""
         with self._lock:
-            reading, self._waiting = self._waiting, []
-        alive = [w for w in reading if w.connection.read_waiting()]
-        for entry in reading:
-            if entry not in alive:
+            entries = list(self._waiting)
+        for entry in entries:
+            with self._lock:
+                if entry not in self._waiting:
+                    continue  # taken meanwhile
+                self._waiting.remove(entry)
+            alive = entry.connection.read_waiting()
+            with self._lock:
+                kept = alive and self._filler is gevent.getcurrent()
+                if kept:
+                    self._waiting.append(entry)
+            if not kept:
                 entry.connection.close()
-        with self._lock:
-            if self._filler is gevent.getcurrent():
-                self._waiting = alive + self._waiting
-                alive = []
-        for entry in alive:  # the pool was closed meanwhile
-            entry.connection.close()
 
     def _fill(self) -> None:
         """Keep `size` fresh connections waiting while calls come; then close them and stop."""
         while True:
             now = self._clock()
             with self._lock:
+                if self._filler is not gevent.getcurrent():
+                    return  # closed: what waited is closed already
                 if now - self._wanted_at >= self._warm_s:
                     waiting, self._waiting = self._waiting, []
                     self._filler = None
@@ -136,19 +140,27 @@ class RealtimePool:
                 gevent.sleep(min(1.0, self._idle_s / 4))
                 self._read_waiting()
                 continue
-            connection = RealtimeConnection(self.url, self._api_key, self._connect_timeout_s)
-            try:
-                connection.connect()
-            except RealtimeUnavailable as exc:
-                log.warning("could not open a Realtime connection ahead of calls", extra={"error": str(exc)})
-                gevent.sleep(_RETRY_S)
-                continue
+            # All at once: after a burst of calls the pool is back within one handshake.
+            opened = [g.value for g in gevent.joinall([gevent.spawn(self._open_one) for _ in range(short)])]
             with self._lock:
-                if self._filler is gevent.getcurrent():
-                    self._waiting.append(_Waiting(connection, self._clock()))
-                    connection = None
-            if connection is not None:  # the pool was closed meanwhile
-                connection.close()
+                kept = self._filler is gevent.getcurrent()
+                if kept:
+                    self._waiting += [_Waiting(c, self._clock()) for c in opened if c is not None]
+            if not kept:  # the pool was closed meanwhile
+                for connection in opened:
+                    if connection is not None:
+                        connection.close()
                 return
+            if None in opened:
+                gevent.sleep(_RETRY_S)
+
+    def _open_one(self) -> RealtimeConnection | None:
+        connection = RealtimeConnection(self.url, self._api_key, self._connect_timeout_s)
+        try:
+            connection.connect()
+        except RealtimeUnavailable as exc:
+            log.warning("could not open a Realtime connection ahead of calls", extra={"error": str(exc)})
+            return None
+        return connection
 
 

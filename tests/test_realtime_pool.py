@@ -59,9 +59,14 @@ def test_a_waiting_connection_is_replaced_before_it_grows_stale(fake):
         wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill")
         first = list(fake.connections)
         clock.advance_ms(20_000)
-        wait_for(lambda: all(c.closed for c in first) and len(_open(fake)) == 2, 5,
+        wait_for(lambda: all(c.closed for c in first) and len(_open(fake)) == 2 and pool.waiting == 2, 5,
                  message="the stale connections to be replaced")
-        assert pool.take(fake.url) not in (None, *first)
+        taken = pool.take(fake.url)
+        taken.send(json.dumps({"type": "session.update", "session": {"type": "realtime"}}))
+        served = wait_for(lambda: next((c for c in fake.connections if c.client_events()), None), 5,
+                          message="the session.update to arrive")
+        assert served not in first
+        taken.close()
     finally:
         pool.close()
 
