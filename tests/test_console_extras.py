@@ -10,8 +10,8 @@ import requests
 from sqlalchemy import select
 
 from server.api_schemas import BusinessCreate
-from services.store.models import AuditEntry, Business, Call, PhoneNumber, WebhookDelivery, utcnow
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key, texts_of
+from services.store.models import AuditEntry, Business, Call, PhoneNumber, Turn, WebhookDelivery, utcnow
+from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key, israel_time, listed_call_sids, texts_of
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.test_console_settings import VALID_FORM, field_errors
 
@@ -334,3 +334,27 @@ def test_reprocess_from_the_console_is_audited_as_from_the_api(console_server):
         "call", "CAextras", ["post_call"], business_id)
     answer = api(console_server, "POST", "/api/calls/CAextras/reprocess")
     assert answer.status_code == 202 and answer.json()["post_call"]["status"] == "queued"
+
+
+# --- the history's transcript search, narrowed by the other filters first -------------------
+
+def test_search_lists_a_call_once_however_often_it_was_said_and_keeps_the_other_filters(console_server):
+    mine, other = add_business(console_server), add_business(console_server, name="אחר")
+    with console_server.db.session() as session:
+        for sid, business_id, day, said in (("CAtwice", mine, "2025-03-04 10:00", ["תור למחר", "כן, תור בעשר"]),
+                                            ("CAold", mine, "2025-02-01 10:00", ["תור"]),
+                                            ("CAother", other, "2025-03-04 11:00", ["תור"]),
+                                            ("CAnone", mine, "2025-03-05 10:00", ["שלום"])):
+            started = israel_time(day)
+            call = Call(call_sid=sid, business_id=business_id, status="completed", started_at=started)
+            call.turns = [Turn(speaker="caller", text=text, started_at=started) for text in said]
+            session.add(call)
+    client = admin_client(console_server)
+
+    def listed(query: str) -> list[str]:
+        return listed_call_sids(client.get("/console/calls" + query).text)
+
+    assert listed("?q=תור") == ["CAother", "CAtwice", "CAold"]
+    assert listed(f"?q=תור&business_id={mine}") == ["CAtwice", "CAold"]
+    assert listed(f"?q=תור&business_id={mine}&date_from=2025-03-01") == ["CAtwice"]
+    assert listed("?q=בעשר&date_to=2025-03-03") == []
