@@ -79,7 +79,9 @@ def audit_rows(live, route: str) -> list[AuditEntry]:
 
 
 def flashes(page: str) -> list[str]:
-    return texts_of(page, r'<p class="flash \w+" role="status">(.*?)</p>')
+    """The page's messages, without the bidi isolates around the English of an error."""
+    return [text.replace("\u2068", "").replace("\u2069", "")
+            for text in texts_of(page, r'<p class="flash \w+" role="status">(.*?)</p>')]
 
 
 # --- the webhook's test event -------------------------------------------------------------
@@ -111,6 +113,7 @@ def test_the_test_event_reaches_the_receiver_signed_is_stored_and_shown(console_
     send_test(client, business_id)
     page = client.get(f"/console/businesses/{business_id}").text
     assert flashes(page) == ["אירוע הבדיקה לא נמסר: HTTP 500"]
+    assert "\u2068HTTP 500\u2069" in page, "the English reads whole inside the Hebrew"
     rows = stored_tests(console_server, business_id)
     assert [(r.ok, r.status_code) for r in rows] == [(True, 200), (False, 500)]
     assert texts_of(page, r'<tr data-event-id="([^"]+)"') == [rows[1].event_id, rows[0].event_id]

@@ -39,7 +39,8 @@ def webhook_test(business_id: int):
 def outcome(delivery: WebhookDelivery) -> str:
     if delivery.ok:
         return labels.t("webhook_test_delivered", status=delivery.status_code, ms=round(delivery.duration_ms or 0))
-    return labels.t("webhook_test_failed", error=delivery.error or "")
+    # The error is the transport's English: isolated, so that it reads whole inside a Hebrew sentence.
+    return labels.t("webhook_test_failed", error=f"\u2068{delivery.error or ''}\u2069")
 
 
 @bp.app_template_global()
