@@ -103,6 +103,8 @@ class Call(Base):
         Index("ix_calls_awaiting_stream", "stream_due_by",
               sqlite_where=sql_text("stream_sid IS NULL AND ended_at IS NULL"),
               postgresql_where=sql_text("stream_sid IS NULL AND ended_at IS NULL")),
+        # A business's calls newest first (the console's history and its search), without a sort.
+        Index("ix_calls_business_started", "business_id", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
