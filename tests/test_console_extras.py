@@ -317,6 +317,10 @@ def test_a_business_key_sets_in_the_console_what_the_api_lets_it_set(console_ser
                   json={"phone_numbers": ["+972300000022"]})
     assert refused.status_code == 403
     assert field_errors(answer.text) == {"phone_numbers": refused.json()["error"]}
+    # Another field wrong: the page shows the admin's fields as stored, not as the post left them (absent).
+    answer = client.post(path, {**form, "voice": "robot"}, csrf_from=path)
+    assert answer.status_code == 422 and set(field_errors(answer.text)) == {"voice"}
+    assert '+972300000021</textarea>' in answer.text and 'value="5" dir="ltr" disabled' in answer.text
     stored = api(console_server, "GET", f"/api/businesses/{mine}").json()
     assert stored["phone_numbers"] == ["+972300000021"] and stored["name"] == VALID_FORM["name"]
     [entry] = audit_rows(console_server, "/console/businesses/<int:business_id>")

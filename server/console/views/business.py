@@ -64,7 +64,9 @@ def business_settings(business_id: int):
             return redirect(url_for("console.business_settings", business_id=business.id))
         session.rollback()
         business = viewed_business(business_id)
-        form_values = request.form
+        form_values = request.form.to_dict()
+        if not current_viewer().is_admin:  # the admin's fields are shown, not posted: shown as stored
+            form_values.update({k: v for k, v in values_of(business).items() if k in business_store.ADMIN_FIELDS})
         flash(labels.t("not_saved"), "error")
     values = form_values or values_of(business)
     previews = _previews(business)
