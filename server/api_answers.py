@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from prompts import build_business_layer
-from services.store.models import ApiKey, Appointment, AuditEntry, Business, Call, Lead, Turn, iso
+from services.store.models import ApiKey, Appointment, AuditEntry, Business, Call, Lead, Turn, WebhookDelivery, iso
 
 
 def business_json(business: Business) -> dict[str, Any]:
@@ -35,6 +35,13 @@ def business_json(business: Business) -> dict[str, Any]:
         "created_at": iso(business.created_at),
         "updated_at": iso(business.updated_at),
     }
+
+
+def delivery_json(delivery: WebhookDelivery) -> dict[str, Any]:
+    """One attempt to deliver an event to a business's webhook."""
+    return {"event_id": delivery.event_id, "attempt": delivery.attempt, "url": delivery.url,
+            "status_code": delivery.status_code, "ok": delivery.ok, "error": delivery.error,
+            "duration_ms": delivery.duration_ms, "at": iso(delivery.created_at)}
 
 
 def turn_json(turn: Turn) -> dict[str, Any]:

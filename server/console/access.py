@@ -33,6 +33,7 @@ NO_TOKEN_HINT = ("ADMIN_API_TOKEN is not set: the console opens to loopback only
 @dataclass(frozen=True)
 class Viewer:
     business_id: int | None  # None: the admin, who sees every business
+    api_key_id: int | None = None  # the business's key it signed in with
 
     @property
     def is_admin(self) -> bool:
@@ -90,7 +91,7 @@ def sign_in(session_: Session, settings: Settings, secret: str) -> Viewer | None
         session["lang"] = lang
     session["viewer"] = stored
     session.permanent = True
-    return Viewer(business_id=stored["business_id"])
+    return Viewer(business_id=stored["business_id"], api_key_id=stored.get("key_id"))
 
 
 def sign_out() -> None:
@@ -113,7 +114,7 @@ def _checked(settings: Settings, stored: dict) -> Viewer | None:
     key = request_session().get(ApiKey, key_id)
     if key is None or key.revoked_at is not None or key.business_id != business_id:
         return None
-    return Viewer(business_id=business_id)
+    return Viewer(business_id=business_id, api_key_id=key_id)
 
 
 def _admin_proof(token: str) -> str:

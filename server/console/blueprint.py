@@ -47,7 +47,7 @@ def _no_store(response):
 @bp.app_context_processor
 def _template_globals():
     viewer = g.get("console_viewer")
-    return {"t": labels.t, "lang": g.get("lang", labels.DEFAULT), "viewer": viewer,
+    return {"t": labels.t, "lang": g.get("lang", labels.DEFAULT), "viewer": viewer, "local_time": labels.local_time,
             "text_dir": labels.direction(g.get("lang", labels.DEFAULT))}
 
 

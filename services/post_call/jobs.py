@@ -22,7 +22,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from services.store.db import Database
-from services.store.models import Job, as_utc, utcnow
+from services.store.models import Call, Job, as_utc, utcnow
 
 POST_CALL = "post_call"
 WEBHOOK = "webhook"
@@ -38,6 +38,10 @@ class Postpone(Exception):
 
 class JobBusy(Exception):
     """The job is running under a live lease; it cannot be queued again now."""
+
+
+class CallNotEnded(Exception):
+    """A live call has no post-call work to do yet."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,18 @@ def postpone(db: Database, claim: Claim, delay_s: float, reason: str) -> bool:
 def release(db: Database, claim: Claim) -> bool:
     """Give the job back at once (its worker is stopping), without counting the attempt."""
     return postpone(db, claim, 0.0, "worker stopped")
+
+
+def reprocess(session: Session, call: Call) -> Job:
+    """The call's post-call job queued again from scratch, or for the first time (the API's and the
+    console's Reprocess). CallNotEnded for a live call, JobBusy while its job runs; the caller commits."""
+    if call.ended_at is None:
+        raise CallNotEnded(f"call {call.call_sid} has not ended")
+    job = session.scalar(select(Job).where(Job.call_id == call.id, Job.kind == POST_CALL))
+    if job is None:
+        return enqueue(session, POST_CALL, call.id)
+    requeue(session, job)
+    return job
 
 
 def requeue(session: Session, job: Job) -> None:

@@ -22,6 +22,10 @@ whose host resolves to public addresses only, checked when the socket is opened
 
 The body: {id, type, created_at, call{…}, turns[…], transcript_source, recording_transcript?,
 summary, extraction{…}, lead{…}|null}.
+
+A `test` event (X-Agent-Event: test), sent when the business asks for one from its settings or
+the API, is signed, addressed and refused the same way: {id, type: "test", created_at,
+business_id, message}. It is tried once, at once, and stored as a delivery without a call.
 """
 from __future__ import annotations
 
@@ -44,11 +48,22 @@ from services.store.models import Call, Lead, Turn, iso, utcnow
 log = logging.getLogger("webhooks")
 
 EVENT_TYPE = "call.completed"
+TEST_EVENT_TYPE = "test"
+
+
+def new_event_id() -> str:
+    return "evt_" + secrets.token_hex(12)
+
+
+def build_test_event(business_id: int) -> dict[str, Any]:
+    """What a business receives when it asks for a test event: nothing about any call."""
+    return {"id": new_event_id(), "type": TEST_EVENT_TYPE, "created_at": iso(utcnow()), "business_id": business_id,
+            "message": "A test event from the agent's server: no call took place."}
 
 
 def build_event(call: Call, turns: Sequence[Turn], lead: Lead | None) -> dict[str, Any]:
     event: dict[str, Any] = {
-        "id": "evt_" + secrets.token_hex(12),
+        "id": new_event_id(),
         "type": EVENT_TYPE,
         "created_at": iso(utcnow()),
         "call": {

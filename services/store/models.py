@@ -103,6 +103,8 @@ class Call(Base):
         Index("ix_calls_awaiting_stream", "stream_due_by",
               sqlite_where=sql_text("stream_sid IS NULL AND ended_at IS NULL"),
               postgresql_where=sql_text("stream_sid IS NULL AND ended_at IS NULL")),
+        # A business's calls newest first (the console's history and its search), without a sort.
+        Index("ix_calls_business_started", "business_id", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -220,13 +222,16 @@ class Job(Base):
 
 
 class WebhookDelivery(Base):
-    """One attempt to POST an event to a business's webhook."""
+    """One attempt to POST an event to a business's webhook: a call's event (its job and call), or
+    a test event sent from the business's settings (no job or call; `business_id` instead)."""
 
     __tablename__ = "webhook_deliveries"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    # Test events only: a call's deliveries reach their business through the call.
+    business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id", ondelete="CASCADE"), index=True)
     event_id: Mapped[str] = mapped_column(String(64))
     attempt: Mapped[int] = mapped_column(Integer)
     url: Mapped[str] = mapped_column(String(500))

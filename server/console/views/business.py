@@ -12,13 +12,15 @@ from sqlalchemy.orm import selectinload
 
 import prompts
 from server.api_schemas import VOICES, BusinessPatch, ValidationError, parse
-from server.console import forms, labels
+from server.console import auditing, forms, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
-from server.routes.api.businesses import NUMBER_TAKEN
 from services.scheduling import business_today
-from services.store.models import Business, PhoneNumber, utcnow
+from services.store import audit
+from services.store import businesses as business_store
+from services.store.businesses import NUMBER_TAKEN
+from services.store.models import Business
 
 log = logging.getLogger("console")
 
@@ -62,9 +64,11 @@ def business_settings(business_id: int):
             return redirect(url_for("console.business_settings", business_id=business.id))
         session.rollback()
         business = viewed_business(business_id)
-        form_values = request.form
+        form_values = request.form.to_dict()
+        if not current_viewer().is_admin:  # the admin's fields are shown, not posted: shown as stored
+            form_values.update({k: v for k, v in values_of(business).items() if k in business_store.ADMIN_FIELDS})
         flash(labels.t("not_saved"), "error")
-    values = form_values or _values_of(business)
+    values = form_values or values_of(business)
     previews = _previews(business)
     return render_template("console/business.html", business=business, values=values, errors=errors,
                            voices=VOICES, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
@@ -98,19 +102,13 @@ def _previews(business) -> dict:
 
 def save(session, business: Business, fields: dict) -> dict[str, str]:
     """Apply validated fields as PATCH /api/businesses/<id> does; {field: problem} when they cannot be."""
-    if "phone_numbers" in fields:
-        numbers = fields.pop("phone_numbers")
-        if numbers:
-            taken = session.scalars(select(PhoneNumber).where(PhoneNumber.e164.in_(numbers),
-                                                              PhoneNumber.business_id != business.id)).first()
-            if taken is not None:
-                return {"phone_numbers": f"{taken.e164} already belongs to business {taken.business_id}"}
-        # Keep the rows of numbers that stay, so their ids (and history) survive.
-        kept = {p.e164: p for p in business.phone_numbers}
-        business.phone_numbers = [kept.get(n) or PhoneNumber(e164=n) for n in numbers]
-    for name, value in fields.items():
-        setattr(business, name, value)
-    business.updated_at = utcnow()
+    try:
+        business_store.update(session, business, fields, by_admin=current_viewer().is_admin)
+    except business_store.AdminOnly as exc:
+        return dict.fromkeys(exc.fields, str(exc))
+    except business_store.NumberTaken as exc:
+        return {"phone_numbers": str(exc)}
+    auditing.note(session, audit.Change("business", business.id, business.id, tuple(fields)), status=302)
     try:
         session.commit()
     except IntegrityError:
@@ -119,7 +117,7 @@ def save(session, business: Business, fields: dict) -> dict[str, str]:
     return {}
 
 
-def _values_of(business: Business) -> dict[str, str]:
+def values_of(business) -> dict[str, str]:
     """The stored settings as the form shows them."""
     values = {name: getattr(business, name) for name in forms.TEXT_FIELDS}
     values.update({name: getattr(business, name) or "" for name in forms.OPTIONAL_FIELDS})

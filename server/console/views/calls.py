@@ -12,11 +12,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from server.api_schemas import Offset, QueryId, Status, ValidationError, choice, parse, says, text
-from server.console import labels
+from server.console import auditing, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
 from services.post_call import jobs
+from services.store import audit
 from services.store.call_records import KNOWN_STATUSES
 from services.store.end_reasons import EndReason
 from services.store.models import Business, Call, Job, Turn, WebhookDelivery
@@ -78,8 +79,10 @@ def history_query(viewer, query: CallHistoryFilter):
     if query.date_to is not None:  # inclusive: the whole of that day
         stmt = stmt.where(Call.started_at < local_midnight(query.date_to + timedelta(days=1)))
     if query.q:
-        said = select(Turn.call_id).where(Turn.text.icontains(query.q.strip(), autoescape=True))
-        stmt = stmt.where(Call.id.in_(said))
+        # Correlated, so that the turns read are those of the calls the other filters leave, newest
+        # first, until the page is full: not every turn stored (LIKE '%…%' can use no index).
+        said = select(Turn.id).where(Turn.call_id == Call.id, Turn.text.icontains(query.q.strip(), autoescape=True))
+        stmt = stmt.where(said.exists())
     return stmt.order_by(Call.started_at.desc(), Call.id.desc())
 
 
@@ -135,22 +138,20 @@ def reprocess(call_sid: str):
     """As POST /api/calls/<sid>/reprocess: the post-call job again, from scratch."""
     session = request_session()
     call = viewed_call(call_sid)
-    if call.ended_at is None:
-        flash(labels.t("reprocess_live"), "error")
-        return redirect(url_for("console.call_page", call_sid=call_sid))
-    job = session.scalar(select(Job).where(Job.call_id == call.id, Job.kind == jobs.POST_CALL))
+    back = redirect(url_for("console.call_page", call_sid=call_sid))
     try:
-        if job is None:
-            job = jobs.enqueue(session, jobs.POST_CALL, call.id)
-        else:
-            jobs.requeue(session, job)
+        job = jobs.reprocess(session, call)
+    except jobs.CallNotEnded:
+        flash(labels.t("reprocess_live"), "error")
+        return back
     except jobs.JobBusy:
         flash(labels.t("reprocess_busy"), "error")
-        return redirect(url_for("console.call_page", call_sid=call_sid))
+        return back
+    auditing.note(session, audit.Change("call", call_sid, call.business_id, ("post_call",)), status=302)
     session.commit()
     log.info("call queued for reprocessing from the console", extra={"call_sid": call_sid, "job_id": job.id})
     flash(labels.t("reprocess_queued"), "ok")
-    return redirect(url_for("console.call_page", call_sid=call_sid))
+    return back
 
 
 RECORDING_TIMEOUT_S = 30.0

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, abort, current_app, request, url_for
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import selectinload
 
 import prompts
 from server import api_answers as answers
@@ -20,14 +20,15 @@ from server.request_db import request_session
 from server.routes.api import auditing
 from server.routes.api.principal import current, ensure_visible, require_admin
 from services.logging_setup import mask_number
+from services.post_call import webhook_test_event
 from services.scheduling import business_today
-from services.store.models import Business, PhoneNumber, utcnow
+from services.store import businesses
+from services.store.businesses import NUMBER_TAKEN
+from services.store.models import Business
 from server.routes.api.common import commit_or_409, flush_or_409, get_or_404, json_object
 
 bp = Blueprint("businesses", __name__, url_prefix="/businesses")
 log = logging.getLogger("api")
-NUMBER_TAKEN = "a phone number already belongs to another business"
-ADMIN_FIELDS = frozenset({"phone_numbers", "max_concurrent_calls"})
 
 
 @bp.get("")
@@ -42,15 +43,15 @@ def list_businesses():
 def create_business():
     require_admin()
     fields = parse(BusinessCreate, json_object()).given()
-    given = list(fields)
     session = request_session()
-    numbers = fields.pop("phone_numbers", [])
-    _ensure_numbers_free(session, numbers, business_id=None)
-    business = Business(**fields, phone_numbers=[PhoneNumber(e164=n) for n in numbers])
-    session.add(business)
+    try:
+        business = businesses.create(session, fields)
+    except businesses.NumberTaken as exc:
+        abort(409, str(exc))
     flush_or_409(session, NUMBER_TAKEN)
-    auditing.note(session, "business", business.id, business.id, given, status=201)
+    auditing.note(session, "business", business.id, business.id, list(fields), status=201)
     commit_or_409(session, NUMBER_TAKEN)
+    numbers = fields.get("phone_numbers", [])
     log.info("business created", extra={"business_id": business.id, "numbers": ",".join(map(mask_number, numbers))})
     return answers.business_json(business), 201, {"Location": url_for(".get_business", business_id=business.id)}
 
@@ -77,21 +78,33 @@ def update_business(business_id: int):
     changed = list(fields)
     session = request_session()
     business = _business_or_404(business_id)
-    if not current().is_admin and ADMIN_FIELDS.intersection(fields):
-        abort(403, f"only the admin sets {', '.join(sorted(ADMIN_FIELDS.intersection(fields)))}")
-    if "phone_numbers" in fields:
-        numbers = fields.pop("phone_numbers")
-        _ensure_numbers_free(session, numbers, business_id=business.id)
-        # Keep the rows of numbers that stay, so their ids (and history) survive.
-        kept = {p.e164: p for p in business.phone_numbers}
-        business.phone_numbers = [kept.get(n) or PhoneNumber(e164=n) for n in numbers]
-    for name, value in fields.items():
-        setattr(business, name, value)
-    business.updated_at = utcnow()  # also when only the numbers changed
+    try:
+        businesses.update(session, business, fields, by_admin=current().is_admin)
+    except businesses.AdminOnly as exc:
+        abort(403, str(exc))
+    except businesses.NumberTaken as exc:
+        abort(409, str(exc))
     auditing.note(session, "business", business.id, business.id, changed, status=200)
     commit_or_409(session, NUMBER_TAKEN)
     log.info("business updated", extra={"business_id": business.id, "fields": ",".join(sorted(changed))})
     return answers.business_json(business)
+
+
+@bp.post("/<int:business_id>/webhook-test")
+def webhook_test(business_id: int):
+    """A signed `test` event to the business's saved webhook URL, now, as a call's event is sent
+    (public https only); answers with the attempt, which is stored like every delivery."""
+    session = request_session()
+    business = _business_or_404(business_id)
+    try:
+        delivery = webhook_test_event.send(session, current_app.config["SETTINGS"], business)
+    except webhook_test_event.NoWebhook:
+        abort(409, "the business has no webhook_url to send a test event to")
+    auditing.note(session, "business", business_id, business_id, ["webhook_test"], status=200)
+    session.commit()
+    log.info("webhook test event sent", extra={"business_id": business_id, "event_id": delivery.event_id,
+                                               "ok": delivery.ok, "status_code": delivery.status_code})
+    return answers.delivery_json(delivery)
 
 
 @bp.delete("/<int:business_id>")
@@ -103,17 +116,6 @@ def delete_business(business_id: int):
     session.commit()
     log.info("business deleted", extra={"business_id": business_id})
     return "", 204
-
-
-def _ensure_numbers_free(session: Session, numbers: list[str], business_id: int | None) -> None:
-    if not numbers:
-        return
-    query = select(PhoneNumber).where(PhoneNumber.e164.in_(numbers))
-    if business_id is not None:
-        query = query.where(PhoneNumber.business_id != business_id)
-    taken = session.scalars(query).first()
-    if taken is not None:
-        abort(409, f"{taken.e164} already belongs to business {taken.business_id}")
 
 
 def _business_or_404(business_id: int) -> Business:

@@ -53,16 +53,12 @@ def reprocess(call_sid: str):
     if call is None:
         abort(404, f"call {call_sid} not found")
     ensure_visible(call.business_id, f"call {call_sid} not found")
-    if call.ended_at is None:
+    try:
+        job = jobs.reprocess(session, call)
+    except jobs.CallNotEnded:
         abort(409, "the call has not ended yet")
-    job = session.scalar(select(Job).where(Job.call_id == call.id, Job.kind == jobs.POST_CALL))
-    if job is None:
-        job = jobs.enqueue(session, jobs.POST_CALL, call.id)
-    else:
-        try:
-            jobs.requeue(session, job)
-        except jobs.JobBusy:
-            abort(409, "the call is being processed right now; try again when it is done")
+    except jobs.JobBusy:
+        abort(409, "the call is being processed right now; try again when it is done")
     auditing.note(session, "call", call_sid, call.business_id, ["post_call"], status=202)
     session.commit()
     log.info("call queued for reprocessing", extra={"call_sid": call_sid, "job_id": job.id})
@@ -107,7 +103,5 @@ def _webhook_json(job: Job, deliveries: list[WebhookDelivery]) -> dict[str, Any]
         **_job_json(job),
         "status": status,
         "event_id": (job.payload or {}).get("event", {}).get("id"),
-        "deliveries": [{"event_id": d.event_id, "attempt": d.attempt, "url": d.url, "status_code": d.status_code,
-                        "ok": d.ok, "error": d.error, "duration_ms": d.duration_ms, "at": iso(d.created_at)}
-                       for d in deliveries],
+        "deliveries": [answers.delivery_json(d) for d in deliveries],
     }
