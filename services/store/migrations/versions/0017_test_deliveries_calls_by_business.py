@@ -1,13 +1,13 @@
 """webhook_deliveries of test events (job_id and call_id may be empty, business_id says whose);
 calls indexed by business and start, for a business's history newest first
 
-Revision ID: 0016
+Revision ID: 0017
 Revises: 0011
 """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0016"
+revision = "0017"
 down_revision = "0011"
 branch_labels = None
 depends_on = None
