@@ -58,8 +58,10 @@ def masked_text_frame(text: str, key: bytes) -> bytes:
 
 
 def close_frame(code: int, reason: str = "", key: bytes | None = None) -> bytes:
-    """A close frame; masked with `key` when a client sends it. The reason is cut to fit 125 bytes."""
-    return encode(OP_CLOSE, code.to_bytes(2, "big") + reason.encode()[:120], key)
+    """A close frame; masked with `key` when a client sends it. The reason is cut to fit 125 bytes,
+    at a character's edge: a reason that is not valid UTF-8 fails the peer's connection."""
+    cut = reason.encode()[:120].decode(errors="ignore").encode()
+    return encode(OP_CLOSE, code.to_bytes(2, "big") + cut, key)
 
 
 class FrameDecoder:

@@ -273,3 +273,11 @@ def test_a_message_in_too_many_fragments_is_refused():
     with pytest.raises(FrameProtocolError) as caught:
         decoder.next()
     assert caught.value.code == 1009
+
+
+def test_a_long_hebrew_close_reason_is_cut_at_a_characters_edge():
+    frame = ws_frames.close_frame(1008, "הזרם לא אושר " * 10)
+    payload = frame[2:]  # unmasked, under 126 bytes: a two-byte header
+    assert len(payload) <= 125
+    reason = payload[2:].decode()  # valid UTF-8, or this raises
+    assert reason and ("הזרם לא אושר " * 10).startswith(reason)
