@@ -237,17 +237,10 @@ class CallSession:
                     return
 
     def _configure_session(self, log) -> bool:
-        """Connect, send `session.update` once the CRM facts are in (or their wait is over), and
-        read events until the session is confirmed. A resend and a deadline run as timers."""
-        try:
-            self._realtime.connect()
-        except RealtimeUnavailable as exc:
-            if self._losses:
-                self._session_lost(log, f"reconnect failed: {exc}")
-                return False
-            log.error("cannot reach the Realtime API", extra={"error": str(exc)})
-            self.end(EndReason.REALTIME_UNAVAILABLE)
-            return False
+        """Build the session's configuration once the CRM facts are in (or their wait is over),
+        while the connection opens (ahead of the call, or since Twilio's upgrade); connect; send
+        `session.update`, and read events until the session is confirmed. A resend and a
+        deadline run as timers."""
         if not self._session_update:
             self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait(),
                                                             business_today(self._business, datetime.now(timezone.utc)))
@@ -257,6 +250,15 @@ class CallSession:
             self._session_update = rt.session_update(rt.SessionConfig(
                 instructions=prompts.instructions, voice=self._business.voice,
                 transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations()))
+        try:
+            self._realtime.connect()
+        except RealtimeUnavailable as exc:
+            if self._losses:
+                self._session_lost(log, f"reconnect failed: {exc}")
+                return False
+            log.error("cannot reach the Realtime API", extra={"error": str(exc)})
+            self.end(EndReason.REALTIME_UNAVAILABLE)
+            return False
         self._send_realtime(self._session_update)
         self._session_timers = [
             self._greenlets.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
