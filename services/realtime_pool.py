@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import gevent
+from gevent.event import Event
 
 from services.realtime_client import RealtimeConnection, RealtimeUnavailable
 
@@ -53,6 +54,7 @@ class RealtimePool:
         self._wanted_at = float("-inf")  # when a call last asked for a connection
         self._filler: gevent.Greenlet | None = None
         self._closed = False
+        self._taken_one = Event()  # set by `take` when it hands one out: the filler refills at once
         self.taken = 0  # connections handed to calls
 
     def take(self, url: str) -> RealtimeConnection | None:
@@ -73,6 +75,7 @@ class RealtimePool:
                     stale.append(waiting.connection)
             if taken is not None:
                 self.taken += 1
+                self._taken_one.set()
             if self._filler is None or self._filler.dead:
                 # On the loop's next turn: the call's own connect, when none waited, goes out first.
                 self._filler = gevent.spawn_later(0, self._fill)
@@ -137,8 +140,9 @@ class RealtimePool:
             if cold:
                 return
             if short <= 0:
-                gevent.sleep(min(1.0, self._idle_s / 4))
-                self._read_waiting()
+                if not self._taken_one.wait(min(1.0, self._idle_s / 4)):
+                    self._read_waiting()
+                self._taken_one.clear()
                 continue
             # All at once: after a burst of calls the pool is back within one handshake.
             opened = [g.value for g in gevent.joinall([gevent.spawn(self._open_one) for _ in range(short)])]
