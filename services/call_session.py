@@ -83,6 +83,7 @@ class CallSetup:
     direction: str
     from_number: str
     to_number: str
+    is_test: bool = False  # from the console's Talk to your agent: a browser, no Twilio call to record
 
 
 @dataclass(frozen=True)
@@ -209,8 +210,9 @@ class CallSession:
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time(), this_process())
         gevent.spawn(recording.start, self._services.db, self._settings, setup.call_sid,
-                     business.record_calls, self.log)
-        self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
+                     business.record_calls and not setup.is_test, self.log)
+        self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction,
+                                               "is_test": setup.is_test})
         return True
 
     def _talk(self) -> None:
