@@ -34,6 +34,7 @@ def _check_upgrade_signature() -> None:
     console's own origin, and may open a test call only, with the test token its `start` carries
     (`_authorise`)."""
     settings = current_app.config["SETTINGS"]
+    SimpleWebsocketAdapter.decline_extensions(request.environ)
     g.browser_stream = request.args.get(CONSOLE_QUERY[0]) == CONSOLE_QUERY[1]
     if g.browser_stream:
         origin = request.headers.get("Origin", "")

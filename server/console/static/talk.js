@@ -126,6 +126,7 @@ document.addEventListener("DOMContentLoaded", function () {
     current.streaming = false;
     clearInterval(current.meterTimer);
     measure(current);
+    micMeter.value = agentMeter.value = 0;
     current.microphone.getTracks().forEach(function (track) { track.stop(); });
     // The agent's last words were heard (the server waits for their mark): nothing left to play.
     current.context.close();
