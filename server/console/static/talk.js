@@ -54,6 +54,8 @@ document.addEventListener("DOMContentLoaded", function () {
     if (mic > Number(root.dataset.micPeak)) { root.dataset.micPeak = mic.toFixed(4); }
     root.dataset.mediaSent = String(current.sent);
     root.dataset.mediaReceived = String(current.received);
+    root.dataset.marksEchoed = String(current.marksEchoed);
+    root.dataset.clears = String(current.clears);
   }
 
   function send(current, message) {
@@ -74,6 +76,7 @@ document.addEventListener("DOMContentLoaded", function () {
     } else if (message.event === "mark" && message.mark && typeof message.mark.name === "string") {
       current.node.port.postMessage({type: "mark", name: message.mark.name});
     } else if (message.event === "clear") {
+      current.clears += 1;
       current.node.port.postMessage({type: "clear"});
     }
   }
@@ -85,6 +88,7 @@ document.addEventListener("DOMContentLoaded", function () {
       send(current, {event: "media", media: {track: "inbound", chunk: String(chunk + 1),
                                               timestamp: String(chunk * 20), payload: toBase64(message.audio)}});
     } else if (message.type === "mark") {
+      current.marksEchoed += 1;
       send(current, {event: "mark", mark: {name: message.name}});
     }
   }
@@ -197,7 +201,8 @@ document.addEventListener("DOMContentLoaded", function () {
       agentAnalyser: line.agentAnalyser, buffer: new Float32Array(line.agentAnalyser.fftSize),
       socket: new WebSocket(scheme + "//" + location.host + answer.media_path),
       callSid: answer.call_sid, streamSid: answer.stream_sid, turnsUrl: answer.turns_url,
-      sequence: 0, chunk: 0, sent: 0, received: 0, streaming: false, finished: false, hungUp: false,
+      sequence: 0, chunk: 0, sent: 0, received: 0, marksEchoed: 0, clears: 0,
+      streaming: false, finished: false, hungUp: false,
     };
     call = current;
     root.dataset.callSid = answer.call_sid;
