@@ -56,8 +56,8 @@ class SimpleWebsocketAdapter:
       after the handler returns, which then raises ConnectionClosed (Flask-Sock ignores
       it) instead of building a second close frame and writing it after ours;
     - the library accepts permessage-deflate whenever the client offers it (a browser
-      always does; Twilio does not), and our frame reader speaks no extension: the offer
-      is taken out of the environ the handshake is rebuilt from (`decline_extensions`).
+      always does), and our frame reader speaks no extension: the offer is taken out of
+      the environ the handshake is rebuilt from (`decline_extensions`).
     """
 
     # For `app.config["SOCK_SERVER_OPTIONS"]`. No `ping_interval`: the reader would send the pings.

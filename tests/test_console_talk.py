@@ -185,6 +185,18 @@ def test_the_consoles_page_must_be_of_the_servers_origin(talk, caplog):
     assert refused.value.status_code == 403
 
 
+def test_the_media_socket_agrees_to_no_extension(talk):
+    """A browser always offers permessage-deflate; the server's frame reader speaks no extension."""
+    h = talk
+    answer = _open_test_call(h, _signed_in(h))
+    ws = websocket.create_connection(f"ws://{h.live.host}:{h.live.port}{answer['media_path']}", timeout=10,
+                                     header=["Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"])
+    try:
+        assert "sec-websocket-extensions" not in {name.lower() for name in ws.getheaders()}
+    finally:
+        ws.close()
+
+
 def test_a_business_key_opens_test_calls_of_its_own_business_only(talk):
     h = talk
     other = add_business(h.live, number="+972300000002", name="עסק אחר")
