@@ -60,6 +60,7 @@ def call_json(call: Call, *, with_turns: bool = False) -> dict[str, Any]:
         "business_id": call.business_id,
         "status": call.status,
         "direction": call.direction,
+        "is_test": call.is_test,
         "from": call.from_number,
         "to": call.to_number,
         "started_at": iso(call.started_at),

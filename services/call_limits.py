@@ -87,7 +87,7 @@ class CallLimits:
                    stream_start_margin_s=timing.stream_start_margin_s, wait_s=settings.webhook_db_wait_s)
 
     def admit(self, *, call_sid: str, business: Business, direction: str, from_number: str, to_number: str,
-              status: str) -> Admission:
+              status: str, is_test: bool = False) -> Admission:
         """Count the live calls and write this call's row, atomically. A refused call's row is
         stored as over, with end reason `limit`. A retried webhook gets the first answer again.
         Calls whose stream never started are stored as over first (one indexed UPDATE).
@@ -96,7 +96,7 @@ class CallLimits:
             now = utcnow()
             lost = self._close_lost_streams(session, now)
             admission = self._admit(session, now, call_sid=call_sid, business=business, direction=direction,
-                                    from_number=from_number, to_number=to_number, status=status)
+                                    from_number=from_number, to_number=to_number, status=status, is_test=is_test)
         _report_lost(lost)
         if admission.limit in ("business", "server"):
             metrics.CALLS_REFUSED.labels(admission.limit).inc()
@@ -106,14 +106,14 @@ class CallLimits:
         return admission
 
     def _admit(self, session: Session, now: datetime, *, call_sid: str, business: Business, direction: str,
-               from_number: str, to_number: str, status: str) -> Admission:
+               from_number: str, to_number: str, status: str, is_test: bool) -> Admission:
         existing = session.scalar(select(Call).where(Call.call_sid == call_sid))
         if existing is not None and existing.end_reason == EndReason.LIMIT:
             return Admission(admitted=False, limit="already_refused")
         admission = self._admission(session, business, call_sid, now)
         call = open_call(session, call_sid=call_sid, business=business, direction=direction,
                          from_number=from_number, to_number=to_number, status=status,
-                         end_reason=EndReason.LIMIT if admission.limit else None)
+                         end_reason=EndReason.LIMIT if admission.limit else None, is_test=is_test)
         if admission.limit:
             call.status, call.ended_at, call.duration_s = "completed", now, 0.0
             return admission

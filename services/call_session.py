@@ -84,6 +84,7 @@ class CallSetup:
     direction: str
     from_number: str
     to_number: str
+    is_test: bool = False  # from the console's Talk to your agent: a browser, no Twilio call to record
 
 
 @dataclass(frozen=True)
@@ -213,7 +214,8 @@ class CallSession:
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time(), this_process())
-        self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction})
+        self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction,
+                                               "is_test": setup.is_test})
         return True
 
     def _talk(self) -> None:
@@ -285,7 +287,7 @@ class CallSession:
             self._greeting.request(self._prompts.greeting_instruction)
         # After the greeting's request, not at `start`: the REST request's work would delay it.
         gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
-                     self._business.record_calls, self.log)
+                     self._business.record_calls and not self.setup.is_test, self.log)
         self._greenlets.spawn(self._watchdog.run)
         self._greenlets.spawn(self._realtime_watch.run)
 

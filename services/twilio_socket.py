@@ -54,11 +54,19 @@ class SimpleWebsocketAdapter:
       reads nothing from it, so no frame is left behind in the library's buffers;
     - `ws.connected`, set to False once we have closed: Flask-Sock calls `ws.close()`
       after the handler returns, which then raises ConnectionClosed (Flask-Sock ignores
-      it) instead of building a second close frame and writing it after ours.
+      it) instead of building a second close frame and writing it after ours;
+    - the library accepts permessage-deflate whenever the client offers it (a browser
+      always does), and our frame reader speaks no extension: the offer is taken out of
+      the environ the handshake is rebuilt from (`decline_extensions`).
     """
 
     # For `app.config["SOCK_SERVER_OPTIONS"]`. No `ping_interval`: the reader would send the pings.
     SERVER_OPTIONS = {"thread_class": _NoReaderThread}
+
+    @staticmethod
+    def decline_extensions(environ: dict) -> None:
+        """Before the upgrade is accepted: no extension is offered, so none is agreed."""
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
 
     @staticmethod
     def socket_of(ws) -> socket.socket:

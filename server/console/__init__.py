@@ -44,7 +44,7 @@ def init_app(app: Flask) -> None:
         log.warning(access.NO_TOKEN_HINT)
 
     # Imported for their routes.
-    from server.console.views import business, calls, new_business, overview, sign_in, webhook_test  # noqa: F401
+    from server.console.views import business, calls, new_business, overview, sign_in, talk, webhook_test  # noqa: F401
 
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))

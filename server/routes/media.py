@@ -9,8 +9,8 @@ from flask import Blueprint, Flask, abort, current_app, g, request
 from flask_sock import Sock
 from sqlalchemy import update
 
-from server.security import NO_TOKEN_HINT, StreamToken, twilio_signature_valid
-from server.stream_parameters import MEDIA_PATH, BadStreamParameters, StreamParameters
+from server.security import NO_TOKEN_HINT, StreamToken, host_name, twilio_signature_valid
+from server.stream_parameters import CONSOLE_QUERY, MEDIA_PATH, BadStreamParameters, StreamParameters
 from services import twilio_protocol as tw
 from services.call_session import CallServices, CallSession, CallSetup
 from services.realtime_client import RealtimeConnection
@@ -30,8 +30,19 @@ MAX_FRAMES_BEFORE_START = 5
 
 @bp.before_request
 def _check_upgrade_signature() -> None:
-    """Twilio signs the upgrade request like a webhook; refuse before accepting the socket."""
+    """Twilio signs the upgrade request like a webhook; refuse before accepting the socket.
+    The console's page (Talk to your agent, `?from=console`) cannot sign: it must be of the
+    console's own origin, and may open a test call only, with the test token its `start` carries
+    (`_authorise`)."""
     settings = current_app.config["SETTINGS"]
+    SimpleWebsocketAdapter.decline_extensions(request.environ)
+    g.browser_stream = request.args.get(CONSOLE_QUERY[0]) == CONSOLE_QUERY[1]
+    if g.browser_stream:
+        origin = request.headers.get("Origin", "")
+        if not _same_origin(origin, settings):
+            log.warning("rejected media stream: the console's page of another origin", extra={"origin": origin[:200]})
+            abort(403, "the page is not of this server's origin")
+        return
     if not settings.twilio_auth_token:
         if settings.unsigned_twilio_allowed:
             g.from_twilio = True
@@ -46,6 +57,16 @@ def _check_upgrade_signature() -> None:
         log.warning("rejected media stream: bad or missing X-Twilio-Signature")
         abort(403, "invalid Twilio signature")
     g.from_twilio = True
+
+
+def _same_origin(origin: str, settings) -> bool:
+    """The page that opens the socket is the console's own (a browser always says whose): its
+    origin is the Host it asks (an allowed one), or the public address."""
+    netloc = urlsplit(origin).netloc.lower()
+    if not netloc or host_name(request.host) not in settings.api_hosts:
+        return False
+    public = urlsplit(settings.public_base_url).netloc.lower() if settings.public_base_url else None
+    return netloc in (request.host.lower(), public)
 
 
 @sock.route(MEDIA_PATH, bp=bp)
@@ -120,28 +141,35 @@ def _await_start(twilio: TwilioSocket) -> CallSetup | None:
 
 
 def _authorise(start: tw.Start, settings) -> CallSetup | None:
-    """The call's setup if the stream's parameters are the webhook's, vouched for by its token."""
+    """The call's setup if the stream's parameters are the webhook's (or, for a test call, the
+    console's), vouched for by its token."""
     try:
         params = StreamParameters.from_start(start.call_sid, start.parameters)
-        problem = StreamToken(settings.secret_key).verify(params.signed_text(), start.parameters.get("token"))
+        problem = StreamToken(params.token_key(settings.secret_key)).verify(params.signed_text(),
+                                                                           start.parameters.get("token"))
     except BadStreamParameters as exc:
         problem = str(exc)
-    if problem is None and not _claim_stream(params.call_sid):
+    if problem is None and g.browser_stream and not params.test:
+        problem = "the console's page may open a test call only"
+    if problem is None and not _claim_stream(params.call_sid, params.test):
         problem = "the call's stream token was already used (or the call is unknown)"
     if problem is not None:
         log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
         return None
     return CallSetup(call_sid=params.call_sid, stream_sid=start.stream_sid, business_id=params.business_id,
-                     direction=params.direction, from_number=params.from_number, to_number=params.to_number)
+                     direction=params.direction, from_number=params.from_number, to_number=params.to_number,
+                     is_test=params.test)
 
 
-def _claim_stream(call_sid: str) -> bool:
+def _claim_stream(call_sid: str, is_test: bool) -> bool:
     """Mark the call's row as streamed; False when another stream did first. One conditional
     UPDATE, committed before the call starts: the database decides between workers and hosts.
-    (`stream_sid` will not do: the call's journal writes it later, asynchronously.)"""
+    (`stream_sid` will not do: the call's journal writes it later, asynchronously.) A test
+    token claims a test call's row only."""
     with current_app.extensions["db"].session() as session:
         result = session.execute(update(Call)
-                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None))
+                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None),
+                                        Call.is_test.is_(is_test))
                                  .values(stream_claimed_at=utcnow())
                                  .execution_options(synchronize_session=False))
         return result.rowcount == 1

@@ -20,12 +20,14 @@ def business_for_number(session: Session, e164: str) -> Business | None:
 
 
 def open_call(session: Session, *, call_sid: str, business: Business | None, direction: str,
-              from_number: str, to_number: str, status: str, end_reason: EndReason | None = None) -> Call:
+              from_number: str, to_number: str, status: str, end_reason: EndReason | None = None,
+              is_test: bool = False) -> Call:
     """The call's row, created once: Twilio retries webhooks, and a retry must not duplicate it."""
     call = session.scalar(select(Call).where(Call.call_sid == call_sid))
     if call is None:
         call = Call(call_sid=call_sid, business_id=business.id if business else None, direction=direction,
-                    from_number=from_number, to_number=to_number, status=status, end_reason=end_reason)
+                    from_number=from_number, to_number=to_number, status=status, end_reason=end_reason,
+                    is_test=is_test)
         session.add(call)
         try:
             session.flush()

@@ -111,6 +111,9 @@ class Call(Base):
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
     business_id: Mapped[int | None] = mapped_column(ForeignKey("businesses.id", ondelete="SET NULL"), index=True)
     direction: Mapped[str] = mapped_column(String(16), default="inbound")
+    # Placed from the console's "Talk to your agent" (a browser, not Twilio): stored like any
+    # call, left out of the overview's totals.
+    is_test: Mapped[bool] = mapped_column(Boolean, default=False)
     from_number: Mapped[str] = mapped_column(String(32), default="")
     to_number: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[str] = mapped_column(String(24), default="ringing", index=True)

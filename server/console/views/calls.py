@@ -56,6 +56,7 @@ class CallHistoryFilter(BaseModel):
     date_from: Annotated[Day | None, BeforeValidator(_blank_is_none)] = None
     date_to: Annotated[Day | None, BeforeValidator(_blank_is_none)] = None
     q: Annotated[text(200) | None, BeforeValidator(_blank_is_none)] = None
+    kind: Annotated[choice("real", "test") | None, BeforeValidator(_blank_is_none)] = None  # test: Talk to your agent's
     offset: Offset = 0
 
 
@@ -78,6 +79,8 @@ def history_query(viewer, query: CallHistoryFilter):
         stmt = stmt.where(Call.started_at >= local_midnight(query.date_from))
     if query.date_to is not None:  # inclusive: the whole of that day
         stmt = stmt.where(Call.started_at < local_midnight(query.date_to + timedelta(days=1)))
+    if query.kind is not None:
+        stmt = stmt.where(Call.is_test.is_(query.kind == "test"))
     if query.q:
         # Correlated, so that the turns read are those of the calls the other filters leave, newest
         # first, until the page is full: not every turn stored (LIKE '%…%' can use no index).

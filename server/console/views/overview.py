@@ -38,6 +38,10 @@ def overview():
     stmt = scoped(select(Call.started_at, Call.end_reason, Call.stream_sid, Call.transfer_to, Call.duration_s,
                          Call.cost_usd, Call.metrics), Call.business_id, viewer)
     stmt = stmt.where(Call.started_at >= local_midnight(first), Call.started_at < local_midnight(day + timedelta(days=1)))
+    # Test calls (Talk to your agent) are not the business's calls: left out unless asked for.
+    with_tests = request.args.get("tests") == "1"
+    if not with_tests:
+        stmt = stmt.where(Call.is_test.is_(False))
     rows = [figures.CallRow(started_at=r.started_at, end_reason=r.end_reason, answered=r.stream_sid is not None,
                             transferred=r.transfer_to is not None or r.end_reason == EndReason.TRANSFER,
                             duration_s=r.duration_s, cost_usd=r.cost_usd, metrics=r.metrics or {})
@@ -48,4 +52,4 @@ def overview():
     chart = figures.bar_chart_svg(
         figures.calls_per_day((r.started_at for r in rows), labels.ZONE, day, CHART_DAYS), labels.t("calls_per_day"))
     return render_template("console/overview.html", week=week, today=today_totals, day=day,
-                           is_today=day == today, chart=Markup(chart))
+                           is_today=day == today, chart=Markup(chart), with_tests=with_tests)
