@@ -19,6 +19,7 @@ from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
 from server.routes.api import auditing
 from server.routes.api.principal import current, ensure_visible, require_admin
+from services import realtime_settings
 from services.logging_setup import mask_number
 from services.scheduling import business_today
 from services.store.models import Business, PhoneNumber, utcnow
@@ -42,8 +43,10 @@ def list_businesses():
 def create_business():
     require_admin()
     fields = parse(BusinessCreate, json_object()).given()
-    given = list(fields)
+    given = audited_names(fields)
     session = request_session()
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(None, fields["realtime"])
     numbers = fields.pop("phone_numbers", [])
     _ensure_numbers_free(session, numbers, business_id=None)
     business = Business(**fields, phone_numbers=[PhoneNumber(e164=n) for n in numbers])
@@ -74,9 +77,11 @@ def prompt_preview(business_id: int):
 @bp.patch("/<int:business_id>")
 def update_business(business_id: int):
     fields = parse(BusinessPatch, json_object()).given()
-    changed = list(fields)
+    changed = audited_names(fields)
     session = request_session()
     business = _business_or_404(business_id)
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(business.realtime, fields["realtime"])
     if not current().is_admin and ADMIN_FIELDS.intersection(fields):
         abort(403, f"only the admin sets {', '.join(sorted(ADMIN_FIELDS.intersection(fields)))}")
     if "phone_numbers" in fields:
@@ -103,6 +108,15 @@ def delete_business(business_id: int):
     session.commit()
     log.info("business deleted", extra={"business_id": business_id})
     return "", 204
+
+
+def audited_names(fields: dict) -> list[str]:
+    """The changed fields as the audit log names them: each Realtime setting by its own name."""
+    names = [name for name in fields if name != "realtime"]
+    if "realtime" in fields:
+        chosen = fields["realtime"]  # None resets them all
+        names += [f"realtime.{key}" for key in chosen] if chosen else ["realtime"]
+    return names
 
 
 def _ensure_numbers_free(session: Session, numbers: list[str], business_id: int | None) -> None:
