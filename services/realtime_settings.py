@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping, Union, get_args, get_origin
+from typing import Annotated, Any, Iterable, Literal, Mapping, Union, get_args, get_origin
 from urllib.parse import quote
 
 import pydantic
@@ -22,7 +22,6 @@ from openai.types.realtime.noise_reduction_type import NoiseReductionType
 from openai.types.realtime.realtime_audio_config_output import Voice as SdkVoice
 from openai.types.realtime.realtime_audio_input_turn_detection import SemanticVad as SdkSemanticVad
 from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import Annotated
 
 from services import realtime_protocol as rt
 
@@ -43,7 +42,6 @@ TRANSCRIPTION_MODELS = tuple(m for m in _literals(AudioTranscription.model_field
 NOISE_REDUCTION = ("off", *_literals(NoiseReductionType))
 EAGERNESS = _literals(SdkSemanticVad.model_fields["eagerness"].annotation)
 TURN_DETECTION = ("server_vad", "semantic_vad")
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 LANGUAGE = re.compile(r"[a-z]{2}")  # ISO-639-1, as the transcription takes it
 MAX_OUTPUT_TOKENS = 4096  # the API's ceiling for a number; "inf" is the model's own maximum
 

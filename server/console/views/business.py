@@ -16,8 +16,8 @@ from server.console import forms, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
-from services import realtime_settings
 from server.routes.api.businesses import NUMBER_TAKEN
+from services import realtime_settings
 from services.scheduling import business_today
 from services.store.models import Business, PhoneNumber, utcnow
 
