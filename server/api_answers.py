@@ -1,10 +1,16 @@
 """What the admin API answers: a stored row as the JSON the client sees."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from flask import current_app
+
 from prompts import build_business_layer
+from services import realtime_settings
 from services.store.models import ApiKey, Appointment, AuditEntry, Business, Call, Lead, Turn, WebhookDelivery, iso
+
+log = logging.getLogger("api")
 
 
 def business_json(business: Business) -> dict[str, Any]:
@@ -30,6 +36,8 @@ def business_json(business: Business) -> dict[str, Any]:
         "webhook_secret": business.webhook_secret,
         "record_calls": business.record_calls,
         "recording_notice": business.recording_notice,
+        # What its calls use: the business's choices over the server's defaults.
+        "realtime": realtime_settings.of_business(business.realtime, current_app.config["SETTINGS"], log).as_json(),
         # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
         "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),

@@ -16,11 +16,12 @@ import pydantic
 from flask import current_app, has_app_context
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WrapValidator
 
+from services import realtime_settings
 from services.store.call_records import KNOWN_STATUSES
 from services.store.formats import is_e164, is_timezone
 from services.store.models import as_utc
 
-VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+VOICES = realtime_settings.VOICES  # the openai package's built-in Realtime voices
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 # Israel's public holidays and their eves (services.scheduling): closed, and until 13:00, unless given.
 SPECIAL_DAYS = ("holiday", "eve")
@@ -125,6 +126,20 @@ def is_webhook_url(value: str) -> bool:
     return allowed and is_http_url(value)
 
 
+def realtime_choices(value: Any) -> dict[str, Any] | None:
+    """The Realtime settings a body sets (services.realtime_settings), only the keys sent; null
+    resets them all. The models offered depend on the server's settings."""
+    if value is None:
+        return None
+    settings = current_app.config.get("SETTINGS") if has_app_context() else None
+    default_model = getattr(settings, "openai_realtime_model", "gpt-realtime")
+    extra_models = getattr(settings, "openai_realtime_extra_models", ())
+    try:
+        return realtime_settings.parse_choices(value, extra_models, default_model).given()
+    except realtime_settings.RealtimeSettingsError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def from_iso(value: Any) -> datetime:
     """An ISO-8601 time in UTC; one without an offset is taken as UTC, like everything stored."""
     if not isinstance(value, str):
@@ -221,6 +236,8 @@ WebhookUrl = Annotated[str, Field(max_length=500),
 PhoneNumbers = Annotated[list[str], PlainValidator(distinct_numbers, json_schema_input_type=list[str])]
 WorkingHours = Annotated[dict[str, list[list[str]]],
                          PlainValidator(working_hours, json_schema_input_type=dict[Day, list[tuple[str, str]]])]
+RealtimeChoices = Annotated[dict[str, Any] | None,
+                            PlainValidator(realtime_choices, json_schema_input_type=dict[str, Any] | None)]
 QueryId = query_count(1)
 Limit = query_count(1, 500)
 Offset = query_count(0)
@@ -264,6 +281,8 @@ class BusinessPatch(Body):
     webhook_secret: WebhookSecret = LEFT_OUT
     record_calls: Flag = LEFT_OUT
     recording_notice: Flag = LEFT_OUT
+    # Only the keys sent change (null resets one; `"realtime": null` resets all).
+    realtime: RealtimeChoices = LEFT_OUT
 
 
 class BusinessCreate(BusinessPatch):

@@ -39,6 +39,7 @@ from prompts import CallPrompts, assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
 from services import metrics
 from services import realtime_protocol as rt
+from services import realtime_settings
 from services import twilio_protocol as tw
 from services.barge_in import BargeIn
 from services.call_ending import CallEnding, is_farewell
@@ -100,8 +101,8 @@ class CallServices:
 
 class CallSession:
     """Owners of the fields without a lock of their own:
-    - `_business`, `_crm`, `_tools`: written by RX in `_set_up`, before any other greenlet of
-      the call starts; read-only after.
+    - `_business`, `_crm`, `_tools`, `_realtime_settings` (and the first `_realtime`): written by
+      RX in `_set_up`, before any other greenlet of the call starts; read-only after.
     - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
       `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`: the Realtime greenlet's;
       the session timers read `_session_update`, written before they start.
@@ -126,6 +127,7 @@ class CallSession:
         self._started_mono = time.monotonic()
         self.figures = CallFigures(stream_started_at=self._started_mono)
         self._greenlets = CallGreenlets()
+        self._realtime_settings = realtime_settings.effective(None, services.settings.openai_realtime_model)
         self._realtime = realtime or RealtimeConnection(services.settings.realtime_ws_url,
                                                         services.settings.openai_api_key,
                                                         timing.realtime_connect_timeout_s)
@@ -207,6 +209,12 @@ class CallSession:
             self.end(EndReason.BUSINESS_NOT_FOUND)
             return False
         self._business = business
+        self._realtime_settings = realtime_settings.of_business(business.realtime, self._settings, self.log)
+        url = self._realtime_url()
+        if self._realtime.url != url:  # opened ahead for the default model; this business has its own
+            self._realtime.close()
+            self._realtime = RealtimeConnection(url, self._settings.openai_api_key,
+                                                self._timing.realtime_connect_timeout_s)
         caller = setup.from_number if setup.direction == "inbound" else setup.to_number
         self._crm = CallCrmContext(self._services.db, setup.business_id, caller, call_sid=setup.call_sid)
         self._crm.start()
@@ -249,8 +257,8 @@ class CallSession:
             self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
                                                   **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
             self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
-            self._session_update = rt.session_update(rt.SessionConfig(
-                instructions=prompts.instructions, voice=self._business.voice,
+            self._session_update = rt.session_update(realtime_settings.session_config(
+                self._realtime_settings, instructions=prompts.instructions, voice=self._business.voice,
                 transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations()))
         try:
             self._realtime.connect()
@@ -358,12 +366,15 @@ class CallSession:
         self._unanswered.clear()  # the old session's items: their transcripts will not come
         self._answered_by.clear()
         self._realtime.close()
-        url = self._realtime.url
+        url = self._realtime_url()
         pool = self._services.realtime_pool
         self._realtime = ((pool.take(url) if pool is not None else None)
                           or RealtimeConnection(url, self._settings.openai_api_key,
                                                 self._timing.realtime_reconnect_timeout_s))
         return True
+
+    def _realtime_url(self) -> str:
+        return realtime_settings.ws_url(self._settings.openai_realtime_url, self._realtime_settings.model)
 
     def _resume(self, log) -> None:
         """The new session is confirmed: tell it the conversation so far, let the held audio
@@ -702,7 +713,7 @@ class CallSession:
             self._crm.close()
         playback = self._playback
         figures, usage, cost = self.figures.summary(playback.frames_out, playback.frames_dropped,
-                                                    playback.lateness_ms, self._settings.openai_realtime_model)
+                                                    playback.lateness_ms, self._realtime_settings.model)
         self._journal.finish(reason, time.time(), figures, usage, cost)
         self._journal.close()
         metrics.CALLS_ENDED.labels(reason).inc()

@@ -335,34 +335,46 @@ class SessionConfig:
     vad_threshold: float = 0.5
     vad_silence_ms: int = VAD_SILENCE_MS
     vad_prefix_padding_ms: int = 300
+    turn_detection: str = "server_vad"  # or "semantic_vad", which takes `vad_eagerness` instead
+    vad_eagerness: str = "auto"
     transcription_model: str = "gpt-4o-transcribe"
+    transcription_language: str = "he"
+    # None: not sent, the API's own default (noise reduction off, speed 1.0, no output cap).
+    noise_reduction: str | None = None
+    speed: float | None = None
+    max_output_tokens: int | str | None = None
     tools: Sequence[FunctionTool] = field(default_factory=tuple)
 
 
 def session_update(config: SessionConfig) -> str:
     """μ-law in and out; VAD reports speech but never starts or cancels a response itself:
     the call's response gate and barge-in logic decide (greeting protection needs that)."""
+    if config.turn_detection == "semantic_vad":
+        turn_detection: dict[str, Any] = {"type": "semantic_vad", "eagerness": config.vad_eagerness}
+    else:
+        turn_detection = {"type": "server_vad", "threshold": config.vad_threshold,
+                          "silence_duration_ms": config.vad_silence_ms,
+                          "prefix_padding_ms": config.vad_prefix_padding_ms}
+    turn_detection.update(create_response=False, interrupt_response=False)
+    audio_in: dict[str, Any] = {
+        "format": {"type": "audio/pcmu"},
+        "transcription": {"model": config.transcription_model, "language": config.transcription_language,
+                          "prompt": config.transcription_prompt},
+        "turn_detection": turn_detection,
+    }
+    if config.noise_reduction is not None:
+        audio_in["noise_reduction"] = {"type": config.noise_reduction}
+    audio_out: dict[str, Any] = {"format": {"type": "audio/pcmu"}, "voice": config.voice}
+    if config.speed is not None:
+        audio_out["speed"] = config.speed
     session: dict[str, Any] = {
         "type": "realtime",
         "instructions": config.instructions,
         "output_modalities": ["audio"],
-        "audio": {
-            "input": {
-                "format": {"type": "audio/pcmu"},
-                "transcription": {"model": config.transcription_model, "language": "he",
-                                  "prompt": config.transcription_prompt},
-                "turn_detection": {
-                    "type": "server_vad",
-                    "threshold": config.vad_threshold,
-                    "silence_duration_ms": config.vad_silence_ms,
-                    "prefix_padding_ms": config.vad_prefix_padding_ms,
-                    "create_response": False,
-                    "interrupt_response": False,
-                },
-            },
-            "output": {"format": {"type": "audio/pcmu"}, "voice": config.voice},
-        },
+        "audio": {"input": audio_in, "output": audio_out},
     }
+    if config.max_output_tokens is not None:
+        session["max_output_tokens"] = config.max_output_tokens
     if config.tools:
         session["tools"] = [{"type": "function", "name": tool.name, "description": tool.description,
                              "parameters": dict(tool.parameters)} for tool in config.tools]

@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +94,8 @@ class Settings:
     openai_api_key: str = ""
     openai_realtime_url: str = "wss://api.openai.com/v1/realtime"
     openai_realtime_model: str = "gpt-realtime"
+    # Realtime models a business may choose beyond those the openai package lists (and the default).
+    openai_realtime_extra_models: tuple[str, ...] = ()
     openai_base_url: str | None = None
     twilio_account_sid: str = ""
     twilio_auth_token: str = ""
@@ -197,6 +200,10 @@ class Settings:
             return value.strip()
 
         realtime_url = get("OPENAI_REALTIME_URL", defaults.openai_realtime_url)
+        extra_models = tuple(m.strip() for m in get("OPENAI_REALTIME_EXTRA_MODELS", "").split(",") if m.strip())
+        for name in extra_models:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+                raise SettingsError(f"OPENAI_REALTIME_EXTRA_MODELS: expected model names, got {name!r}")
         if urlsplit(realtime_url).scheme not in ("ws", "wss"):
             raise SettingsError(f"OPENAI_REALTIME_URL must be a ws:// or wss:// URL, got {realtime_url!r}")
 
@@ -265,6 +272,7 @@ class Settings:
                                          low=1, high=600),
             realtime_pool_warm_s=_number(get, "REALTIME_POOL_WARM_S", float, defaults.realtime_pool_warm_s,
                                          low=1, high=86400),
+            openai_realtime_extra_models=extra_models,
             openai_base_url=openai_base_url,
             twilio_account_sid=get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=twilio_auth_token,

@@ -5,6 +5,7 @@ to values (everything text, unchecked boxes absent, CRLF new lines in textareas)
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -17,6 +18,12 @@ DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # the API's keys, Isra
 # eves until 13:00); "closed" (or "סגור") closes them outright.
 SPECIAL_DAYS = ("holiday", "eve")
 CLOSED_WORDS = ("closed", "סגור")
+# The "voice and listening" section: the business's Realtime choices, one input each; an empty
+# one follows the server's default (services.realtime_settings).
+REALTIME_FIELDS = ("rt_model", "rt_turn_detection", "rt_threshold", "rt_prefix_padding_ms", "rt_silence_duration_ms",
+                   "rt_eagerness", "rt_noise_reduction", "rt_speed", "rt_max_output_tokens",
+                   "rt_transcription_model", "rt_transcription_language")
+SERVER_VAD_FIELDS = ("threshold", "prefix_padding_ms", "silence_duration_ms")
 
 
 def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -48,7 +55,58 @@ def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
                 body["working_hours"][day] = []
             elif text:
                 body["working_hours"].update(working_hours({day: text}))
+    if any(name in form for name in REALTIME_FIELDS):
+        body["realtime"] = realtime_choices(form)
     return body, problems
+
+
+def realtime_choices(form: Mapping[str, str]) -> dict[str, Any]:
+    """The section's inputs as the API's `realtime` object: every key, null where the input is
+    empty (back to the default). Numbers become numbers; other text goes as written, for the
+    model's own message (as the VAD fields of the other turn detection do)."""
+    given = {name: form.get(f"rt_{name}", "").strip() for name in (
+        "model", "turn_detection", *SERVER_VAD_FIELDS, "eagerness", "noise_reduction", "speed",
+        "max_output_tokens", "transcription_model", "transcription_language")}
+    kind = given["turn_detection"] or ("server_vad" if any(given[n] for n in SERVER_VAD_FIELDS) else "")
+    detection = None
+    if kind:
+        detection = {"type": kind, **{name: _number(given[name]) for name in SERVER_VAD_FIELDS if given[name]}}
+        if given["eagerness"]:
+            detection["eagerness"] = given["eagerness"]
+    transcription = {key: given[f"transcription_{key}"] for key in ("model", "language")
+                     if given[f"transcription_{key}"]}
+    tokens = given["max_output_tokens"]
+    return {
+        "model": given["model"] or None,
+        "turn_detection": detection,
+        "noise_reduction": given["noise_reduction"] or None,
+        "speed": _number(given["speed"]) if given["speed"] else None,
+        "max_output_tokens": (tokens if tokens == "inf" else _number(tokens)) if tokens else None,
+        "transcription": transcription or None,
+    }
+
+
+def realtime_values(chosen: Mapping[str, Any] | None) -> dict[str, str]:
+    """A business's stored choices as the section shows them: empty where it has none."""
+    chosen = chosen or {}
+    detection = chosen.get("turn_detection") or {}
+    transcription = chosen.get("transcription") or {}
+    values = {
+        "rt_model": chosen.get("model"), "rt_turn_detection": detection.get("type"),
+        "rt_eagerness": detection.get("eagerness"), "rt_noise_reduction": chosen.get("noise_reduction"),
+        "rt_speed": chosen.get("speed"), "rt_max_output_tokens": chosen.get("max_output_tokens"),
+        "rt_transcription_model": transcription.get("model"), "rt_transcription_language": transcription.get("language"),
+        **{f"rt_{name}": detection.get(name) for name in SERVER_VAD_FIELDS},
+    }
+    return {name: "" if value is None else str(value) for name, value in values.items()}
+
+
+def _number(text: str) -> int | float | str:
+    if re.fullmatch(r"\d{1,9}", text):
+        return int(text)
+    if re.fullmatch(r"\d{0,9}\.\d{1,9}", text):
+        return float(text)
+    return text
 
 
 def working_hours(days: Mapping[str, str]) -> dict[str, list[list[str]]]:

@@ -75,6 +75,9 @@ class Business(Base):
     record_calls: Mapped[bool] = mapped_column(Boolean, default=True)
     # With recording on, the greeting ends with a short notice that the call is recorded.
     recording_notice: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The Realtime settings the business chose (services/realtime_settings.py); NULL, or a key
+    # left out: the server's default.
+    realtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

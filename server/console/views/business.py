@@ -5,7 +5,7 @@ import logging
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
-from flask import abort, flash, jsonify, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, jsonify, redirect, render_template, request, url_for
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
@@ -16,6 +16,8 @@ from server.console import auditing, forms, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
+from server.routes.api.businesses import audited_names
+from services import realtime_settings
 from services.scheduling import business_today
 from services.store import audit
 from services.store import businesses as business_store
@@ -71,7 +73,8 @@ def business_settings(business_id: int):
     values = form_values or values_of(business)
     previews = _previews(business)
     return render_template("console/business.html", business=business, values=values, errors=errors,
-                           voices=VOICES, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+                           voices=VOICES, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP,
+                           realtime=realtime_options()), 422 if errors else 200
 
 
 # What the prompt builders read of a business (prompts/layers.py, prompts/crm.py, and the today
@@ -102,13 +105,16 @@ def _previews(business) -> dict:
 
 def save(session, business: Business, fields: dict) -> dict[str, str]:
     """Apply validated fields as PATCH /api/businesses/<id> does; {field: problem} when they cannot be."""
+    names = tuple(audited_names(fields))
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(business.realtime, fields["realtime"])
     try:
         business_store.update(session, business, fields, by_admin=current_viewer().is_admin)
     except business_store.AdminOnly as exc:
         return dict.fromkeys(exc.fields, str(exc))
     except business_store.NumberTaken as exc:
         return {"phone_numbers": str(exc)}
-    auditing.note(session, audit.Change("business", business.id, business.id, tuple(fields)), status=302)
+    auditing.note(session, audit.Change("business", business.id, business.id, names), status=302)
     try:
         session.commit()
     except IntegrityError:
@@ -131,4 +137,16 @@ def values_of(business) -> dict[str, str]:
         given = hours.get(day)
         values[f"hours_{day}"] = "" if given is None else forms.hours_text(given) or forms.CLOSED_WORDS[1]
     values["webhook_secret"] = ""
+    values.update(forms.realtime_values(business.realtime))
     return values
+
+
+def realtime_options() -> dict:
+    """What the "voice and listening" section offers, and the server's defaults its empty inputs show."""
+    settings = current_app.config["SETTINGS"]
+    return {"models": realtime_settings.known_models(settings.openai_realtime_extra_models,
+                                                     settings.openai_realtime_model),
+            "defaults": realtime_settings.effective(None, settings.openai_realtime_model).as_json(),
+            "turn_detection": realtime_settings.TURN_DETECTION, "eagerness": realtime_settings.EAGERNESS,
+            "noise_reduction": realtime_settings.NOISE_REDUCTION,
+            "transcription_models": realtime_settings.TRANSCRIPTION_MODELS}

@@ -13,8 +13,10 @@ from server.api_schemas import VOICES, BusinessCreate, ValidationError, parse
 from server.console import auditing, forms, labels
 from server.console.access import current_viewer
 from server.console.blueprint import bp
-from server.console.views.business import values_of
+from server.console.views.business import realtime_options, values_of
 from server.request_db import request_session
+from server.routes.api.businesses import audited_names
+from services import realtime_settings
 from services.store import audit
 from services.store import businesses as business_store
 from services.store.businesses import NUMBER_TAKEN
@@ -45,16 +47,19 @@ def new_business():
         flash(labels.t("not_created"), "error")
     return render_template("console/business.html", business=None, values=values, errors=errors, voices=VOICES,
                            days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews={},
-                           cap=prompts.BUSINESS_PROMPT_CAP), 422 if errors else 200
+                           cap=prompts.BUSINESS_PROMPT_CAP, realtime=realtime_options()), 422 if errors else 200
 
 
 def create(fields: dict) -> tuple[Business | None, dict[str, str]]:
     """(the business, {}) once committed, else (None, {field: problem}) with nothing stored."""
     session = request_session()
+    names = audited_names(fields)
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(None, fields["realtime"])
     try:
         business = business_store.create(session, fields)
         session.flush()
-        auditing.note(session, audit.Change("business", business.id, business.id, tuple(fields)), status=302)
+        auditing.note(session, audit.Change("business", business.id, business.id, tuple(names)), status=302)
         session.commit()
     except business_store.NumberTaken as exc:
         session.rollback()

@@ -19,6 +19,7 @@ from server.api_schemas import BusinessCreate, BusinessPatch, parse
 from server.request_db import request_session
 from server.routes.api import auditing
 from server.routes.api.principal import current, ensure_visible, require_admin
+from services import realtime_settings
 from services.logging_setup import mask_number
 from services.post_call import webhook_test_event
 from services.scheduling import business_today
@@ -43,13 +44,16 @@ def list_businesses():
 def create_business():
     require_admin()
     fields = parse(BusinessCreate, json_object()).given()
+    given = audited_names(fields)
     session = request_session()
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(None, fields["realtime"])
     try:
         business = businesses.create(session, fields)
     except businesses.NumberTaken as exc:
         abort(409, str(exc))
     flush_or_409(session, NUMBER_TAKEN)
-    auditing.note(session, "business", business.id, business.id, list(fields), status=201)
+    auditing.note(session, "business", business.id, business.id, given, status=201)
     commit_or_409(session, NUMBER_TAKEN)
     numbers = fields.get("phone_numbers", [])
     log.info("business created", extra={"business_id": business.id, "numbers": ",".join(map(mask_number, numbers))})
@@ -75,9 +79,11 @@ def prompt_preview(business_id: int):
 @bp.patch("/<int:business_id>")
 def update_business(business_id: int):
     fields = parse(BusinessPatch, json_object()).given()
-    changed = list(fields)
+    changed = audited_names(fields)
     session = request_session()
     business = _business_or_404(business_id)
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(business.realtime, fields["realtime"])
     try:
         businesses.update(session, business, fields, by_admin=current().is_admin)
     except businesses.AdminOnly as exc:
@@ -116,6 +122,15 @@ def delete_business(business_id: int):
     session.commit()
     log.info("business deleted", extra={"business_id": business_id})
     return "", 204
+
+
+def audited_names(fields: dict) -> list[str]:
+    """The changed fields as the audit log names them: each Realtime setting by its own name."""
+    names = [name for name in fields if name != "realtime"]
+    if "realtime" in fields:
+        chosen = fields["realtime"]  # None resets them all
+        names += [f"realtime.{key}" for key in chosen] if chosen else ["realtime"]
+    return names
 
 
 def _business_or_404(business_id: int) -> Business:
