@@ -189,7 +189,7 @@ def test_the_test_event_wants_its_csrf_token(console_server, receiver):
 NEW_FORM = {**VALID_FORM, "name": "מוסך הצפון", "phone_numbers": "+972300000011\r\n+972300000012",
             "hours_holiday": "סגור", "hours_eve": "08:00-12:00", "voicemail_message": "חזרו אלינו בבקשה",
             "webhook_secret": "whsec_" + "b" * 24, "recording_notice": "on", "transfer_on_shutdown": "on",
-            "use_customer_name": ""}
+            "use_customer_name": "", "rt_model": "gpt-realtime-mini", "rt_speed": "1.1"}
 NEW_BODY = {"name": "מוסך הצפון", "business_prompt": "מספרה בחיפה.\nפתוחים גם בשישי.",
             "greeting": "שלום, הגעתם למספרת הים", "outbound_greeting": "שלום, מדברים ממספרת הים",
             "voice": "coral", "timezone": "Asia/Jerusalem", "phone_numbers": ["+972300000011", "+972300000012"],
@@ -221,13 +221,15 @@ def test_a_new_business_from_the_form_is_what_the_api_shows_with_every_field(con
     business_id = int(answer.headers["Location"].rsplit("/", 1)[1])
     stored = api(console_server, "GET", f"/api/businesses/{business_id}").json()
     assert {name: stored[name] for name in NEW_BODY} == NEW_BODY
+    assert (stored["realtime"]["model"], stored["realtime"]["speed"]) == ("gpt-realtime-mini", 1.1)
     # Everything the create API takes, the form set (the rest of the answer is the server's own).
-    assert set(NEW_BODY) == set(BusinessCreate.model_fields)
+    assert set(NEW_BODY) | {"realtime"} == set(BusinessCreate.model_fields)
     page = client.get(answer.headers["Location"]).text
     assert flashes(page) == ["העסק נוצר"] and "מוסך הצפון" in page
     [entry] = audit_rows(console_server, "/console/businesses/new")
     assert (entry.actor, entry.business_id, entry.object_type, entry.status) == ("admin", business_id, "business", 302)
-    assert entry.fields == sorted(NEW_BODY)
+    assert [f for f in entry.fields if not f.startswith("realtime.")] == sorted(NEW_BODY)
+    assert {"realtime.model", "realtime.speed"} <= set(entry.fields)
 
 
 def test_a_new_business_with_defaults_is_the_apis_default_business(console_server):
