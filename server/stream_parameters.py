@@ -20,14 +20,20 @@ class StreamParameters:
     direction: str  # "inbound" or "outbound"
     from_number: str
     to_number: str
+    # A later stream of the call (back from a transfer no one took): its token is not the first's.
+    resumed: bool = False
 
     def signed_text(self) -> str:
         """Everything the stream token vouches for, in one unambiguous string."""
-        return "\n".join((self.call_sid, str(self.business_id), self.direction, self.from_number, self.to_number))
+        fields = (self.call_sid, str(self.business_id), self.direction, self.from_number, self.to_number)
+        return "\n".join(fields + (("resumed",) if self.resumed else ()))
 
     def twiml(self, token: str) -> dict[str, str]:
-        return {"call_sid": self.call_sid, "business_id": str(self.business_id), "direction": self.direction,
-                "from": self.from_number, "to": self.to_number, "token": token}
+        parameters = {"call_sid": self.call_sid, "business_id": str(self.business_id), "direction": self.direction,
+                      "from": self.from_number, "to": self.to_number, "token": token}
+        if self.resumed:
+            parameters["resumed"] = "1"
+        return parameters
 
     @classmethod
     def from_start(cls, call_sid: str, custom: Mapping[str, str]) -> "StreamParameters":
@@ -41,4 +47,5 @@ class StreamParameters:
         if direction not in DIRECTIONS:
             raise BadStreamParameters("no direction parameter")
         return cls(call_sid=call_sid, business_id=int(business_id), direction=direction,
-                   from_number=custom.get("from", ""), to_number=custom.get("to", ""))
+                   from_number=custom.get("from", ""), to_number=custom.get("to", ""),
+                   resumed=custom.get("resumed") == "1")
