@@ -108,7 +108,7 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
         problem = StreamToken(settings.secret_key).verify(params.signed_text(), start.parameters.get("token"))
     except BadStreamParameters as exc:
         problem = str(exc)
-    if problem is None and not _claim_stream(params.call_sid):
+    if problem is None and not _claim_stream(params.call_sid, params.resumed):
         problem = "the call's stream token was already used (or the call is unknown)"
     if problem is not None:
         log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
@@ -117,13 +117,16 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
                      direction=params.direction, from_number=params.from_number, to_number=params.to_number)
 
 
-def _claim_stream(call_sid: str) -> bool:
+def _claim_stream(call_sid: str, resumed: bool) -> bool:
     """Mark the call's row as streamed; False when another stream did first. One conditional
     UPDATE, committed before the call starts: the database decides between workers and hosts.
-    (`stream_sid` will not do: the call's journal writes it later, asynchronously.)"""
+    (`stream_sid` will not do: the call's journal writes it later, asynchronously.)
+    A call back from a transfer no one took is open to a `resumed` stream only: its first
+    stream's token, good for a while yet, claims nothing (services/warm_transfer.py)."""
+    after_transfer = Call.transfer_status.is_not(None) if resumed else Call.transfer_status.is_(None)
     with current_app.extensions["db"].session() as session:
         result = session.execute(update(Call)
-                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None))
+                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None), after_transfer)
                                  .values(stream_claimed_at=utcnow())
                                  .execution_options(synchronize_session=False))
         return result.rowcount == 1
