@@ -86,6 +86,7 @@ class CallSetup:
     direction: str
     from_number: str
     to_number: str
+    resumed: bool = False  # a later stream of the call: back from a transfer no one took
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,7 @@ class CallSession:
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time(), this_process())
-        self._earlier = earlier_conversation(self._services.db, setup.call_sid)
+        self._earlier = earlier_conversation(self._services.db, setup.call_sid) if setup.resumed else None
         if self._earlier is not None:
             for role, text in self._earlier.said:
                 self._transcripts.said(role, text)
@@ -305,9 +306,16 @@ class CallSession:
         if self._earlier is not None:
             self._tell_model(self._earlier.notice, RequestReason.RESUME)
         elif self._machine_wait is not None:
-            self._machine_wait.greet_when_known(lambda: self._greeting.request(self._prompts.greeting_instruction))
+            self._machine_wait.greet_when_known(self._greet_after_waiting)
         else:
             self._greeting.request(self._prompts.greeting_instruction)
+
+    def _greet_after_waiting(self) -> None:
+        """The machine detection's wait (its greenlet, or the Realtime greenlet's `_speak_first`)."""
+        try:
+            self._greeting.request(self._prompts.greeting_instruction)
+        except RealtimeClosed:
+            pass  # the Realtime greenlet reconnects, or ends the call
 
     def _machine_answered(self, answered_by: str) -> None:
         """The wait's greenlet: a machine answered before the agent spoke. The call ends, and

@@ -161,7 +161,7 @@ class EarlierConversation:
 
 
 def earlier_conversation(db: Database, call_sid: str) -> EarlierConversation | None:
-    """The call's stored turns, when this is not its first stream (the transfer found no one)."""
+    """A resumed stream's call: its stored turns, and the notice that the transfer found no one."""
     with db.session() as session:
         call = session.scalar(select(Call).where(Call.call_sid == call_sid))
         if call is None or call.transfer_status is None:
@@ -170,6 +170,4 @@ def earlier_conversation(db: Database, call_sid: str) -> EarlierConversation | N
                                 .order_by(Turn.started_at, Turn.id)).all()
     roles = {"caller": "user", "agent": "assistant"}
     said = [(roles[speaker], text) for speaker, text in turns if speaker in roles and text]
-    if not said:
-        return None
     return EarlierConversation(said=said, notice=call_event("Transfer unanswered"))

@@ -114,7 +114,8 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
         log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
         return None
     return CallSetup(call_sid=params.call_sid, stream_sid=start.stream_sid, business_id=params.business_id,
-                     direction=params.direction, from_number=params.from_number, to_number=params.to_number)
+                     direction=params.direction, from_number=params.from_number, to_number=params.to_number,
+                     resumed=params.resumed)
 
 
 def _claim_stream(call_sid: str, resumed: bool) -> bool:

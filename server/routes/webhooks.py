@@ -13,7 +13,7 @@ from services.store.call_records import KNOWN_STATUSES, apply_status, business_f
 from server.request_db import get_db
 from services.store import end_reasons
 from services.store.end_reasons import EndReason
-from services.store.models import Business, Call
+from services.store.models import Call
 from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamToken, signed_url,
                              twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
