@@ -4,15 +4,16 @@ message and the call ends.
 
 Twilio's detection callback (/webhook/amd_status) may reach any worker; the call lives in one.
 They meet in the call's row, and the row decides which of them acts on a machine:
-- the webhook writes `answered_by` with one conditional UPDATE, only while `first_words_at` is
-  empty (`record_detection`): the call's wait will read it, and acts;
+- the webhook writes `answered_by` with one conditional UPDATE, only while a stream has claimed
+  the row and `first_words_at` is empty (`record_detection`): the call's wait will read it, and
+  acts;
 - the call's wait (`AnsweringMachineWait`) polls `answered_by`; once it is there, or at the
   bound, it stamps `first_words_at` (again only while empty) and then reads `answered_by`:
   a machine ends the call with `voicemail_left`, and `/webhook/stream_ended` answers with the
   message (`after_stream`); anything else, or nothing, and the agent greets;
-- a result that finds `first_words_at` stamped came after the greeting: the webhook replaces
-  the live call's TwiML with the message itself (Twilio's REST API).
-Both statements are atomic in SQLite and PostgreSQL, so exactly one of them sees the other.
+- any other result (after the greeting, or before any stream) is the webhook's: it stamps
+  `first_words_at` and replaces the live call's TwiML with the message (Twilio's REST API).
+The conditional statements are atomic in SQLite and PostgreSQL, so one of them sees the other.
 """
 from __future__ import annotations
 
@@ -64,7 +65,8 @@ class Detection:
 
 def record_detection(session: Session, call_sid: str, answered_by: str) -> Detection:
     """/webhook/amd_status: store Twilio's result, and say who acts on it (the module's docstring)."""
-    early = session.execute(update(Call).where(Call.call_sid == call_sid, Call.first_words_at.is_(None))
+    early = session.execute(update(Call).where(Call.call_sid == call_sid, Call.first_words_at.is_(None),
+                                               Call.stream_claimed_at.is_not(None))
                             .values(answered_by=answered_by).execution_options(synchronize_session=False))
     if early.rowcount == 1:
         return Detection(known=True)
@@ -72,6 +74,8 @@ def record_detection(session: Session, call_sid: str, answered_by: str) -> Detec
     if call is None:
         return Detection(known=False)
     call.answered_by = answered_by
+    if call.first_words_at is None:  # no stream yet: one starting now greets, or learns of the machine
+        call.first_words_at = utcnow()
     if not is_machine(answered_by):
         return Detection(known=True, late=True)
     reason = machine_end_reason(answered_by)
@@ -79,6 +83,12 @@ def record_detection(session: Session, call_sid: str, answered_by: str) -> Detec
     call.end_reason = reason  # before the stream stops: the session's end keeps it
     return Detection(known=True, late=True,
                      message=voicemail_text(business) if reason == EndReason.VOICEMAIL_LEFT else "")
+
+
+def message_not_left(session: Session, call_sid: str) -> None:
+    """Twilio refused the TwiML with the message: the machine answered, and nothing was left."""
+    session.execute(update(Call).where(Call.call_sid == call_sid, Call.end_reason == EndReason.VOICEMAIL_LEFT)
+                    .values(end_reason=EndReason.VOICEMAIL).execution_options(synchronize_session=False))
 
 
 def after_stream(session: Session, call: Call) -> str | None:

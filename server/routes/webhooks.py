@@ -246,6 +246,9 @@ def amd_status() -> Response:
             TwilioRest(_settings()).update_twiml(call_sid, twiml.say_and_hangup(message) if message else twiml.hangup())
         except (TwilioNotConfigured, TwilioRestError) as exc:
             log.error("could not leave the voicemail", extra={"call_sid": call_sid, "error": str(exc)})
+            if message:
+                store_or_keep("voicemail not left", call_sid,
+                              lambda session: voicemail.message_not_left(session, call_sid))
     return _xml(twiml.empty())
 
 
