@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db = request_db.init_app(app, settings.database_url)
 
     from server import cli, console
-    from server.routes import api, health, media, webhooks
+    from server.routes import api, health, media, warm_transfer, webhooks
     from services.call_journal import JournalWriter
     from services.live_calls import LiveCalls
     from services.realtime_pool import RealtimePool
@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         idle_s=settings.realtime_pool_idle_s, warm_s=settings.realtime_pool_warm_s,
         connect_timeout_s=settings.timing.realtime_connect_timeout_s)
     app.register_blueprint(webhooks.bp)
+    app.register_blueprint(warm_transfer.bp)
     app.register_blueprint(health.bp)
     api.init_app(app)
     console.init_app(app)  # /console, and / leads there

@@ -25,6 +25,7 @@ def business_json(business: Business) -> dict[str, Any]:
         "outbound_greeting": business.outbound_greeting,
         "transfer_number": business.transfer_number,
         "transfer_on_shutdown": business.transfer_on_shutdown,
+        "transfer_mode": business.transfer_mode,
         "timezone": business.timezone,
         "working_hours": business.working_hours,
         "max_concurrent_calls": business.max_concurrent_calls,
@@ -103,6 +104,8 @@ def lead_json(lead: Lead) -> dict[str, Any]:
         "notes": lead.notes,
         "city": lead.city,
         "last_call_at": iso(lead.last_call_at),
+        "callback_requested_at": iso(lead.callback_requested_at),
+        "callback_call_sid": lead.callback_call_sid,
         "created_at": iso(lead.created_at),
         "updated_at": iso(lead.updated_at),
     }

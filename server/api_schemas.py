@@ -217,6 +217,7 @@ Phone = Annotated[str, says(f"must be {E164_HINT}", is_e164)]
 TimeZone = Annotated[str, says("must be an IANA time zone such as Asia/Jerusalem", is_timezone)]
 Flag = Annotated[bool, says("must be true or false")]
 Voice = choice(*VOICES)
+TransferMode = choice("warm", "cold")  # services/warm_transfer.py
 Gender = choice(*GENDERS)
 Day = choice(*DAYS, *SPECIAL_DAYS)
 Status = choice(*sorted(KNOWN_STATUSES))
@@ -271,6 +272,7 @@ class BusinessPatch(Body):
     outbound_greeting: Greeting = LEFT_OUT
     transfer_number: Phone | None = LEFT_OUT
     transfer_on_shutdown: Flag = LEFT_OUT
+    transfer_mode: TransferMode = LEFT_OUT
     timezone: TimeZone = LEFT_OUT
     working_hours: WorkingHours = LEFT_OUT
     max_concurrent_calls: ConcurrentCalls = LEFT_OUT

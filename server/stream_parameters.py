@@ -29,10 +29,13 @@ class StreamParameters:
     # A test call from the console's "Talk to your agent"; a browser's websocket may carry no other
     # (server/routes/media.py).
     test: bool = False
+    # A later stream of the call (back from a transfer no one took): its token is not the first's.
+    resumed: bool = False
 
     def signed_text(self) -> str:
         """Everything the stream token vouches for, in one unambiguous string."""
-        return "\n".join((self.call_sid, str(self.business_id), self.direction, self.from_number, self.to_number))
+        fields = (self.call_sid, str(self.business_id), self.direction, self.from_number, self.to_number)
+        return "\n".join(fields + (("resumed",) if self.resumed else ()))
 
     def token_key(self, secret_key: str) -> str:
         """What its stream token is signed with: a test call's key is its own, so no real call's
@@ -47,6 +50,8 @@ class StreamParameters:
                   "from": self.from_number, "to": self.to_number, "token": token}
         if self.test:
             params["test"] = "1"
+        if self.resumed:
+            params["resumed"] = "1"
         return params
 
     @classmethod
@@ -61,4 +66,5 @@ class StreamParameters:
         if direction not in DIRECTIONS:
             raise BadStreamParameters("no direction parameter")
         return cls(call_sid=call_sid, business_id=int(business_id), direction=direction,
-                   from_number=custom.get("from", ""), to_number=custom.get("to", ""), test=custom.get("test") == "1")
+                   from_number=custom.get("from", ""), to_number=custom.get("to", ""), test=custom.get("test") == "1",
+                   resumed=custom.get("resumed") == "1")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from twilio.twiml.voice_response import Connect, Dial, VoiceResponse
+from twilio.twiml.voice_response import Connect, Dial, Gather, VoiceResponse
 
 HEBREW = "he-IL"
 HEBREW_VOICE = "Google.he-IL-Standard-A"
@@ -13,6 +13,7 @@ APOLOGY_UNKNOWN_NUMBER = "מצטערים, המספר שחייגתם אינו פ�
 BUSY = "מצטערים, כל הקווים שלנו תפוסים כרגע. אנא נסו שוב בעוד כמה דקות. תודה ולהתראות."
 TRANSFER_FAILED = "מצטערים, לא הצלחנו להעביר את השיחה כרגע. נחזור אליכם בהקדם. תודה ולהתראות."
 FAULT_TRANSFER = "מצטערים, יש לנו תקלה רגעית. אנחנו מעבירים אתכם לנציג."
+PRESS_TO_ACCEPT = "לקבלת השיחה הקש 1."
 
 
 def connect_stream(*, action_url: str, stream_url: str, status_url: str, parameters: Mapping[str, str]) -> str:
@@ -35,6 +36,26 @@ def dial(number: str, *, caller_id: str | None, timeout_s: int, action_url: str,
     dial_verb = Dial(action=action_url, method="POST", timeout=timeout_s, **options)
     dial_verb.number(number)
     response.append(dial_verb)
+    return str(response)
+
+
+def warm_dial(number: str, *, caller_id: str | None, timeout_s: int, action_url: str, whisper_url: str) -> str:
+    """Hand the call to a person who first hears `whisper_url`'s TwiML on their own leg."""
+    response = VoiceResponse()
+    options = {"caller_id": caller_id} if caller_id else {}
+    dial_verb = Dial(action=action_url, method="POST", timeout=timeout_s, **options)
+    dial_verb.number(number, url=whisper_url, method="POST")
+    response.append(dial_verb)
+    return str(response)
+
+
+def whisper(summary: str, *, action_url: str, timeout_s: int) -> str:
+    """The person's leg of a warm transfer: the summary, then one key; no key hangs the leg up."""
+    response = VoiceResponse()
+    gather = Gather(num_digits=1, action=action_url, method="POST", timeout=timeout_s)
+    gather.say(f"{summary} {PRESS_TO_ACCEPT}", language=HEBREW, voice=HEBREW_VOICE)
+    response.append(gather)
+    response.hangup()
     return str(response)
 
 

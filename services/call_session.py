@@ -21,7 +21,8 @@ Lock order, for every lock a call takes (an arrow: may be taken while holding th
     ResponseGate._lock → ws.lock                (it sends `response.create` under its lock)
     CallEnding._lock → Playback._lock
 The others (`_end_lock`, Greeting, Playback, Transcripts, CallFigures, JournalWriter,
-CallGreenlets, Keypad, SilenceWatchdog, CallTools, LiveCalls, ws.lock, TwilioSocket's) are
+CallGreenlets, Keypad, SilenceWatchdog, CallTools, LiveCalls, AnsweringMachineWait, ws.lock,
+TwilioSocket's) are
 leaves: nothing is taken while one is held. The only locks held across a socket write are
 BargeIn's (a cut is one act), ResponseGate's (a cancel must not overtake its create) and the
 sockets' own; Playback writes frames after releasing its lock.
@@ -68,6 +69,8 @@ from services.store.models import Business
 from services.tools import CallTools, ToolContext
 from services.transcripts import AgentItem, Transcripts
 from services.twilio_socket import SocketClosed, TwilioSocket
+from services.voicemail import AnsweringMachineWait, machine_end_reason
+from services.warm_transfer import EarlierConversation, earlier_conversation
 
 # A response that fails before a word is asked for once more for these; the greeting and the
 # goodbye are not (their owners, `Greeting` and `CallEnding`, hold on to the response).
@@ -86,6 +89,7 @@ class CallSetup:
     from_number: str
     to_number: str
     is_test: bool = False  # from the console's Talk to your agent: a browser, no Twilio call to record
+    resumed: bool = False  # a later stream of the call: back from a transfer no one took
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,9 @@ class CallServices:
 
 class CallSession:
     """Owners of the fields without a lock of their own:
-    - `_business`, `_crm`, `_tools`, `_realtime_settings` (and the first `_realtime`): written by
-      RX in `_set_up`, before any other greenlet of the call starts; read-only after.
+    - `_business`, `_crm`, `_tools`, `_realtime_settings` (and the first `_realtime`), `_earlier`,
+      `_machine_wait`: written by RX in `_set_up`, before any other greenlet of the call starts;
+      read-only after.
     - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
       `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`: the Realtime greenlet's;
       the session timers read `_session_update`, written before they start.
@@ -149,6 +154,10 @@ class CallSession:
         self._business: Business | None = None
         self._crm: CallCrmContext | None = None
         self._tools: CallTools | None = None
+        # A later stream of the call (back from a transfer no one took): the conversation to restore.
+        self._earlier: EarlierConversation | None = None
+        # Outbound: the first words wait for the answering machine detection (services/voicemail.py).
+        self._machine_wait: AnsweringMachineWait | None = None
         self._prompts: CallPrompts | None = None
         self._session_update = ""
         self._session_timers: list[gevent.Greenlet | None] = []
@@ -222,6 +231,14 @@ class CallSession:
                                 send=self._send_realtime, gate=self._gate, ending=self._ending,
                                 log=call_logger("tools", setup.call_sid))
         self._journal.stream_started(setup.stream_sid, time.time(), this_process())
+        self._earlier = earlier_conversation(self._services.db, setup.call_sid) if setup.resumed else None
+        if self._earlier is not None:
+            for role, text in self._earlier.said:
+                self._transcripts.said(role, text)
+        elif setup.direction == "outbound":
+            self._machine_wait = AnsweringMachineWait(self._services.db, setup.call_sid, self._timing.amd_wait_s,
+                                                      on_machine=self._machine_answered, log=self.log)
+            self._greenlets.spawn(self._machine_wait.run)
         self.log.info("stream started", extra={"business_id": setup.business_id, "direction": setup.direction,
                                                "is_test": setup.is_test})
         return True
@@ -283,21 +300,49 @@ class CallSession:
 
     def _greet(self) -> None:
         """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting
-        (or, when the call began to end meanwhile, for its goodbye)."""
+        (or, when the call began to end meanwhile, for its goodbye). A call back from a transfer
+        first tells the new session the conversation so far, as a reconnect does."""
         self._stop_session_timers()
         self._greeted = True
+        if self._earlier is not None:
+            self._replay_conversation()
         self._session_ready.set()
         self.log.info("session confirmed", extra={"after_ms": round((time.monotonic() - self._started_mono) * 1000)})
         goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
         self._send_late_crm()
         if not goodbye:
-            self._greeting.request(self._prompts.greeting_instruction)
-        # After the greeting's request, not at `start`: the REST request's work would delay it.
-        gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
-                     self._business.record_calls and not self.setup.is_test, self.log)
+            self._speak_first()
+        # After the first words are asked for, not at `start`: the REST request's work would delay
+        # them. Once per call: Twilio records the whole call, a later stream included.
+        if not self.setup.resumed:
+            gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
+                         self._business.record_calls and not self.setup.is_test, self.log)
         self._greenlets.spawn(self._watchdog.run)
         self._greenlets.spawn(self._realtime_watch.run)
+
+    def _speak_first(self) -> None:
+        """The greeting; back from a transfer, what the agent says about it; on an outbound call,
+        once the answering machine detection says a person answered, or its wait is over."""
+        if self._earlier is not None:
+            self._tell_model(self._earlier.notice, RequestReason.RESUME)
+        elif self._machine_wait is not None:
+            self._machine_wait.greet_when_known(self._greet_after_waiting)
+        else:
+            self._greeting.request(self._prompts.greeting_instruction)
+
+    def _greet_after_waiting(self) -> None:
+        """The machine detection's wait (its greenlet, or the Realtime greenlet's `_speak_first`)."""
+        try:
+            self._greeting.request(self._prompts.greeting_instruction)
+        except RealtimeClosed:
+            pass  # the Realtime greenlet reconnects, or ends the call
+
+    def _machine_answered(self, answered_by: str) -> None:
+        """The wait's greenlet: a machine answered before the agent spoke. The call ends, and
+        `/webhook/stream_ended` leaves the voicemail message (services/voicemail.py)."""
+        self.log.info("answering machine: leaving the voicemail message", extra={"answered_by": answered_by})
+        self.end(machine_end_reason(answered_by))
 
     def _converse(self, log) -> None:
         while not self._ended.is_set():
@@ -380,18 +425,23 @@ class CallSession:
         """The new session is confirmed: tell it the conversation so far, let the held audio
         through, and have the agent apologise if it was cut off mid-sentence."""
         self._stop_session_timers()
-        said = self._transcripts.so_far()
-        for role, text in said:
-            self._send_realtime(rt.user_text_message(text) if role == "user" else rt.assistant_text_message(text))
+        replayed = self._replay_conversation()
         gap_ms = (time.monotonic() - self._lost_at) * 1000
         self.figures.reconnect_gaps_ms.append(gap_ms)
         metrics.REALTIME_RECONNECTS.labels("resumed").inc()
-        log.info("Realtime session resumed", extra={"gap_ms": round(gap_ms), "turns_replayed": len(said)})
+        log.info("Realtime session resumed", extra={"gap_ms": round(gap_ms), "turns_replayed": replayed})
         self._session_ready.set()
         goodbye = self._ask_for_goodbye_now_ready()
         self._gate.open()
         if not goodbye and self._was_speaking:
             self._tell_model(call_event("Reconnected"), RequestReason.RESUME)
+
+    def _replay_conversation(self) -> int:
+        """Tell a new session the conversation so far, as text items; how many there were."""
+        said = self._transcripts.so_far()
+        for role, text in said:
+            self._send_realtime(rt.user_text_message(text) if role == "user" else rt.assistant_text_message(text))
+        return len(said)
 
     def _ask_for_goodbye_now_ready(self) -> bool:
         """A session has just become ready: an ending's goodbye not yet asked for on it (it died
@@ -605,6 +655,9 @@ class CallSession:
             return
         if self._ending.forced:
             self.log.info("the call is closing: no answer to the caller's last words")
+            return
+        if self._machine_wait is not None and self._machine_wait.pending:
+            self.log.info("still waiting for the machine detection: no answer to what was heard")
             return
         self._send_late_crm()
         self._unanswered.append(event.item_id)

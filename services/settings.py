@@ -61,6 +61,9 @@ class CallTiming:
     # Keypad digits pressed within this gap of each other reach the model as one text item.
     dtmf_gap_ms: int = 700
     transfer_ring_s: int = 25  # how long <Dial> rings the human before the call ends politely
+    # Outbound: the longest the agent's first words wait for Twilio's answering machine detection
+    # (a person is usually told apart within 2-4 s; a machine only after its beep, often later).
+    amd_wait_s: float = 4.0
     # A call row still "live" this long after its maximum duration is a crashed worker's: it no
     # longer holds a slot against the concurrent call limits.
     stale_call_margin_s: float = 120.0

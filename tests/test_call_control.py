@@ -101,7 +101,7 @@ def test_transfer_call_says_so_then_dials_the_human_with_caller_id_and_a_timeout
     transferring = Reply("אני מעבירה אותך לנציג, רק רגע.", 600)
     h = make_harness(RealtimeScript(responses=[GREETING, ToolCall("transfer_call", {"reason": "wants a person"}),
                                                transferring], caller_transcripts=["אפשר לדבר עם בן אדם?"]),
-                     timing=FAST, business={"transfer_number": HUMAN})
+                     timing=FAST, business={"transfer_number": HUMAN, "transfer_mode": "cold"})
     caller = _greet_then_say(h)
     caller.wait_closed(timeout=8)
     _goodbye_heard_in_full(caller, transferring)

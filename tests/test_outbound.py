@@ -1,5 +1,6 @@
 """Calling leads back: the call placed through Twilio's REST API (a local fake), answered by a
 person or by an answering machine, and status callbacks that keep the row true."""
+import dataclasses
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -11,6 +12,7 @@ from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml
 from tests.fakes.twilio_rest import FakeTwilioRest
+from tests.harness import TEST_TIMING
 
 SID = "AC" + "1" * 32
 TOKEN = "twilio-test-token"
@@ -28,7 +30,10 @@ def twilio_rest():
 
 @pytest.fixture
 def outbound(make_harness, twilio_rest):
+    # The first words wait briefly for machine detection here: these tests post its result after
+    # the greeting (tests/test_voicemail.py has the wait itself).
     return make_harness(RealtimeScript(responses=[Reply(OUT_GREETING, 1200)]),
+                        timing=dataclasses.replace(TEST_TIMING, amd_wait_s=0.3),
                         business={"outbound_greeting": OUT_GREETING, "voicemail_message": VOICEMAIL},
                         twilio_account_sid=SID, twilio_auth_token=TOKEN, twilio_api_base_url=twilio_rest.base_url)
 
@@ -116,16 +121,28 @@ def test_an_answering_machine_gets_the_voicemail_message_and_the_call_ends(outbo
     assert twiml.find("Hangup") is not None
     caller.stop()  # Twilio ends the stream when the call's TwiML is replaced
     stored = outbound.wait_ended(call_sid)
-    assert stored.row.end_reason == "voicemail" and stored.row.answered_by == "machine_end_beep"
+    assert stored.row.end_reason == "voicemail_left" and stored.row.answered_by == "machine_end_beep"
 
 
-def test_a_machine_without_a_voicemail_message_is_hung_up_on(outbound, twilio_rest):
+def test_a_machine_without_a_voicemail_message_gets_one_in_the_business_name(outbound, twilio_rest):
     with outbound.live.db.session() as session:
-        session.get(Business, outbound.business_id).voicemail_message = ""
+        business = session.get(Business, outbound.business_id)
+        business.voicemail_message = ""
+        name = business.name
     call_sid = place(outbound).json()["call_sid"]
+    answer(outbound, call_sid).wait_heard(400, timeout=5)
     twilio_post(outbound, "/webhook/amd_status", {"CallSid": call_sid, "AccountSid": SID,
                                                   "AnsweredBy": "machine_end_silence"})
-    twiml = ET.fromstring(twilio_rest.of("update")[0].value("Twiml"))
+    twiml = ET.fromstring(twilio_rest.wait_for(lambda: twilio_rest.of("update"))[0].value("Twiml"))
+    assert name in twiml.find("Say").text and twiml.find("Hangup") is not None
+    assert row(outbound, call_sid).end_reason == "voicemail_left"
+
+
+def test_a_fax_is_hung_up_on_without_a_message(outbound, twilio_rest):
+    call_sid = place(outbound).json()["call_sid"]
+    answer(outbound, call_sid).wait_heard(400, timeout=5)
+    twilio_post(outbound, "/webhook/amd_status", {"CallSid": call_sid, "AccountSid": SID, "AnsweredBy": "fax"})
+    twiml = ET.fromstring(twilio_rest.wait_for(lambda: twilio_rest.of("update"))[0].value("Twiml"))
     assert twiml.find("Say") is None and twiml.find("Hangup") is not None
     assert row(outbound, call_sid).end_reason == "voicemail"
 

@@ -151,25 +151,28 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
         problem = str(exc)
     if problem is None and g.browser_stream and not params.test:
         problem = "the console's page may open a test call only"
-    if problem is None and not _claim_stream(params.call_sid, params.test):
+    if problem is None and not _claim_stream(params.call_sid, params.test, params.resumed):
         problem = "the call's stream token was already used (or the call is unknown)"
     if problem is not None:
         log.warning("stream refused", extra={"call_sid": start.call_sid, "why": problem})
         return None
     return CallSetup(call_sid=params.call_sid, stream_sid=start.stream_sid, business_id=params.business_id,
                      direction=params.direction, from_number=params.from_number, to_number=params.to_number,
-                     is_test=params.test)
+                     is_test=params.test, resumed=params.resumed)
 
 
-def _claim_stream(call_sid: str, is_test: bool) -> bool:
+def _claim_stream(call_sid: str, is_test: bool, resumed: bool) -> bool:
     """Mark the call's row as streamed; False when another stream did first. One conditional
     UPDATE, committed before the call starts: the database decides between workers and hosts.
     (`stream_sid` will not do: the call's journal writes it later, asynchronously.) A test
-    token claims a test call's row only."""
+    token claims a test call's row only. A call back from a transfer no one took is open to a
+    `resumed` stream only: its first stream's token, good for a while yet, claims nothing
+    (services/warm_transfer.py)."""
+    after_transfer = Call.transfer_status.is_not(None) if resumed else Call.transfer_status.is_(None)
     with current_app.extensions["db"].session() as session:
         result = session.execute(update(Call)
                                  .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None),
-                                        Call.is_test.is_(is_test))
+                                        Call.is_test.is_(is_test), after_transfer)
                                  .values(stream_claimed_at=utcnow())
                                  .execution_options(synchronize_session=False))
         return result.rowcount == 1

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.orm import Session
@@ -13,12 +13,12 @@ from services.store.call_records import KNOWN_STATUSES, apply_status, business_f
 from server.request_db import get_db
 from services.store import end_reasons
 from services.store.end_reasons import EndReason
-from services.store.models import Business, Call
+from services.store.models import Call
 from server.security import (NO_TOKEN_HINT, SIGNATURE_CHECK_OFF_WARNING, StreamToken, signed_url,
                              twilio_signature_valid)
 from server.stream_parameters import MEDIA_PATH, StreamParameters
 from server.webhook_db import DatabaseUnavailable, bounded_session, database, store_or_keep, within_bound
-from services import metrics
+from services import metrics, voicemail, warm_transfer
 from services.call_limits import CallLimits
 from services.logging_setup import mask_number
 from services.post_call import recording
@@ -36,6 +36,10 @@ def _warn_when_unchecked(state) -> None:
     if state.app.config["SETTINGS"].unsigned_twilio_allowed:
         log.warning(SIGNATURE_CHECK_OFF_WARNING)
 
+
+# A warm transfer's webhooks (server/routes/warm_transfer.py): the whisper and the <Dial>'s end.
+WARM_WHISPER_PATH = "/webhook/warm_transfer/whisper"
+WARM_DIAL_ENDED_PATH = "/webhook/warm_transfer/dial_ended"
 
 # Twilio's webhook forms are a few kilobytes.
 MAX_WEBHOOK_BODY = 64 << 10
@@ -170,6 +174,8 @@ def stream_ended() -> Response:
     try:
         with database() as session:
             call = _call_row(session, call_sid)
+            voicemail_message = voicemail.after_stream(session, call) if call else None
+            warm = call is not None and warm_transfer.is_warm(session, call)
     except DatabaseUnavailable as exc:
         # Why the stream ended (a goodbye, a transfer, a failure) is in the row we cannot read.
         log.error("stream ended: the database is unavailable; the caller hears an apology",
@@ -178,6 +184,16 @@ def stream_ended() -> Response:
     reason = call.end_reason if call else None
     log.info("stream ended", extra={"call_sid": call_sid or "-", "end_reason": reason})
     failed = reason in end_reasons.FAILURES
+    if voicemail_message:
+        return _xml(twiml.say_and_hangup(voicemail_message))
+    if warm:
+        # The person hears who is calling and presses 1 first (server/routes/warm_transfer.py);
+        # the caller's call sid rides in the whisper's address, which Twilio signs.
+        base = _base_url()
+        return _xml(twiml.warm_dial(call.transfer_to, caller_id=call.from_number or None,
+                                    timeout_s=_settings().timing.transfer_ring_s,
+                                    action_url=f"{base}{WARM_DIAL_ENDED_PATH}",
+                                    whisper_url=f"{base}{WARM_WHISPER_PATH}?call={quote(call.call_sid)}"))
     if call is not None and call.transfer_to and (reason in (EndReason.TRANSFER, EndReason.SHUTDOWN) or failed):
         # Asked for by the agent, or by the business for a deploy, or our side failed and the
         # business has someone to take the call.
@@ -210,38 +226,29 @@ def transfer_ended() -> Response:
 
 @bp.post("/webhook/amd_status")
 def amd_status() -> Response:
-    """Twilio's asynchronous answering machine detection: on a machine, leave the business's
-    voicemail message after the beep (or hang up) by replacing the live call's TwiML."""
+    """Twilio's asynchronous answering machine detection. While the call's first words wait for
+    it, the call acts on it (services/voicemail.py); after, a machine is left the business's
+    voicemail message (or hung up on) by replacing the live call's TwiML."""
     call_sid, answered_by = _form("CallSid"), _form("AnsweredBy").lower()
     if not call_sid or not answered_by:
         abort(400, "CallSid and AnsweredBy are required")
-    machine = answered_by.startswith("machine") or answered_by == "fax"
-
-    def store(session: Session) -> tuple[bool, str]:
-        """(the call is ours, the voicemail message to leave)"""
-        call = _call_row(session, call_sid)
-        if call is None:
-            return False, ""
-        call.answered_by = answered_by
-        message = ""
-        if machine:
-            business = session.get(Business, call.business_id) if call.business_id else None
-            message = (business.voicemail_message or "").strip() if business and answered_by != "fax" else ""
-            call.end_reason = EndReason.VOICEMAIL  # before the stream stops: the session keeps it
-        return True, message
-
-    stored, result = store_or_keep("machine detection", call_sid, store)
-    # Without the database the voicemail message is unknown: a machine is hung up on.
-    known, message = result if stored else (True, "")
-    if not known:
+    stored, detection = store_or_keep("machine detection", call_sid,
+                                      lambda session: voicemail.record_detection(session, call_sid, answered_by))
+    if stored and not detection.known:
         log.warning("machine detection for an unknown call", extra={"call_sid": call_sid})
         return _xml(twiml.empty())
-    log.info("answered by", extra={"call_sid": call_sid, "answered_by": answered_by, "voicemail": bool(message)})
-    if machine:
+    log.info("answered by", extra={"call_sid": call_sid, "answered_by": answered_by,
+                                   "late": bool(stored and detection.late)})
+    # Without the database the call cannot learn of it, nor the message be read: a machine is hung up on.
+    if voicemail.is_machine(answered_by) and (not stored or detection.late):
+        message = detection.message if stored else ""
         try:
             TwilioRest(_settings()).update_twiml(call_sid, twiml.say_and_hangup(message) if message else twiml.hangup())
         except (TwilioNotConfigured, TwilioRestError) as exc:
             log.error("could not leave the voicemail", extra={"call_sid": call_sid, "error": str(exc)})
+            if message:
+                store_or_keep("voicemail not left", call_sid,
+                              lambda session: voicemail.message_not_left(session, call_sid))
     return _xml(twiml.empty())
 
 

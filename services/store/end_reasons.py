@@ -18,7 +18,8 @@ class EndReason(StrEnum):
     # Decided at the webhook, or for its stream.
     UNKNOWN_NUMBER = "unknown_number"
     LIMIT = "limit"
-    VOICEMAIL = "voicemail"
+    VOICEMAIL = "voicemail"  # an answering machine (or a fax) answered; nothing was left on it
+    VOICEMAIL_LEFT = "voicemail_left"  # an answering machine answered; the business's message was left
     NO_STREAM = "no_stream"  # the webhook was answered but its stream never started
     # The server.
     SHUTDOWN = "shutdown"  # the process stopped (a deploy) before the call was over

@@ -61,6 +61,9 @@ class Business(Base):
     transfer_number: Mapped[str | None] = mapped_column(String(32))
     # On a deploy, live calls go to the transfer number (after a short notice) instead of a goodbye.
     transfer_on_shutdown: Mapped[bool] = mapped_column(Boolean, default=False)
+    # "warm": the person hears a summary and presses 1 first; nobody accepting brings the caller
+    # back to the agent (services/warm_transfer.py). "cold": the call is put straight through.
+    transfer_mode: Mapped[str] = mapped_column(String(8), default="warm", server_default="warm")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Jerusalem")
     working_hours: Mapped[dict[str, Any]] = mapped_column(default=dict)
     max_concurrent_calls: Mapped[int] = mapped_column(Integer, default=5)
@@ -149,6 +152,9 @@ class Call(Base):
     transfer_to: Mapped[str | None] = mapped_column(String(32))
     transfer_status: Mapped[str | None] = mapped_column(String(24))
     answered_by: Mapped[str | None] = mapped_column(String(32))
+    # Outbound: when the agent's first words stopped waiting for that detection (services/voicemail.py);
+    # a machine reported after it is the webhook's to handle.
+    first_words_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # After the call (services/post_call): the caller's lead, a Hebrew summary, the extracted fields.
     lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"), index=True)
     summary: Mapped[str | None] = mapped_column(Text)
@@ -200,6 +206,9 @@ class Lead(Base):
     # From the post-call extraction of the lead's latest call.
     city: Mapped[str | None] = mapped_column(String(100))
     last_call_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The lead asked for a person no one could be found for (services/warm_transfer.py): call back.
+    callback_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    callback_call_sid: Mapped[str | None] = mapped_column(String(64))
 
 
 class Job(Base):
