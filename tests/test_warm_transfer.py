@@ -174,7 +174,9 @@ def test_nobody_accepting_brings_the_caller_back_to_the_agent_who_knows_the_conv
 
     warm.fake.script.responses = [BACK]  # the new session's (the fake's responses are per connection)
     caller = connect_stream(warm, call_sid, back.parameters)
-    conn = warm.fake.wait_for_connection(2, timeout=15)
+    # The second connection to carry anything (the refused replay's, opened at its upgrade, carried nothing).
+    conn = wait_for(lambda: len(warm.fake.carried()) == 2 and warm.fake.carried()[1], 15,
+                    message="the new session")
     conn.wait_for_client_event("response.create", timeout=15)
     texts = [(item["role"], item["content"][0]["text"]) for item in conn.items_created
              if item.get("type") == "message"]
