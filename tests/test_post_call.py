@@ -142,6 +142,7 @@ def test_the_business_webhook_gets_one_signed_event_after_retries_on_500(world):
     assert accepted.headers["X-Agent-Event"] == "call.completed" and event["type"] == "call.completed"
     assert event["id"] == accepted.headers["X-Agent-Event-Id"]
     assert event["call"]["call_sid"] == call_sid and event["call"]["from"] == CALLER_NUMBER
+    assert event["call"]["is_test"] is False
     assert [t["text"] for t in event["turns"]] == [text for _, text in CONVERSATION]
     assert event["summary"] == DEFAULT_SUMMARY and event["extraction"]["caller_name"] == "דנה לוי"
     assert event["lead"]["name"] == "דנה לוי" and event["lead"]["phone"] == CALLER_NUMBER

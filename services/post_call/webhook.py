@@ -70,6 +70,7 @@ def build_event(call: Call, turns: Sequence[Turn], lead: Lead | None) -> dict[st
             "call_sid": call.call_sid,
             "business_id": call.business_id,
             "direction": call.direction,
+            "is_test": call.is_test,  # from the console's Talk to your agent: no phone call
             "from": call.from_number,
             "to": call.to_number,
             "status": call.status,
