@@ -60,6 +60,10 @@ RETRY_MAX_S = 5.0
 # How often a live call's row is stamped; the sweeper allows several missed stamps.
 HEARTBEAT_S = 30.0
 
+# A live call's `live_state`: the greeting (from the stream's start until it is heard), the
+# caller's turn, the agent speaking.
+GREETING, LISTENING, SPEAKING = "greeting", "listening", "speaking"
+
 _store_log = logging.getLogger("store")  # lines about the writer, not one call
 
 # Turn inserts that skip a write key already stored (a retry of a commit that did land).
@@ -337,6 +341,7 @@ class CallJournal:
             call.stream_sid = stream_sid
             call.served_by = served_by
             call.last_seen_at = utcnow()
+            call.live_state = GREETING
             if call.answered_at is None:
                 call.answered_at = _utc(at)
             if call.end_reason == EndReason.NO_STREAM:  # the guess was wrong: the stream came
@@ -350,6 +355,15 @@ class CallJournal:
     def prompt_built(self, prompt_info: dict) -> None:
         def write(session: Session, call: Call) -> None:
             call.prompt_info = prompt_info
+
+        self._put(write)
+
+    def state_changed(self, state: str) -> None:
+        """What the call is doing now (GREETING, LISTENING, SPEAKING), for the console's live page
+        in whichever process shows it: written as it changes (an agent item's first frame, its end
+        heard), never per frame."""
+        def write(session: Session, call: Call) -> None:
+            call.live_state = state
 
         self._put(write)
 

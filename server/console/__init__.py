@@ -43,7 +43,7 @@ def init_app(app: Flask) -> None:
     if not settings.admin_api_token:
         log.warning(access.NO_TOKEN_HINT)
 
-    from server.console.views import business, calls, overview, sign_in  # noqa: F401  (their routes)
+    from server.console.views import business, calls, live, overview, sign_in  # noqa: F401  (their routes)
 
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))
