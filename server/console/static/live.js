@@ -103,7 +103,7 @@ document.addEventListener("DOMContentLoaded", function () {
     badge.dataset.state = "ended";
     badge.textContent = L.ended;
     node.querySelector(".end-call button").disabled = true;
-    setTimeout(function () { node.remove(); tick(); }, 5000);
+    setTimeout(function () { node.remove(); tick(); }, 10000);
   }
 
   function receive(event, snapshot) {
