@@ -37,7 +37,8 @@ def request_end(session: Session, call_id: int) -> bool:
 
 class EndRequestWatch:
     """One per process: a greenlet that runs while the process carries calls (started by the first
-    call to arrive, `LiveCalls.on_first_call`; it stops when none is left)."""
+    call to arrive, `LiveCalls.on_first_call`; it stops when none is left). Lock order: `_lock`
+    → LiveCalls._lock (the stop looks at the calls under it); nothing else is taken under it."""
 
     def __init__(self, db: Database, live_calls: LiveCalls, interval_s: float = INTERVAL_S):
         self._db = db

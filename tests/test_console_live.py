@@ -324,3 +324,45 @@ def test_end_call_on_one_host_ends_the_call_held_by_another_after_its_goodbye(tw
     for host in (host_a, host_b):
         assert "Traceback" not in host.log() and "level=ERROR" not in host.log()
     assert "End call from the console: the call says goodbye" in host_b.log()
+
+
+def test_a_turn_committed_behind_a_newer_id_still_reaches_the_viewers(db):
+    """On PostgreSQL two processes' turns may commit out of id order: a look reads the last
+    seconds' ids again, so the one committed late is not skipped."""
+    from datetime import datetime, timezone
+
+    from services.store.models import Business, Turn, utcnow
+
+    with db.session() as session:
+        business = Business(name="מספרה")
+        session.add(business)
+        session.flush()
+        call = Call(call_sid="CAlate", business_id=business.id, status="in-progress", stream_sid="MZlate",
+                    last_seen_at=utcnow(), live_state="listening")
+        session.add(call)
+        session.flush()
+        call_id = call.id
+    feed = LiveFeed(db, interval_s=0.2, reread_s=5.0)
+    viewer = feed.subscribe(None)
+    seen: list[tuple[str, str]] = []
+
+    def said() -> list[str]:
+        while (event := viewer.next_event(0)) is not None:
+            for view in event[1]["calls"]:
+                seen.extend((turn["speaker"], turn["text"]) for turn in view["turns"])
+        return [text for _, text in seen]
+
+    def store(turn_id: int, text: str, second: int) -> None:
+        with db.session() as session:
+            session.add(Turn(id=turn_id, call_id=call_id, speaker="caller", text=text,
+                             started_at=datetime(2025, 1, 1, 10, 0, second, tzinfo=timezone.utc)))
+
+    try:
+        store(100, "newer id, committed first", 2)
+        wait_for(lambda: said() == ["newer id, committed first"], 10, message="the first turn")
+        gevent.sleep(1.0)  # several looks past id 100
+        store(50, "older id, committed late", 1)
+        wait_for(lambda: said() == ["newer id, committed first", "older id, committed late"], 10,
+                 message="the turn committed late")
+    finally:
+        feed.leave(viewer)

@@ -38,7 +38,7 @@ def feed_of(app: Flask) -> LiveFeed:
 def live():
     viewer = current_viewer()
     db_session = request_session()
-    calls, _ = read_live_calls(db_session, business_id=viewer.business_id)
+    calls, _ = read_live_calls(db_session, business_id=viewer.business_id)  # the viewer's scope, as `scoped`
     names = dict(db_session.execute(scoped(select(Business.id, Business.name), Business.id, viewer)).all())
     return render_template("console/live.html", calls=list(calls.values()), names=names, now=time.time(),
                            state_labels=_state_labels(), speaker_labels=_speaker_labels())
