@@ -154,7 +154,7 @@ def test_live_calls_page_shows_a_live_calls_transcript_as_it_is_spoken(browser, 
     from tests.fakes.realtime_server import RealtimeScript, Reply
 
     greeting = Reply("שלום, הגעתם למספרת הים, איך אפשר לעזור?", 1500)
-    answer = Reply("בשמחה. ליום שלישי בעשר מתאים?", 3000)
+    answer = Reply("בשמחה. ליום שלישי בעשר מתאים?", 4000)
     harness = make_harness(RealtimeScript(responses=[greeting, answer]), admin_api_token=ADMIN_TOKEN,
                            business={"name": "מספרת הים"})
     base = harness.live.base_url
