@@ -22,6 +22,8 @@ per call (enqueue_post_call).
 
 Every `heartbeat_s` the writer stamps `last_seen_at` on the rows of the calls this process
 carries, in one UPDATE: the sweeper (services/call_sweeper.py) tells a lost process's calls by it.
+Every STATE_EVERY_S it stores, in one UPDATE too, the `live_state` of the calls whose state
+changed (greeting, listening, agent speaking), for the console's live page in any process.
 """
 from __future__ import annotations
 
