@@ -22,6 +22,8 @@ per call (enqueue_post_call).
 
 Every `heartbeat_s` the writer stamps `last_seen_at` on the rows of the calls this process
 carries, in one UPDATE: the sweeper (services/call_sweeper.py) tells a lost process's calls by it.
+Every STATE_EVERY_S it stores, in one UPDATE too, the `live_state` of the calls whose state
+changed (greeting, listening, agent speaking), for the console's live page in any process.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Empty, Queue
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -59,6 +61,12 @@ RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 5.0
 # How often a live call's row is stamped; the sweeper allows several missed stamps.
 HEARTBEAT_S = 30.0
+# How often live calls' changed states are stored (the console's live page looks as often).
+STATE_EVERY_S = 1.0
+
+# A live call's `live_state`: the greeting (from the stream's start until it is heard), the
+# caller's turn, the agent speaking.
+GREETING, LISTENING, SPEAKING = "greeting", "listening", "speaking"
 
 _store_log = logging.getLogger("store")  # lines about the writer, not one call
 
@@ -107,13 +115,14 @@ class JournalWriter:
         self._max_queued = max_queued
         self._heartbeat_s = heartbeat_s
         self._queue: Queue = Queue()  # any call's greenlets put; the writer greenlet gets
-        # Guards: _greenlet, _pending, _overflowing, _live. Every call's greenlets submit (the
+        # Guards: _greenlet, _pending, _overflowing, _live, _states. Every call's greenlets submit (the
         # first, or the first after the writer died, starts it); the writer settles.
         self._lock = threading.Lock()
         self._greenlet: gevent.Greenlet | None = None
         self._pending = 0  # writes accepted and neither stored nor dropped yet
         self._overflowing = False  # writes are being dropped since the queue reached its cap
         self._live: set[str] = set()  # calls carried here: stream started, end not yet stored
+        self._states: dict[str, str] = {}  # live states changed since the last were stored
         self._call_ids: dict[str, int] = {}  # owned by the writer greenlet; forgotten at flush
 
     def submit(self, call_sid: str, write: Write | dict, log: logging.LoggerAdapter | None, *,
@@ -158,11 +167,20 @@ class JournalWriter:
 
     # --- the writer greenlet ----------------------------------------------------------
 
+    def note_state(self, call_sid: str, state: str) -> None:
+        """A call's `live_state` changed: kept here, and stored with every other call's changes
+        in one UPDATE at most every STATE_EVERY_S (not a transaction of its own at each change,
+        which on SQLite would block the event loop as an agent's audio starts)."""
+        with self._lock:
+            self._states[call_sid] = state
+            self._start_writer()
+
     def _run(self) -> None:
         beat_due = time.monotonic() + self._heartbeat_s
+        states_due = time.monotonic() + STATE_EVERY_S
         while True:
             try:
-                first = self._queue.get(timeout=max(0.0, beat_due - time.monotonic()))
+                first = self._queue.get(timeout=max(0.0, min(beat_due, states_due) - time.monotonic()))
             except Empty:
                 first = None
             if first is not None:
@@ -170,6 +188,9 @@ class JournalWriter:
                 while len(batch) < MAX_BATCH and not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                 self._write_batch(batch)
+            if time.monotonic() >= states_due:
+                self._write_states()
+                states_due = time.monotonic() + STATE_EVERY_S
             if time.monotonic() >= beat_due:
                 self._heartbeat()
                 beat_due = time.monotonic() + self._heartbeat_s
@@ -290,6 +311,22 @@ class JournalWriter:
             session.connection().execute(_TURN_INSERTS.get(self._dialect, insert(Turn.__table__)), rows)
         return skipped
 
+    def _write_states(self) -> None:
+        with self._lock:
+            states, self._states = self._states, {}
+        if not states:
+            return
+        try:
+            with self._db.session() as session:
+                session.execute(update(Call).where(Call.call_sid.in_(list(states)))
+                                .values(live_state=case(states, value=Call.call_sid, else_=Call.live_state))
+                                .execution_options(synchronize_session=False))
+        except Exception as exc:  # kept for the next round, unless changed since
+            with self._lock:
+                self._states = {**states, **self._states}
+            _store_log.warning("live calls' states not stored", extra={"calls": len(states),
+                                                                       "error": str(exc).splitlines()[0][:300]})
+
     def _heartbeat(self) -> None:
         with self._lock:
             sids = list(self._live)
@@ -337,6 +374,7 @@ class CallJournal:
             call.stream_sid = stream_sid
             call.served_by = served_by
             call.last_seen_at = utcnow()
+            call.live_state = GREETING
             if call.answered_at is None:
                 call.answered_at = _utc(at)
             if call.end_reason == EndReason.NO_STREAM:  # the guess was wrong: the stream came
@@ -352,6 +390,12 @@ class CallJournal:
             call.prompt_info = prompt_info
 
         self._put(write)
+
+    def state_changed(self, state: str) -> None:
+        """What the call is doing now (GREETING, LISTENING, SPEAKING), for the console's live page
+        in whichever process shows it: told as it changes (an agent item's first frame, its end
+        heard), never per frame; stored within STATE_EVERY_S."""
+        self._writer.note_state(self._call_sid, state)
 
     def add_turn(self, speaker: str, text: str, started_at: float, *, item_id: str | None = None,
                  interrupted: bool = False, latency_ms: float | None = None) -> None:

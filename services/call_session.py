@@ -46,7 +46,7 @@ from services.barge_in import BargeIn
 from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
 from services.call_greenlets import CallGreenlets
-from services.call_journal import CallJournal, JournalWriter
+from services.call_journal import GREETING, LISTENING, SPEAKING, CallJournal, JournalWriter
 from services.caller_audio import CallerAudio
 from services.crm_context import CallCrmContext
 from services.greeting import Greeting
@@ -615,7 +615,9 @@ class CallSession:
 
     def _first_frame(self, item_id: str, at: float, forwarding_ms: float | None) -> None:
         """Playback sent an item's first frame (from TX, or the Realtime greenlet's kick)."""
-        self.figures.agent_audio_started(item_id, at, forwarding_ms, greeting=self._greeting.owns(item_id))
+        greeting = self._greeting.owns(item_id)
+        self.figures.agent_audio_started(item_id, at, forwarding_ms, greeting=greeting)
+        self._journal.state_changed(GREETING if greeting else SPEAKING)
 
     def _agent_item_heard(self, item_id: str) -> None:
         """RX: the caller heard the whole item."""
@@ -648,6 +650,8 @@ class CallSession:
         self._journal.add_turn("agent", text, item.started_at, item_id=item.item_id,
                                interrupted=item.heard_ms is not None,
                                latency_ms=self.figures.response_item_latency(item.item_id))
+        if not self._playback.is_playing():  # heard or cut, with no other item of the agent's after it
+            self._journal.state_changed(LISTENING)
 
     def _on_input_committed(self, event: rt.InputCommitted) -> None:
         if self._barge_in.is_noise(event.item_id):
@@ -714,6 +718,13 @@ class CallSession:
         else:
             self.log.info("the server is shutting down: saying goodbye")
             self._ask_for_goodbye(call_event("Shutdown"))
+
+    def end_from_console(self) -> None:
+        """Someone at the business pressed End call (services/end_requests.py): a short goodbye,
+        then the line closes. Not called off by the caller speaking; an ending already under way stands."""
+        if self._ending.begin(EndReason.ENDED_FROM_CONSOLE, cancellable=False, awaiting=RequestReason.GOODBYE):
+            self.log.info("ended from the console: saying goodbye")
+            self._ask_for_goodbye(call_event("After end_call"))
 
     def _ask_for_goodbye(self, notice: str) -> None:
         """The ending's last words, asked for now; while the session is being opened again,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
-from typing import Callable, Protocol
+from typing import Callable, Iterable, Protocol
 
 import gevent
 from gevent.event import Event
@@ -29,6 +29,9 @@ class LiveCall(Protocol):
     def shut_down(self) -> None:
         """The process is stopping: close the call politely (a short goodbye) soon."""
 
+    def end_from_console(self) -> None:
+        """The console's End call: a short goodbye, then the line closes."""
+
 
 class LiveCalls:
     """Once `close`d (the process is stopping) the media route takes no new stream; the calls
@@ -42,11 +45,20 @@ class LiveCalls:
         self._closed = False
         self._empty = Event()
         self._empty.set()
+        # Set once, at start-up (create_app): told whenever a call arrives, with none here before.
+        self.on_first_call: Callable[[], None] | None = None
 
     def add(self, call_sid: str, session: LiveCall) -> None:
         with self._lock:
+            first = not self._calls
             self._calls[call_sid] = session
             self._empty.clear()
+        if first and self.on_first_call is not None:
+            self.on_first_call()
+
+    def call_sids(self) -> list[str]:
+        with self._lock:
+            return list(self._calls)
 
     def remove(self, call_sid: str) -> None:
         with self._lock:
@@ -81,9 +93,16 @@ class LiveCalls:
         waits at most `timeout` for their ends. Returns how many there were."""
         return self._each(lambda call: call.end(reason), "end", timeout=timeout)
 
-    def _each(self, act: Callable[[LiveCall], None], what: str, timeout: float) -> int:
+    def end_from_console(self, call_sids: Iterable[str], timeout: float = 5.0) -> int:
+        """Tell each of these calls carried here to say goodbye and hang up; returns how many were told."""
+        wanted = set(call_sids)
+        return self._each(lambda call: call.end_from_console(), "end from the console", timeout=timeout,
+                          only=wanted)
+
+    def _each(self, act: Callable[[LiveCall], None], what: str, timeout: float,
+              only: set[str] | None = None) -> int:
         with self._lock:
-            calls = list(self._calls.items())
+            calls = [(sid, call) for sid, call in self._calls.items() if only is None or sid in only]
 
         def run(call_sid: str, call: LiveCall) -> None:
             # A greenlet each: one call's slow socket must not hold up the others. The call's own

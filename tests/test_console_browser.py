@@ -173,3 +173,50 @@ def test_the_new_business_form_and_the_webhook_test_in_chromium(browser, console
     assert shown.startswith("אירוע הבדיקה לא נמסר: \u2068refused: localhost resolves to ")
     browser.execute_script("document.getElementById('webhook-test').scrollIntoView();")
     shoot(browser, "webhook-test")
+
+
+def test_live_calls_page_shows_a_live_calls_transcript_as_it_is_spoken(browser, make_harness):
+    from selenium.webdriver.common.by import By
+
+    from tests.fakes.realtime_server import RealtimeScript, Reply
+
+    greeting = Reply("שלום, הגעתם למספרת הים, איך אפשר לעזור?", 1500)
+    answer = Reply("בשמחה. ליום שלישי בעשר מתאים?", 4000)
+    harness = make_harness(RealtimeScript(responses=[greeting, answer]), admin_api_token=ADMIN_TOKEN,
+                           business={"name": "מספרת הים"})
+    base = harness.live.base_url
+    browser.get(f"{base}/console/sign-in")
+    browser.find_element(By.ID, "secret").send_keys(ADMIN_TOKEN)
+    browser.find_element(By.ID, "sign-in").click()
+    wait_for(lambda: browser.current_url.rstrip("/").endswith("/console"), 15, message="the overview after sign-in")
+    browser.find_element(By.ID, "nav-live").click()
+    wait_for(lambda: browser.find_elements(By.ID, "no-live-calls"), 15, message="the live page")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("dir") == "rtl"
+    wait_for(lambda: browser.find_element(By.ID, "live-status").get_attribute("data-live") == "1", 15,
+             message="the page's event stream to open")
+    assert browser.find_element(By.ID, "no-live-calls").is_displayed()
+
+    caller = harness.call()
+    card = f'article.live-call[data-call-sid="{caller.call_sid}"]'
+
+    def said() -> list[str]:
+        return [node.text for node in browser.find_elements(By.CSS_SELECTOR, f"{card} .said")]
+
+    # The call appears without a reload, then each turn as it is stored.
+    wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, card), 15, message="the call's card")
+    wait_for(lambda: said() == [greeting.text], 15, message="the greeting on the page")
+    assert not browser.find_element(By.ID, "no-live-calls").is_displayed()
+    caller.speak(700)
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, f"{card} .state").get_attribute("data-state")
+             == "speaking", 15, message="the agent speaking on the page")
+    assert browser.find_element(By.CSS_SELECTOR, f"{card} .state").text == "הסוכן מדבר"
+    wait_for(lambda: said() == [greeting.text, "שלום", answer.text], 15, message="the caller's turn and the answer")
+    duration = browser.find_element(By.CSS_SELECTOR, f"{card} [data-duration]").text
+    assert len(duration) == 5 and duration[2] == ":", duration
+    assert browser.find_element(By.CSS_SELECTOR, f"{card} .end-call button").is_enabled()
+    shoot(browser, "live")
+
+    caller.stop()
+    harness.wait_ended(caller.call_sid, timeout=10)
+    wait_for(lambda: browser.find_element(By.CSS_SELECTOR, f"{card} .state").get_attribute("data-state") == "ended",
+             15, message="the call's end on the page")

@@ -44,7 +44,8 @@ def init_app(app: Flask) -> None:
         log.warning(access.NO_TOKEN_HINT)
 
     # Imported for their routes.
-    from server.console.views import business, calls, new_business, overview, sign_in, talk, webhook_test  # noqa: F401
+    from server.console.views import (business, calls, live, new_business, overview, sign_in, talk,  # noqa: F401
+                                      webhook_test)
 
     app.register_blueprint(bp)
     app.add_url_rule("/", "root", lambda: redirect(url_for("console.overview")))

@@ -15,6 +15,7 @@ class EndReason(StrEnum):
     TRANSFER = "transfer"
     SILENCE = "silence"
     MAX_DURATION = "max_duration"
+    ENDED_FROM_CONSOLE = "ended_from_console"  # End call on the console's live page; after a goodbye
     # Decided at the webhook, or for its stream.
     UNKNOWN_NUMBER = "unknown_number"
     LIMIT = "limit"

@@ -135,6 +135,12 @@ class Call(Base):
     # The serving process's journal stamps its live calls' rows now and then (call_journal.HEARTBEAT_S);
     # a row with a stream, no end and an old stamp is a lost process's (services/call_sweeper.py).
     last_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    # What the live call is doing (greeting | listening | speaking), written by its journal as it
+    # changes, for the console's live page in any process (services/live_feed.py).
+    live_state: Mapped[str | None] = mapped_column(String(16))
+    # The console's End call: the process carrying the call sees it and ends it with a goodbye
+    # (services/end_requests.py).
+    end_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     answered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

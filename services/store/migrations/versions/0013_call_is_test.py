@@ -1,13 +1,13 @@
 """calls.is_test: a call placed from the console's "Talk to your agent", left out of the overview's totals
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
