@@ -30,6 +30,8 @@ def business_json(business: Business) -> dict[str, Any]:
         "webhook_secret": business.webhook_secret,
         "record_calls": business.record_calls,
         "recording_notice": business.recording_notice,
+        "barge_in_mode": business.barge_in_mode,
+        "backchannel_words": list(business.backchannel_words or []),
         # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
         "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),
