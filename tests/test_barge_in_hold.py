@@ -6,16 +6,21 @@ than the bound, cut it as before. Margins are of whole seconds; the waits poll.
 """
 import base64
 import dataclasses
+import json
 import re
 
+import gevent
 import pytest
 import requests
 
 from services import backchannel
+from services.playback import Playback
+from services.twilio_protocol import FRAME_BYTES
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall
 from tests.fakes.waiting import wait_for
 from tests.harness import TEST_TIMING
+from tests.manual_clock import ManualClock
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 600)
 QUESTION = "מה יש לכם השבוע?"
@@ -23,8 +28,9 @@ LONG_REPLY = Reply("יש לנו תורים פנויים ביום ראשון בב
                    "ומחיר תספורת הוא שמונים שקלים.", 4000)
 NEXT = Reply("בשמחה, לאיזו שעה?", 600)
 # A wide bound for the speech (a 200 ms "כן" is reported stopped ~600 ms after it starts) and for
-# its transcript, which the fake sends right after the commit.
-HOLD_TIMING = dataclasses.replace(TEST_TIMING, barge_in_hold_ms=1500, barge_in_transcript_wait_ms=1500)
+# its transcript, which the fake sends right after the commit; no silence check comes to answer
+# in place of the caller's turn.
+HOLD_TIMING = dataclasses.replace(TEST_TIMING, barge_in_hold_ms=1500, barge_in_transcript_wait_ms=1500, silence_s=60)
 
 
 class TapeCall(FakeTwilioCall):
@@ -149,7 +155,8 @@ def test_words_that_take_the_turn_cut_as_before_and_are_answered(make_harness):
     stopped_at = next(t for t, e in conn.server_events if e["type"] == "input_audio_buffer.speech_stopped"
                       and t > caller.speech_log[1].started_at)
     assert caller.clears[0].t >= stopped_at
-    caller.wait_heard(caller.segments[1].heard_ms + GREETING.audio_ms + NEXT.audio_ms, timeout=8)
+    wait_for(lambda: caller.segments[2].end_mark and caller.echoed(caller.segments[2].end_mark), 8,
+             message="the answer heard to its end")
     caller.stop()
     stored = h.wait_ended(caller.call_sid)
     cut = [t for t in stored.turns if t[2]]
@@ -162,7 +169,7 @@ def test_words_that_take_the_turn_cut_as_before_and_are_answered(make_harness):
 def test_speech_longer_than_the_bound_cuts_while_the_caller_still_speaks(make_harness):
     # 600 ms of speech and the VAD's 400 ms window: cut about 1 s after it starts, 2 s before it ends,
     # though its transcript ("כן") would have let the agent go on.
-    h = make_harness(_script([QUESTION, "כן"]), timing=dataclasses.replace(TEST_TIMING, barge_in_hold_ms=600))
+    h = make_harness(_script([QUESTION, "כן"]), timing=dataclasses.replace(HOLD_TIMING, barge_in_hold_ms=600))
     caller = _ask_then_hear(h)
     caller.speak(3000)
     conn = h.fake.connections[0]
@@ -240,6 +247,50 @@ def test_a_business_word_is_a_backchannel_and_metrics_count_holds_resumes_and_cu
     h.wait_ended(caller.call_sid)
     assert {action: counted(action) - before[action] for action in before} == {"held": 1, "resumed": 1, "cut": 0}
     assert "call_barge_in_resume_silence_seconds_count" in requests.get(f"{h.live.base_url}/metrics", timeout=5).text
+
+
+# --- the pacer's hold, on a manual clock ----------------------------------------------------
+
+
+def test_a_held_stream_sends_nothing_more_and_resumes_with_the_next_frame():
+    clock = ManualClock(4096.7)
+    sent: list[tuple[float, dict]] = []
+    pb = Playback(lambda texts: sent.extend((clock.elapsed_ms, json.loads(t)) for t in texts), "MZ1", lead_ms=40,
+                  clock=clock, sleep=clock.sleep)
+    tx = gevent.spawn(pb.run)
+    try:
+        clock.settle()
+        audio = b"".join(bytes([1 + k]) * FRAME_BYTES for k in range(50))  # 1 s, each frame its own byte
+        pb.enqueue("r1", "i1", audio[:25 * FRAME_BYTES])
+        clock.advance_ms(200)
+        pb.hold()
+        before = len(sent)
+        pb.enqueue("r1", "i1", audio[25 * FRAME_BYTES:])  # the response goes on filling the queue
+        pb.end_item("r1", "i1")
+        clock.advance_ms(600)
+        assert len(sent) == before, "nothing leaves while held"
+        assert pb.is_playing() and pb.heard_ms("i1") == before * 20, "what was sent has played out, no more"
+        assert pb.resume() == 800 - before * 20, "the silence since the last frame sent was heard"
+        clock.advance_ms(1500)
+        media = [base64.b64decode(m["media"]["payload"]) for _, m in sent if m["event"] == "media"]
+        assert b"".join(media) == audio, "every frame once, in order, from the one after the hold"
+        assert [m["mark"]["name"] for _, m in sent if m["event"] == "mark"] == ["item:i1"]
+        assert min(t for t, m in sent[before:]) == 800, "the first frame after the hold left at the resume"
+        assert pb.heard_ms("i1") == 1000 and pb.resume() is None
+        # A hold that ends in a cut: clear drops what was queued, and the next audio is not held.
+        def media_sent() -> int:
+            return sum(m["event"] == "media" for _, m in sent)
+
+        pb.enqueue("r2", "i2", audio)  # an idle stream: its lead leaves at once
+        pb.hold()
+        held_at = media_sent()
+        clock.advance_ms(100)
+        assert media_sent() == held_at and pb.clear().item_id == "i2"
+        pb.enqueue("r3", "i3", audio[:5 * FRAME_BYTES])
+        clock.advance_ms(200)
+        assert media_sent() == held_at + 5
+    finally:
+        tx.kill()
 
 
 # --- the words, and the settings --------------------------------------------------------
