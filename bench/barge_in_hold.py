@@ -100,6 +100,8 @@ def _silence(caller: LeanCall, turn: dict) -> dict:
             return {"agent_silent_after_ms": (playout_end - turn["at"]) * 1000,
                     "silence_heard_ms": (arrival - playout_end) * 1000}
         playout_end = max(arrival, playout_end) + 0.020
+    if turn["clear_after_ms"] is not None:
+        playout_end = min(playout_end, turn["at"] + turn["clear_after_ms"] / 1000)  # what was left was cleared
     if playout_end > turn["at"]:
         stopped_at = (playout_end - turn["at"]) * 1000  # cut: the last audio it heard ended then
     return {"agent_silent_after_ms": stopped_at, "silence_heard_ms": None}

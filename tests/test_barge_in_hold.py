@@ -121,12 +121,11 @@ def test_a_backchannel_holds_the_agent_and_it_goes_on_with_the_very_next_bytes(m
     assert b"".join(caller.received_audio)[GREETING.audio_ms * 8:] == _sent_audio(conn, answer.item_id)
     spoke_at = caller.speech_log[1].started_at
     bound_ms = HOLD_TIMING.barge_in_hold_ms + 400 + HOLD_TIMING.barge_in_transcript_wait_ms
-    gaps = caller.gaps_in(1)
-    if speed is not None:
-        # Streamed in real time, the answer may come late now and then, on its own: those underruns
-        # are not the hold's, which begins soon after the caller speaks.
-        gaps = [gap for gap in gaps if spoke_at - 0.1 <= gap[0] <= spoke_at + 1.0]
-    assert len(gaps) == 1, gaps
+    # The hold's silence begins soon after the caller speaks. Others are not the hold's: an answer
+    # streamed in real time may come late now and then, and on a loaded machine the fake's own
+    # playout ticks may run late.
+    gaps = [gap for gap in caller.gaps_in(1) if spoke_at - 0.1 <= gap[0] <= spoke_at + 1.0]
+    assert len(gaps) == 1, caller.gaps_in(1)
     [(gap_at, gap_ms)] = gaps
     assert gap_at >= spoke_at, "the agent was heard until the caller spoke"
     assert 200 <= gap_ms <= bound_ms, gap_ms
