@@ -8,6 +8,9 @@ import base64
 import dataclasses
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import gevent
 import pytest
@@ -320,3 +323,19 @@ def test_the_api_sets_the_mode_and_words_and_refuses_what_does_not_fit(live_serv
         assert answer.status_code == 422 and set(bad) <= set(answer.json().get("fields", {})), (bad, answer.text)
     assert requests.get(url, timeout=5).json()["barge_in_mode"] == "immediate"
 
+
+
+def test_the_bench_runs_calls_that_go_on_over_backchannels_and_are_cut_by_words(tmp_path):
+    """bench.barge_in_hold under gunicorn: each call's two backchannels are gone on over, its two
+    interruptions cut; the figures are written. No timing asserted: the machine's load is not its
+    business here."""
+    out = tmp_path / "hold.json"
+    proc = subprocess.run([sys.executable, "-m", "bench.barge_in_hold", "--calls", "2", "--json", str(out)],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    figures = json.loads(out.read_text())
+    assert figures["errors"] == []
+    assert (figures["backchannels"]["went_on"], figures["backchannels"]["cut"]) == (4, 0)
+    assert (figures["interruptions"]["went_on"], figures["interruptions"]["cut"]) == (0, 4)
+    assert (figures["server"]["holds"], figures["server"]["resumes"], figures["server"]["cuts"]) == (8, 4, 4)
+    assert figures["resume_silence_heard_ms"]["n"] == 4
