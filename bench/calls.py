@@ -133,8 +133,11 @@ class Run:
         wait_for(up, timeout=30, message="gunicorn to answer")
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.fake_port), timeout=0.5), timeout=10,
                  message="the fake Realtime API")
+        # The cut at the first sound of speech: barge_in_ms times it (hold-then-decide, the default,
+        # is bench.barge_in_hold's).
         response = requests.post(f"{self.base_url}/api/businesses", timeout=5, json={
-            "name": "עסק הבדיקה", "phone_numbers": [BUSINESS_NUMBER], "max_concurrent_calls": 1000})
+            "name": "עסק הבדיקה", "phone_numbers": [BUSINESS_NUMBER], "max_concurrent_calls": 1000,
+            "barge_in_mode": "immediate"})
         response.raise_for_status()
         return server
 

@@ -1,8 +1,12 @@
 """A lean fake Realtime API (GA events) for the benchmark, in its own process.
 
 `python -m bench.lean_realtime --port P --stats FILE [--first-byte-ms X] [--greeting-ms G] [--audio-ms Y]
-[--drop-share S --seed N]` serves until SIGTERM, then writes {"connections": [one record per
+[--drop-share S --seed N] [--caller-transcripts JSON] [--transcript-delay-ms D]` serves until SIGTERM, then writes {"connections": [one record per
 connection], "loop_lag_ms": {...}} to FILE.
+
+`--caller-transcripts JSON`: what the caller's turns are transcribed as, in order on each
+connection (a JSON list; once it runs out, "שלום"); `--transcript-delay-ms`: how long after the
+commit each transcript comes (the real API's transcription takes a while).
 
 `--drop-share`: that share of the calls has its connection cut (TCP reset: SO_LINGER 0, then
 close) halfway through the audio of its response number 1, 2 or 3, as a network failure would.
@@ -143,6 +147,7 @@ class Connection:
         self.drop_at: int | None = None  # the response during which to cut the connection
         self.dropped_at: float | None = None
         self._notice: str | None = None  # the last system item since the last response
+        self._turns = 0  # the caller's turns committed so far
 
     # --- writing ---
 
@@ -305,8 +310,22 @@ class Connection:
                   self.frame({"type": "conversation.item.added", "item": item, "previous_item_id": previous}),
                   self.frame({"type": "conversation.item.done", "item": item, "previous_item_id": previous})]
         if transcribes(self.session):
-            frames.append(self.frame(transcription_completed(item_id, CALLER_TRANSCRIPT)))
+            said = self.fake.caller_transcripts
+            text = said[self._turns] if self._turns < len(said) else CALLER_TRANSCRIPT
+            self._turns += 1
+            transcript = self.frame(transcription_completed(item_id, text))
+            if self.fake.transcript_delay_ms:
+                gevent.spawn_later(self.fake.transcript_delay_ms / 1000, self._send_late, transcript)
+            else:
+                frames.append(transcript)
         self.send(*frames)
+
+    def _send_late(self, frame: bytes) -> None:
+        if not self.closed:
+            try:
+                self.send(frame)
+            except OSError:
+                pass
 
     def _on_append_event(self, event: dict) -> None:
         """An append in another shape than the server's usual one (with an event_id, say)."""
@@ -496,9 +515,11 @@ class Connection:
 
 class LeanRealtime:
     def __init__(self, port: int, first_byte_ms: int = 200, greeting_ms: int = 1500, audio_ms: int = 2500,
-                 host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1, handshake_ms: int = 0) -> None:
+                 host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1, handshake_ms: int = 0,
+                 caller_transcripts: tuple[str, ...] = (), transcript_delay_ms: int = 0) -> None:
         self.first_byte_ms, self.greeting_ms, self.audio_ms = first_byte_ms, greeting_ms, audio_ms
         self.handshake_ms = handshake_ms
+        self.caller_transcripts, self.transcript_delay_ms = caller_transcripts, transcript_delay_ms
         self.connections: list[Connection] = []
         self.drop_share, self.seed = drop_share, seed
         self._calls = itertools.count()  # connections that start a call (not a resumed one)
@@ -566,10 +587,14 @@ def main() -> None:
                         help="share of the calls whose connection is cut (TCP reset) mid-response")
     parser.add_argument("--seed", type=int, default=1, help="picks the calls that --drop-share cuts")
     parser.add_argument("--handshake-ms", type=int, default=0, help="delay before accepting each connection")
+    parser.add_argument("--caller-transcripts", default="[]", help="JSON list: each connection's caller turns, in order")
+    parser.add_argument("--transcript-delay-ms", type=int, default=0)
     logging.basicConfig(level=logging.WARNING)
     args = parser.parse_args()
     fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms,
-                        drop_share=args.drop_share, seed=args.seed, handshake_ms=args.handshake_ms).start()
+                        drop_share=args.drop_share, seed=args.seed, handshake_ms=args.handshake_ms,
+                        caller_transcripts=tuple(json.loads(args.caller_transcripts)),
+                        transcript_delay_ms=args.transcript_delay_ms).start()
     lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()

@@ -39,6 +39,8 @@ def business_json(business: Business) -> dict[str, Any]:
         "recording_notice": business.recording_notice,
         # What its calls use: the business's choices over the server's defaults.
         "realtime": realtime_settings.of_business(business.realtime, current_app.config["SETTINGS"], log).as_json(),
+        "barge_in_mode": business.barge_in_mode,
+        "backchannel_words": list(business.backchannel_words or []),
         # E.g. the prompt was cut to the cap: the owner sees it where they edit the prompt.
         "prompt_warnings": list(build_business_layer(business).warnings),
         "created_at": iso(business.created_at),

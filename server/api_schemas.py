@@ -16,10 +16,10 @@ import pydantic
 from flask import current_app, has_app_context
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WrapValidator
 
-from services import realtime_settings
+from services import backchannel, realtime_settings
 from services.store.call_records import KNOWN_STATUSES
 from services.store.formats import is_e164, is_timezone
-from services.store.models import as_utc
+from services.store.models import BARGE_IN_MODES, as_utc
 
 VOICES = realtime_settings.VOICES  # the openai package's built-in Realtime voices
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
@@ -242,6 +242,26 @@ RealtimeChoices = Annotated[dict[str, Any] | None,
 QueryId = query_count(1)
 Limit = query_count(1, 500)
 Offset = query_count(0)
+BargeInMode = choice(*BARGE_IN_MODES)
+MAX_BACKCHANNEL_WORDS = 50
+
+
+def backchannel_words(value: Any) -> list[str]:
+    """A business's own backchannel words, each up to 40 characters (an entry of several words adds
+    each of them: services.backchannel); stored trimmed."""
+    shape = f"must be a list of at most {MAX_BACKCHANNEL_WORDS} words, each 1 to 40 characters"
+    if not isinstance(value, list) or len(value) > MAX_BACKCHANNEL_WORDS:
+        raise ValueError(shape)
+    words = []
+    for item in value:
+        if (not isinstance(item, str) or len(item.strip()) > 40 or CONTROL_CHARACTERS.search(item)
+                or not backchannel.normalise(item)):
+            raise ValueError(f"{json.dumps(item, ensure_ascii=False)[:60]} is not a word; {shape}")
+        words.append(item.strip())
+    return words
+
+
+BackchannelWords = Annotated[list[str], PlainValidator(backchannel_words, json_schema_input_type=list[str])]
 IsoTime = Annotated[datetime, BeforeValidator(from_iso),
                     says("must be an ISO-8601 datetime such as 2025-01-31T08:00:00Z")]
 
@@ -285,6 +305,8 @@ class BusinessPatch(Body):
     recording_notice: Flag = LEFT_OUT
     # Only the keys sent change (null resets one; `"realtime": null` resets all).
     realtime: RealtimeChoices = LEFT_OUT
+    barge_in_mode: BargeInMode = LEFT_OUT
+    backchannel_words: BackchannelWords = LEFT_OUT
 
 
 class BusinessCreate(BusinessPatch):

@@ -25,13 +25,18 @@ class CallFigures:
     rx_dropped: dict[str, int] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     responses: int = 0
+    barge_in_holds: int = 0
+    barge_in_resumes: int = 0
+    barge_in_cuts: int = 0
+    resume_silence_ms: list[float] = field(default_factory=list)
     reconnect_gaps_ms: list[float] = field(default_factory=list)  # the Realtime greenlet's
     response_stalls: int = 0  # the liveness watch's
 
     def __post_init__(self) -> None:
         # Guards: _speech_stopped_at, greeting_ms, response_ms, barge_in_ms, forwarding_ms,
-        # item_latency_ms. Written by the Realtime greenlet (speech stopped), Playback's first
-        # frames (TX or the Realtime greenlet) and barge-in (the Realtime greenlet or its guard).
+        # item_latency_ms and the barge_in_* counts and resume_silence_ms. Written by the Realtime
+        # greenlet (speech stopped), Playback's first frames (TX or the Realtime greenlet) and
+        # barge-in (the Realtime greenlet or its timers).
         self._lock = threading.Lock()
         self._speech_stopped_at: float | None = None
 
@@ -69,9 +74,31 @@ class CallFigures:
             return self.item_latency_ms.get(item_id)
 
     def barge_in(self, latency_ms: float) -> None:
+        """The agent fell silent for the caller's speech (cut, or held) this long after it began."""
         with self._lock:
             self.barge_in_ms.append(latency_ms)
         metrics.BARGE_IN_LATENCY.observe(latency_ms / 1000)
+
+    def barge_in_held(self) -> None:
+        with self._lock:
+            self.barge_in_holds += 1
+        metrics.BARGE_INS.labels("held").inc()
+
+    def barge_in_cut(self) -> None:
+        with self._lock:
+            self.barge_in_cuts += 1
+        metrics.BARGE_INS.labels("cut").inc()
+
+    def barge_in_resumed(self, silence_ms: float | None) -> None:
+        """The held agent went on; `silence_ms`: what the caller heard of the hold (None: it had
+        nothing left to say)."""
+        with self._lock:
+            self.barge_in_resumes += 1
+            if silence_ms is not None:
+                self.resume_silence_ms.append(silence_ms)
+        metrics.BARGE_INS.labels("resumed").inc()
+        if silence_ms is not None:
+            metrics.RESUME_SILENCE.observe(silence_ms / 1000)
 
     def add_usage(self, usage: Usage) -> None:
         self.responses += 1
@@ -91,6 +118,10 @@ class CallFigures:
                 "greeting_latency_ms": _round(self.greeting_ms),
                 "response_latency_ms": [_round(v) for v in self.response_ms],
                 "barge_in_latency_ms": [_round(v) for v in self.barge_in_ms],
+                "barge_in_holds": self.barge_in_holds,
+                "barge_in_resumes": self.barge_in_resumes,
+                "barge_in_cuts": self.barge_in_cuts,
+                "resume_silence_ms": [_round(v) for v in self.resume_silence_ms],
                 "forwarding_ms": [round(v, 2) for v in self.forwarding_ms],
                 "realtime_reconnects": len(self.reconnect_gaps_ms),
                 "reconnect_gap_ms": [_round(v) for v in self.reconnect_gaps_ms],

@@ -42,7 +42,7 @@ from services import metrics
 from services import realtime_protocol as rt
 from services import realtime_settings
 from services import twilio_protocol as tw
-from services.barge_in import BargeIn
+from services.barge_in import BargeIn, Turn
 from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
 from services.call_greenlets import CallGreenlets
@@ -146,8 +146,9 @@ class CallSession:
         self._barge_in = BargeIn(
             playback=self._playback, gate=self._gate, greeting=self._greeting, transcripts=self._transcripts,
             figures=self.figures, ending=self._ending, clear_twilio=self._clear_twilio,
-            send_realtime=self._send_realtime, store_item=self._store_agent_item,
-            spawn_later=self._greenlets.spawn_later, noise_max_ms=timing.greeting_noise_max_ms, log=self.log)
+            send_realtime=self._send_realtime, store_item=self._store_agent_item, answer_turn=self._answer_held_turn,
+            spawn_later=self._greenlets.spawn_later, noise_max_ms=timing.greeting_noise_max_ms,
+            hold_ms=timing.barge_in_hold_ms, transcript_wait_ms=timing.barge_in_transcript_wait_ms, log=self.log)
         self._watchdog = SilenceWatchdog(timing.silence_s, self._silence_does_not_count,
                                          self._ask_if_still_there, self._give_up_on_silence)
         self._keypad = Keypad(timing.dtmf_gap_ms / 1000, self._keypad_entered)
@@ -224,6 +225,7 @@ class CallSession:
             self._realtime.close()
             self._realtime = RealtimeConnection(url, self._settings.openai_api_key,
                                                 self._timing.realtime_connect_timeout_s)
+        self._barge_in.configure(business.barge_in_mode, business.backchannel_words)
         caller = setup.from_number if setup.direction == "inbound" else setup.to_number
         self._crm = CallCrmContext(self._services.db, setup.business_id, caller, call_sid=setup.call_sid)
         self._crm.start()
@@ -579,6 +581,7 @@ class CallSession:
                 raise RealtimeClosed(f"fatal error: {event.code}")
         elif isinstance(event, rt.InputTranscriptFailed):
             self.log.warning("caller transcription failed", extra={"error": event.message})
+            self._held_turn_heard(event.item_id, "")
             self._answered_by.pop(event.item_id, None)
             # The caller spoke there: an empty turn keeps the place (post-call analysis skips it;
             # a new session's replay does not need it).
@@ -654,7 +657,8 @@ class CallSession:
             self._journal.state_changed(LISTENING)
 
     def _on_input_committed(self, event: rt.InputCommitted) -> None:
-        if self._barge_in.is_noise(event.item_id):
+        turn = self._barge_in.committed(event.item_id)
+        if turn is Turn.NOISE:
             self.log.info("speech during the protected greeting: no response to it")
             return
         if self._ending.forced:
@@ -665,10 +669,24 @@ class CallSession:
             return
         self._send_late_crm()
         self._unanswered.append(event.item_id)
-        self._gate.request(RequestReason.CALLER_TURN)
+        if turn is Turn.ANSWER:
+            self._gate.request(RequestReason.CALLER_TURN)
+        # Turn.HELD: barge-in asks for the answer if the turn is the caller's (`_answer_held_turn`).
+
+    def _answer_held_turn(self) -> None:
+        """Barge-in cut the agent for speech it had held (the Realtime greenlet or a hold timer)."""
+        if not self._ending.forced:
+            self._gate.request(RequestReason.CALLER_TURN)
+
+    def _held_turn_heard(self, item_id: str, text: str) -> None:
+        """The caller's transcript, to barge-in first (it may be holding the agent for it): a
+        backchannel the agent goes on over waits for no answer."""
+        if self._barge_in.caller_transcript(item_id, text) and item_id in self._unanswered:
+            self._unanswered.remove(item_id)
 
     def _on_input_transcript(self, event: rt.InputTranscript) -> None:
         text = event.transcript.strip()
+        self._held_turn_heard(event.item_id, text)
         started = self._transcripts.caller_started_at(event.item_id, time.time())
         if text:
             self._transcripts.said("user", text)

@@ -21,8 +21,14 @@ GREETING_LATENCY = Histogram("call_greeting_latency_seconds", "Stream start to f
                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 RESPONSE_LATENCY = Histogram("call_response_latency_seconds", "Caller speech stopped to first agent frame sent",
                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-BARGE_IN_LATENCY = Histogram("call_barge_in_latency_seconds", "Caller speech started to clear sent",
+BARGE_IN_LATENCY = Histogram("call_barge_in_latency_seconds",
+                             "Caller speech started to the agent silenced (clear sent, or TX held)",
                              buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BARGE_INS = Counter("call_barge_ins_total", "Caller speech over the agent, by what barge-in did: held it "
+                    "(to decide), resumed it (a backchannel), cut it", ["action"], registry=REGISTRY)
+RESUME_SILENCE = Histogram("call_barge_in_resume_silence_seconds",
+                           "Silence the caller heard before the agent went on after a backchannel",
+                           buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0), registry=REGISTRY)
 FORWARDING_LATENCY = Histogram("call_forwarding_latency_seconds",
                                "First audio of an agent item read from Realtime to its first frame sent to Twilio",
                                buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1), registry=REGISTRY)

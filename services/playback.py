@@ -10,6 +10,10 @@ as they arrive, so when the stream starts from idle at `t0`, frame n of the stre
 heard at t0 + n·20 ms. Each echoed mark re-anchors the clock to the end of its item,
 so Twilio-side delay never makes us claim more than was heard.
 
+Barge-in may hold TX while it decides whether the caller's speech over the agent takes the
+turn (`hold`): the frames Twilio holds play out and nothing follows them, so the caller has
+heard exactly the frames sent; `resume` goes on with the next one, as after an underrun.
+
 Time is read once per step and kept in whole microseconds, so how many frames leave at
 once, and how much of an item was heard, never depend on where the clock stands (a float
 difference of two large clock readings can fall either side of a frame boundary). The
@@ -60,7 +64,7 @@ class Playback:
 
     Three greenlets touch it, always under `_lock`: the Realtime greenlet queues audio
     (`enqueue`, `end_item`), TX sends it (`run`), RX reports echoed marks (`on_mark`),
-    and barge-in clears it (`clear`). Frames leave through `_send_due` only: from TX, or
+    and barge-in holds, resumes or clears it (`hold`, `resume`, `clear`). Frames leave through `_send_due` only: from TX, or
     from `enqueue` when audio comes for an idle stream; they are written after `_lock` is
     released. `frames_out`, `frames_dropped` and `lateness_ms` are read once the call is over.
     """
@@ -91,6 +95,8 @@ class Playback:
         # The send schedule: frame n of the stretch is due to be heard at _s0 + n·20 ms (µs),
         # computed each time, never accumulated. Marks re-anchor _t0 (what was heard), never _s0.
         self._s0 = 0
+        # While barge-in holds the agent (`hold`): when the caller hears the last frame sent (µs).
+        self._held_until: int | None = None
         self._wakeup = Event()  # set by whoever queues audio or stops; TX waits on it; `_send_due` clears it
         self._stopped = Event()  # set once, by stop(), from any greenlet
 
@@ -166,7 +172,31 @@ class Playback:
             self._timeline.clear()
             self._t0 = None
             self._frames_total = 0
+            self._held_until = None
             return heard
+
+    def hold(self) -> None:
+        """Barge-in, until it decides: no frame leaves (marks of audio already sent still do), what
+        Twilio holds plays out, audio goes on queueing. The caller stops hearing the agent at the
+        last frame sent, and `resume` goes on from the next one."""
+        with self._lock:
+            if self._held_until is not None:
+                return
+            now = self._now_us()
+            self._held_until = now if self._t0 is None else max(now, self._t0 + self._frames_total * FRAME_US)
+
+    def resume(self) -> float | None:
+        """The hold is over: frames leave again, from the first the caller has not had. Returns the
+        silence (ms) the caller has heard since the held audio ran out, or None when no audio is
+        queued to go on with."""
+        with self._lock:
+            held_until, self._held_until = self._held_until, None
+            if held_until is None:
+                return None
+            queued = any(frame is not None for _, frame in self._queue)
+            silence_ms = max(0, self._now_us() - held_until) / 1000
+        self._wakeup.set()
+        return silence_ms if queued else None
 
     # --- RX side -----------------------------------------------------------------------
 
@@ -281,6 +311,8 @@ class Playback:
                     self._queue.popleft()
                     texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
                     continue
+                if self._held_until is not None:
+                    break
                 fresh = self._stretch_over(now)
                 # Frame n may leave `lead` before it is heard, and one frame earlier still (pairs).
                 if not fresh and self._s0 + self._frames_total * FRAME_US - self._lead_us - FRAME_US > now:
@@ -300,7 +332,7 @@ class Playback:
                     due_at_once = audio_us is not None and due - self._lead_us <= max(audio_us, self._t0)
                     started.append((segment.item_id, audio_at if due_at_once else None))
             self.frames_out += media
-            if not self._queue:
+            if not self._queue or self._held_until is not None:
                 self._wakeup.clear()
                 wait_us = None
             else:

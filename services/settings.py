@@ -35,6 +35,12 @@ class CallTiming:
     # Speech that starts in the protected start of the greeting cuts it only if it lasts
     # this long: VAD says "stopped" only after its silence window, so we wait for that.
     greeting_noise_max_ms: int = 300
+    # Barge-in, hold then decide: the agent is held while the caller speaks over it. Speech longer
+    # than this (its `speech_stopped` not in by then and the VAD's silence window) takes the turn;
+    # shorter speech waits, from its `speech_stopped`, at most the second figure for its transcript,
+    # which lets the agent go on if it is a backchannel (or empty), and cuts it otherwise or if late.
+    barge_in_hold_ms: int = 600
+    barge_in_transcript_wait_ms: int = 700
     realtime_connect_timeout_s: float = 5.0
     # A Realtime socket lost mid-call is reconnected once, the attempt bounded by this.
     realtime_reconnect_timeout_s: float = 1.5

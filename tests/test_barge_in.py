@@ -8,6 +8,9 @@ from tests.fakes.twilio_caller import FakeTwilioCall
 from tests.fakes.waiting import wait_for
 from tests.harness import TEST_TIMING
 
+# The cut as it happens at the first sound of speech; hold-then-decide (the default) is
+# tests/test_barge_in_hold.py's.
+IMMEDIATE = {"barge_in_mode": "immediate"}
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 1200)
 LONG_REPLY = Reply("יש לנו תורים פנויים ביום ראשון בבוקר, ביום שני אחר הצהריים, וביום רביעי בערב, "
                    "ומחיר תספורת הוא שמונים שקלים.", 5000)
@@ -82,7 +85,7 @@ def test_caller_speaking_over_the_agent_cuts_it_and_the_model_learns_what_was_he
     # Real-time streaming keeps the response active while it plays, as with the real API
     # on long answers, so barge-in must cancel it too.
     h = make_harness(RealtimeScript(responses=[GREETING, LONG_REPLY, Reply("כן?", 600)], speed=1.0,
-                                    caller_transcripts=["מה יש לכם השבוע?", "רגע, ביום ראשון"]))
+                                    caller_transcripts=["מה יש לכם השבוע?", "רגע, ביום ראשון"]), business=IMMEDIATE)
     caller = _greet_then_ask(h)
     heard_before = caller.wait_heard(1200 + 1500, timeout=8)  # 1.5 s into the long reply
     assert heard_before >= 2700
@@ -113,7 +116,7 @@ def test_caller_speaking_over_the_agent_cuts_it_and_the_model_learns_what_was_he
 
 def test_barge_in_while_the_answer_is_buffered_truncates_without_cancelling(make_harness):
     # The fake streams faster than real time: the response is done, its audio still plays.
-    h = make_harness(RealtimeScript(responses=[GREETING, LONG_REPLY, Reply("כן?", 600)]))
+    h = make_harness(RealtimeScript(responses=[GREETING, LONG_REPLY, Reply("כן?", 600)]), business=IMMEDIATE)
     caller = _greet_then_ask(h)
     caller.wait_heard(1200 + 1000, timeout=8)
     caller.speak(600)
@@ -149,7 +152,8 @@ def test_line_noise_in_the_protected_start_does_not_cut_the_greeting(make_harnes
 
 
 def test_real_speech_after_the_protected_start_cuts_the_greeting(make_harness):
-    h = make_harness(RealtimeScript(responses=[Reply(GREETING.text, 3000), Reply("כן, במה אפשר לעזור?", 800)]))
+    h = make_harness(RealtimeScript(responses=[Reply(GREETING.text, 3000), Reply("כן, במה אפשר לעזור?", 800)]),
+                     business=IMMEDIATE)
     caller = _call(h)
     caller.wait_heard(900, timeout=5)
     caller.speak(800)

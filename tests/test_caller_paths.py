@@ -158,6 +158,10 @@ def test_without_marks_the_goodbye_deadline_still_closes_the_call(make_harness, 
 
 # --- the caller talks over the goodbye ---------------------------------------------------
 
+# Cut at the first sound of speech: these tests time the cut against the goodbye's deadline and
+# what the clear found playing (a held goodbye, the default, is tests/test_barge_in_hold.py's).
+CUT_AT_ONCE = {"barge_in_mode": "immediate"}
+
 
 def _wait_goodbye_playing(caller, index: int, ms: float = 600) -> None:
     wait_for(lambda: len(caller.segments) > index and caller.segments[index].heard_ms >= ms, 12,
@@ -170,7 +174,8 @@ def _silence_checks(conn) -> int:
 
 def test_talking_over_a_silence_goodbye_calls_it_off(make_harness, caplog):
     timing = dataclasses.replace(TEST_TIMING, silence_s=0.8, goodbye_timeout_s=1.0)
-    h = make_harness(RealtimeScript(responses=[GREETING, STILL_THERE, LONG_GOODBYE, ANSWER]), timing=timing)
+    h = make_harness(RealtimeScript(responses=[GREETING, STILL_THERE, LONG_GOODBYE, ANSWER]), timing=timing,
+                     business=CUT_AT_ONCE)
     caplog.set_level(logging.INFO, logger="call")
     caller = h.call()
     _wait_goodbye_playing(caller, 2)
@@ -196,7 +201,7 @@ def test_talking_over_a_silence_goodbye_calls_it_off(make_harness, caplog):
 
 def test_talking_over_the_time_limits_goodbye_ends_the_call_at_once(make_harness):
     timing = dataclasses.replace(TEST_TIMING, max_call_s=2.0, goodbye_timeout_s=15.0)
-    h = make_harness(RealtimeScript(responses=[GREETING, LONG_GOODBYE, ANSWER]), timing=timing)
+    h = make_harness(RealtimeScript(responses=[GREETING, LONG_GOODBYE, ANSWER]), timing=timing, business=CUT_AT_ONCE)
     caller = h.call()
     caller.wait_heard(GREETING.audio_ms, timeout=6)
     _wait_goodbye_playing(caller, 1)

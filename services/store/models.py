@@ -49,6 +49,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+# off: never cut (the caller's words are answered after the agent's); hold: hold the agent, then
+# go on after a backchannel or cut; immediate: cut at the first sound of speech.
+BARGE_IN_MODES = ("off", "hold", "immediate")
+
+
 class Business(Base):
     __tablename__ = "businesses"
 
@@ -81,6 +86,10 @@ class Business(Base):
     # The Realtime settings the business chose (services/realtime_settings.py); NULL, or a key
     # left out: the server's default.
     realtime: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What the caller speaking over the agent does (services/barge_in.py): one of BARGE_IN_MODES.
+    barge_in_mode: Mapped[str] = mapped_column(String(16), default="hold")
+    # Words that, besides the defaults (services/backchannel.py), let the agent go on when said over it.
+    backchannel_words: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -173,8 +173,18 @@ class RealtimeScript:
     faults: Mapping[int, str] = field(default_factory=dict)
     fault_at_response: int = 1
     first_byte_ms: int = 0  # response.created → first audio delta
+    # Audio whose every millisecond differs from the one before (`distinct_audio`): a frame lost,
+    # repeated or out of order on its way to the caller shows. Otherwise each response's audio is
+    # one byte throughout (`agent_audio_byte`).
+    distinct_audio: bool = False
     chunk_ms: int = 100
     speed: float | None = None  # None: as fast as the socket takes it; N: N× real time
+
+
+def distinct_audio(from_ms: int, ms: int) -> bytes:
+    """`ms` of a response's audio from `from_ms` on: each millisecond's 8 bytes one value, the
+    values counting 1 to 100 over and over (never μ-law silence, 0xFF or 0x7F)."""
+    return b"".join(bytes([1 + (from_ms + k) % 100]) * 8 for k in range(ms))
 
 
 # --- records ---------------------------------------------------------------------------
@@ -714,7 +724,8 @@ class RealtimeConnection:
                     run.first_audio_at = time.monotonic()
                 self.send({"type": "response.output_audio.delta", "response_id": run.id, "item_id": run.item_id,
                            "output_index": 0, "content_index": 0,
-                           "delta": base64.b64encode(pattern * (ms * 8)).decode("ascii")})
+                           "delta": base64.b64encode(distinct_audio(run.audio_ms_sent, ms) if script.distinct_audio
+                                                     else pattern * (ms * 8)).decode("ascii")})
                 run.audio_ms_sent += ms
                 if pieces[k]:
                     run.transcript_sent += pieces[k]

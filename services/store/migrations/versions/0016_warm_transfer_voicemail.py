@@ -1,13 +1,13 @@
 """Warm transfers and voicemail: businesses.transfer_mode, leads' call-back request, calls.first_words_at
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 """
 from alembic import op
 import sqlalchemy as sa
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
