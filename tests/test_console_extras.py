@@ -189,7 +189,8 @@ def test_the_test_event_wants_its_csrf_token(console_server, receiver):
 NEW_FORM = {**VALID_FORM, "name": "מוסך הצפון", "phone_numbers": "+972300000011\r\n+972300000012",
             "hours_holiday": "סגור", "hours_eve": "08:00-12:00", "voicemail_message": "חזרו אלינו בבקשה",
             "webhook_secret": "whsec_" + "b" * 24, "recording_notice": "on", "transfer_on_shutdown": "on",
-            "use_customer_name": "", "rt_model": "gpt-realtime-mini", "rt_speed": "1.1"}
+            "use_customer_name": "", "rt_model": "gpt-realtime-mini", "rt_speed": "1.1",
+            "transfer_mode": "cold", "barge_in_mode": "immediate", "backchannel_words": "יאללה\r\nסבבה"}
 NEW_BODY = {"name": "מוסך הצפון", "business_prompt": "מספרה בחיפה.\nפתוחים גם בשישי.",
             "greeting": "שלום, הגעתם למספרת הים", "outbound_greeting": "שלום, מדברים ממספרת הים",
             "voice": "coral", "timezone": "Asia/Jerusalem", "phone_numbers": ["+972300000011", "+972300000012"],
@@ -198,7 +199,8 @@ NEW_BODY = {"name": "מוסך הצפון", "business_prompt": "מספרה בחי
             "working_hours": {"sun": [["09:00", "13:00"], ["16:00", "19:00"]], "fri": [["08:00", "12:00"]],
                               "holiday": [], "eve": [["08:00", "12:00"]]},
             "webhook_url": "https://hooks.example/calls", "webhook_secret": "whsec_" + "b" * 24,
-            "use_customer_name": False, "record_calls": True, "recording_notice": True, "transfer_on_shutdown": True}
+            "use_customer_name": False, "record_calls": True, "recording_notice": True, "transfer_on_shutdown": True,
+            "transfer_mode": "cold", "barge_in_mode": "immediate", "backchannel_words": ["יאללה", "סבבה"]}
 
 
 def create(client: ConsoleClient, form: dict) -> requests.Response:

@@ -13,6 +13,8 @@ TEXT_FIELDS = ("name", "business_prompt", "greeting", "outbound_greeting", "voic
 OPTIONAL_FIELDS = ("transfer_number", "webhook_url")  # empty: none
 FLAG_FIELDS = ("transfer_on_shutdown", "use_customer_name", "record_calls", "recording_notice")
 COUNT_FIELDS = ("max_concurrent_calls", "appointment_minutes")
+# A select each: the option's value is the API's.
+CHOICE_FIELDS = {"transfer_mode": ("warm", "cold"), "barge_in_mode": ("hold", "immediate", "off")}
 DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # the API's keys, Israel's week
 # Israel's public holidays and their eves: left empty, the calendar's default (holidays closed,
 # eves until 13:00); "closed" (or "סגור") closes them outright.
@@ -43,8 +45,13 @@ def business_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
             value = form[name].strip()
             # Digits become a number; anything else goes as written, for the model's own message.
             body[name] = int(value) if value.isascii() and value.isdigit() and len(value) < 19 else value
+    for name in CHOICE_FIELDS:
+        if name in form:
+            body[name] = form[name].strip()
     if "phone_numbers" in form:
         body["phone_numbers"] = [line.strip() for line in form["phone_numbers"].splitlines() if line.strip()]
+    if "backchannel_words" in form:  # one a line, or separated by commas
+        body["backchannel_words"] = [w.strip() for w in re.split(r"[\n,]", form["backchannel_words"]) if w.strip()]
     if form.get("webhook_secret", "").strip():
         body["webhook_secret"] = form["webhook_secret"].strip()
     if any(f"hours_{day}" in form for day in DAYS):

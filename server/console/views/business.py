@@ -73,7 +73,7 @@ def business_settings(business_id: int):
     values = form_values or values_of(business)
     previews = _previews(business)
     return render_template("console/business.html", business=business, values=values, errors=errors,
-                           voices=VOICES, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP,
+                           voices=VOICES, choices=forms.CHOICE_FIELDS, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP,
                            realtime=realtime_options()), 422 if errors else 200
 
 
@@ -129,6 +129,8 @@ def values_of(business) -> dict[str, str]:
     values.update({name: getattr(business, name) or "" for name in forms.OPTIONAL_FIELDS})
     values.update({name: "on" if getattr(business, name) else "" for name in forms.FLAG_FIELDS})
     values.update({name: str(getattr(business, name)) for name in forms.COUNT_FIELDS})
+    values.update({name: getattr(business, name) for name in forms.CHOICE_FIELDS})
+    values["backchannel_words"] = "\n".join(business.backchannel_words or [])
     values["phone_numbers"] = "\n".join(p.e164 for p in sorted(business.phone_numbers, key=lambda p: p.id))
     hours = business.working_hours or {}
     for day in forms.DAYS:

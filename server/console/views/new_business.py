@@ -45,7 +45,7 @@ def new_business():
             return redirect(url_for("console.business_settings", business_id=business.id))
         values = request.form
         flash(labels.t("not_created"), "error")
-    return render_template("console/business.html", business=None, values=values, errors=errors, voices=VOICES,
+    return render_template("console/business.html", business=None, values=values, errors=errors, voices=VOICES, choices=forms.CHOICE_FIELDS,
                            days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews={},
                            cap=prompts.BUSINESS_PROMPT_CAP, realtime=realtime_options()), 422 if errors else 200
 
