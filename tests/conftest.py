@@ -109,6 +109,7 @@ def make_live_server():
 
     yield start
     for live, server in started:
+        live.app.extensions["realtime_pool"].close()  # its filler would connect to a fake already gone
         server.stop(timeout=2)
         live.db.dispose()
 

@@ -2,45 +2,18 @@
 would, refuses what the API refuses in the API's words, and an empty input means the default."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import requests
 
-from services.store.models import Business, PhoneNumber
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, texts_of
+from services.store.models import Business
+from tests.console_client import texts_of
+from tests.console_world import api, business_id, client, console_server  # noqa: F401 (fixtures)
 
 BASE_FORM = {"name": "מספרת הים", "voice": "coral", "timezone": "Asia/Jerusalem"}
 EMPTY_SECTION = {name: "" for name in (
     "rt_model", "rt_turn_detection", "rt_threshold", "rt_prefix_padding_ms", "rt_silence_duration_ms",
     "rt_eagerness", "rt_noise_reduction", "rt_speed", "rt_max_output_tokens", "rt_transcription_model",
     "rt_transcription_language")}
-
-
-@pytest.fixture
-def console_server(make_live_server, settings):
-    return make_live_server(dataclasses.replace(settings, admin_api_token=ADMIN_TOKEN))
-
-
-@pytest.fixture
-def business_id(console_server) -> int:
-    with console_server.db.session() as session:
-        business = Business(name="מספרה", phone_numbers=[PhoneNumber(e164="+972300000001")])
-        session.add(business)
-        session.flush()
-        return business.id
-
-
-@pytest.fixture
-def client(console_server) -> ConsoleClient:
-    client = ConsoleClient(console_server.base_url)
-    client.sign_in()
-    return client
-
-
-def api(live, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, live.base_url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                            timeout=10, **kwargs)
 
 
 def save(client, business_id: int, section: dict) -> requests.Response:

@@ -1,14 +1,12 @@
 """Business settings: the form saves what the API would and refuses what it would, in its words."""
 from __future__ import annotations
 
-import dataclasses
-
-import pytest
 import requests
 
 import prompts
 from services.store.models import Business, PhoneNumber
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, texts_of
+from tests.console_client import texts_of
+from tests.console_world import api, business_id, client, console_server  # noqa: F401 (fixtures)
 
 VALID_FORM = {
     "name": "מספרת הים",
@@ -30,32 +28,6 @@ VALID_FORM = {
     "use_customer_name": "on",
     "record_calls": "on",
 }
-
-
-@pytest.fixture
-def console_server(make_live_server, settings):
-    return make_live_server(dataclasses.replace(settings, admin_api_token=ADMIN_TOKEN))
-
-
-@pytest.fixture
-def business_id(console_server) -> int:
-    with console_server.db.session() as session:
-        business = Business(name="מספרה", phone_numbers=[PhoneNumber(e164="+972300000001")])
-        session.add(business)
-        session.flush()
-        return business.id
-
-
-@pytest.fixture
-def client(console_server) -> ConsoleClient:
-    client = ConsoleClient(console_server.base_url)
-    client.sign_in()
-    return client
-
-
-def api(live, method: str, path: str, **kwargs) -> requests.Response:
-    return requests.request(method, live.base_url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-                            timeout=10, **kwargs)
 
 
 def save(client, business_id: int, form: dict) -> requests.Response:
