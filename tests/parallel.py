@@ -26,7 +26,7 @@ SLOW = {"test_bench_smoke.py": 75, "test_scale_out.py": 60, "test_job_claims.py"
         "test_realtime_reconnect.py": 70, "test_barge_in.py": 45, "test_appointments.py": 35,
         "test_console_browser.py": 30, "test_web_edges.py": 65, "test_caller_paths.py": 60,
         "test_realtime_events.py": 60, "test_call_control.py": 45, "test_call_flow.py": 30,
-        "test_barge_in_hold.py": 80, "test_console_live.py": 50, "test_warm_transfer.py": 25,
+        "test_barge_in_hold.py": 110, "test_console_live.py": 50, "test_warm_transfer.py": 25,
         "test_realtime_settings.py": 25, "test_console_talk.py": 20, "test_voicemail.py": 18,
         "test_console_extras.py": 15, "test_console_talk_browser.py": 14, "test_realtime_pool.py": 12}
 

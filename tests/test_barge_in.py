@@ -62,14 +62,15 @@ def _assert_the_cut_answer_stops_at_the_clear(h, caller: WireCall, truncate) -> 
 
 
 def _assert_truncated_at_what_was_heard(h, clear, truncate) -> None:
-    """The model is told what the caller had heard when the server cut: never more than a frame
-    or so beyond it, and less only by what the caller heard while the cut was on its way (from the
+    """The model is told what the caller had heard when the server cut: never more than a few
+    frames beyond it (the phone's playout may start late on a loaded machine, by up to the
+    pacer's lead), and less only by what the caller heard while the cut was on its way (from the
     speech start the server acted on to the clear's arrival: slow on a loaded machine)."""
     conn = next(c for c in h.fake.connections if truncate in c.client_events("conversation.item.truncate"))
     started_at = max(t for t, event in conn.server_events
                      if event["type"] == "input_audio_buffer.speech_started" and t <= clear.t)
     on_the_way_ms = (clear.t - started_at) * 1000
-    assert -60 <= clear.playing_heard_ms - truncate["audio_end_ms"] <= 60 + on_the_way_ms, (
+    assert -100 <= clear.playing_heard_ms - truncate["audio_end_ms"] <= 60 + on_the_way_ms, (
         truncate["audio_end_ms"], clear.playing_heard_ms, on_the_way_ms)
 
 

@@ -109,12 +109,15 @@ def twilio_media(ws) -> None:
 
 def _refuse_while_stopping(twilio: TwilioSocket, setup: CallSetup) -> None:
     """The process is shutting down: no Realtime session for a new stream. Twilio then asks
-    /webhook/stream_ended (another process) what next; the row says why the call ended."""
+    /webhook/stream_ended (another process) what next, so the row says why first, then the socket
+    closes."""
     log.warning("stream refused: the server is shutting down", extra={"call_sid": setup.call_sid})
-    twilio.close(1001, "server shutting down")
-    with current_app.extensions["db"].session() as session:
-        session.execute(update(Call).where(Call.call_sid == setup.call_sid, Call.end_reason.is_(None))
-                        .values(end_reason=EndReason.SHUTDOWN).execution_options(synchronize_session=False))
+    try:
+        with current_app.extensions["db"].session() as session:
+            session.execute(update(Call).where(Call.call_sid == setup.call_sid, Call.end_reason.is_(None))
+                            .values(end_reason=EndReason.SHUTDOWN).execution_options(synchronize_session=False))
+    finally:
+        twilio.close(1001, "server shutting down")
 
 
 def _await_start(twilio: TwilioSocket) -> CallSetup | None:
