@@ -34,6 +34,7 @@ class BlackHolePeer:
         listener.listen(8)
         self.connections: list[socket.socket] = []
         self.stopped_reading = False
+        self.audio_after_reconnect = 0  # caller frames a later connection got after its session.updated
         self._server = StreamServer(listener, self._serve)
 
     @property
@@ -69,7 +70,10 @@ class BlackHolePeer:
                 opcode, payload = frame
                 if opcode == ws_frames.OP_CLOSE:
                     return
-                if opcode == ws_frames.OP_TEXT and json.loads(payload)["type"] == "session.update":
+                kind = json.loads(payload)["type"] if opcode == ws_frames.OP_TEXT else None
+                if not first and kind == "input_audio_buffer.append":
+                    self.audio_after_reconnect += 1
+                if kind == "session.update":
                     sock.sendall(ws_frames.text_frame(json.dumps({"type": "session.updated", "session": {}})))
                     if first:
                         self.stopped_reading = True
@@ -87,6 +91,8 @@ def test_a_peer_that_stops_reading_loses_the_session_and_the_call_goes_on_and_is
         wait_for(lambda: peer.stopped_reading, 5, message="the peer to stop reading")
         # The caller's audio fills the socket; the stuck write gives up within its timeout.
         wait_for(lambda: len(peer.connections) == 2, 30, message="a second connection")
+        # Resumed once the new session is confirmed: the caller's audio flows on it.
+        wait_for(lambda: peer.audio_after_reconnect > 0, 10, message="the caller's audio on the new session")
         caller.stop()
         stored = h.wait_ended(caller.call_sid, timeout=10)
         assert stored.row.end_reason == "caller_hangup"
