@@ -60,7 +60,7 @@ from services.realtime_pool import RealtimePool
 from services.realtime_watch import RealtimeWatch
 from services.response_gate import RequestReason, ResponseGate
 from services.scheduling import business_today
-from services.settings import Settings
+from services.settings import Settings, realtime_url
 from services.silence_watchdog import SilenceWatchdog
 from services.store.db import Database
 from services.store.end_reasons import EndReason
@@ -421,7 +421,7 @@ class CallSession:
         return True
 
     def _realtime_url(self) -> str:
-        return realtime_settings.ws_url(self._settings.openai_realtime_url, self._realtime_settings.model)
+        return realtime_url(self._settings.openai_realtime_url, self._realtime_settings.model)
 
     def _resume(self, log) -> None:
         """The new session is confirmed: tell it the conversation so far, let the held audio

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Iterable, Literal, Mapping, Union, get_args, get_origin
-from urllib.parse import quote
 
 import pydantic
 from openai.types.realtime import AudioTranscription, RealtimeSessionCreateRequest
@@ -133,12 +132,6 @@ def of_business(chosen: Any, settings, log) -> RealtimeSettings:
 
 
 # --- the wire ---------------------------------------------------------------------------
-
-def ws_url(base_url: str, model: str) -> str:
-    """The Realtime websocket URL for `model` (`?model=`, as Settings.realtime_ws_url builds it)."""
-    sep = "&" if "?" in base_url else "?"
-    return f"{base_url}{sep}model={quote(model, safe='')}"
-
 
 def session_config(settings: RealtimeSettings, *, instructions: str, voice: str, transcription_prompt: str,
                    tools=()) -> rt.SessionConfig:

@@ -14,9 +14,16 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 INSTANCE_DIR = Path(__file__).resolve().parent.parent / "instance"
+
+
+def realtime_url(base_url: str, model: str) -> str:
+    """The Realtime websocket URL for `model` (`?model=`, escaped), for the server's default model
+    and a business's own alike: a connection opened ahead for one is used only if they agree."""
+    sep = "&" if "?" in base_url else "?"
+    return f"{base_url}{sep}model={quote(model, safe='')}"
 
 
 class SettingsError(ValueError):
@@ -163,8 +170,8 @@ class Settings:
 
     @property
     def realtime_ws_url(self) -> str:
-        sep = "&" if "?" in self.openai_realtime_url else "?"
-        return f"{self.openai_realtime_url}{sep}model={self.openai_realtime_model}"
+        """The default model's URL (a business may have its own: services/realtime_settings.py)."""
+        return realtime_url(self.openai_realtime_url, self.openai_realtime_model)
 
     @property
     def unsigned_twilio_allowed(self) -> bool:

@@ -8,6 +8,7 @@ import requests
 
 from services import pricing
 from services import realtime_settings as rs
+from services.settings import realtime_url
 from services.realtime_protocol import Usage, session_update, validate_client_event
 from services.store.models import AuditEntry, Business
 from tests.fakes.waiting import wait_for
@@ -255,9 +256,9 @@ def test_every_combination_offered_makes_a_session_update_the_package_accepts(de
 
 
 def test_the_url_carries_the_model_escaped():
-    assert rs.ws_url("wss://api.openai.com/v1/realtime", "gpt-realtime-mini") == \
+    assert realtime_url("wss://api.openai.com/v1/realtime", "gpt-realtime-mini") == \
         "wss://api.openai.com/v1/realtime?model=gpt-realtime-mini"
-    assert rs.ws_url("ws://127.0.0.1:9/v1/realtime?x=1", "a&b") == "ws://127.0.0.1:9/v1/realtime?x=1&model=a%26b"
+    assert realtime_url("ws://127.0.0.1:9/v1/realtime?x=1", "a&b") == "ws://127.0.0.1:9/v1/realtime?x=1&model=a%26b"
 
 
 @pytest.mark.parametrize("model, usd", [
