@@ -26,6 +26,12 @@ def _pool(fake: FakeRealtime, clock: ManualClock, size: int = 2) -> RealtimePool
     return RealtimePool(fake.url, "sk-test", size=size, idle_s=20.0, warm_s=300.0, connect_timeout_s=5.0, clock=clock)
 
 
+def _warm(pool: RealtimePool, size: int) -> None:
+    """Start the pool as a first call does (finding nothing), and wait until it is full."""
+    pool.take(pool.url)
+    wait_for(lambda: pool.waiting == size, 5, message="the pool to fill")
+
+
 def _open(fake: FakeRealtime) -> list:
     return [c for c in fake.connections if not c.closed]
 
@@ -55,8 +61,7 @@ def test_a_waiting_connection_is_replaced_before_it_grows_stale(fake):
     clock = ManualClock()
     pool = _pool(fake, clock)
     try:
-        pool.take(fake.url)
-        wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill")
+        _warm(pool, 2)
         first = list(fake.connections)
         clock.advance_ms(20_000)
         wait_for(lambda: all(c.closed for c in first) and len(_open(fake)) == 2 and pool.waiting == 2, 5,
@@ -74,8 +79,7 @@ def test_a_waiting_connection_is_replaced_before_it_grows_stale(fake):
 def test_the_pool_empties_when_calls_stop_coming(fake):
     clock = ManualClock()
     pool = RealtimePool(fake.url, "sk-test", size=2, idle_s=20.0, warm_s=30.0, connect_timeout_s=5.0, clock=clock)
-    pool.take(fake.url)
-    wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill")
+    _warm(pool, 2)
     clock.advance_ms(15_000)
     taken = pool.take(fake.url)  # a call within the warm period keeps it warm
     assert taken is not None
@@ -91,8 +95,7 @@ def test_the_pool_empties_when_calls_stop_coming(fake):
 def test_what_the_service_said_to_a_waiting_connection_is_kept_for_the_call(fake):
     pool = _pool(fake, ManualClock(), size=1)
     try:
-        pool.take(fake.url)
-        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        _warm(pool, 1)
         waiting = fake.connections[0]
         waiting.wait_for_server_event("session.created")
         taken = pool.take(fake.url)  # reads the connection: the service's events so far are kept
@@ -107,8 +110,7 @@ def test_what_the_service_said_to_a_waiting_connection_is_kept_for_the_call(fake
 def test_a_connection_the_network_dropped_is_not_handed_out(fake):
     pool = _pool(fake, ManualClock(), size=1)
     try:
-        pool.take(fake.url)
-        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        _warm(pool, 1)
         fake.connections[0].drop()
         wait_for(lambda: fake.connections[0].closed, 5, message="the connection to drop")
         assert pool.take(fake.url) is None
@@ -119,8 +121,7 @@ def test_a_connection_the_network_dropped_is_not_handed_out(fake):
 def test_a_connection_for_another_address_is_not_handed_out(fake):
     pool = _pool(fake, ManualClock(), size=1)
     try:
-        pool.take(fake.url)
-        wait_for(lambda: pool.waiting == 1, 5, message="the pool to fill")
+        _warm(pool, 1)
         assert pool.take(fake.url + "?model=another") is None
     finally:
         pool.close()
