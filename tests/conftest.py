@@ -143,6 +143,15 @@ __all__ = ["LiveServer", "add_business", "dataclasses", "gevent", "BUSINESS_NUMB
 
 from tests.fakes.realtime_server import FakeRealtime, RealtimeScript  # noqa: E402
 from tests.fakes.twilio_caller import FakeTwilioCall  # noqa: E402
+from tests.fakes.twilio_rest import FakeTwilioRest  # noqa: E402
+
+
+@pytest.fixture
+def twilio_rest():
+    """The fake Twilio REST API (a test that needs more of it defines its own)."""
+    fake = FakeTwilioRest().start()
+    yield fake
+    fake.stop()
 
 
 @pytest.fixture

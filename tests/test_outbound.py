@@ -11,7 +11,6 @@ from services.store.models import Business, Call, Lead
 from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml
-from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.harness import TEST_TIMING
 
 SID = "AC" + "1" * 32
@@ -19,13 +18,6 @@ TOKEN = "twilio-test-token"
 LEAD = "+972541234567"
 VOICEMAIL = "שלום, כאן מספרת הבדיקה. חזרנו אליכם בעניין התור, נשמח שתחזרו אלינו. תודה!"
 OUT_GREETING = "שלום, כאן מספרת הבדיקה, מדברים לגבי הפנייה שלכם."
-
-
-@pytest.fixture
-def twilio_rest():
-    fake = FakeTwilioRest().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

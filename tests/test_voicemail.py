@@ -13,7 +13,6 @@ from services.store.models import Call
 from tests.conftest import BUSINESS_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall, parse_twiml
-from tests.fakes.twilio_rest import FakeTwilioRest
 from tests.harness import TEST_TIMING
 
 SID = "AC" + "3" * 32
@@ -24,13 +23,6 @@ VOICEMAIL = "שלום, כאן מספרת הבדיקה. חזרנו אליכם, נ
 # Far beyond any test's waits: a result the test posts always comes within it.
 LONG_WAIT = dataclasses.replace(TEST_TIMING, amd_wait_s=60.0)
 SHORT_WAIT_S = 1.5
-
-
-@pytest.fixture
-def twilio_rest():
-    fake = FakeTwilioRest().start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture

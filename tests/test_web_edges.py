@@ -240,13 +240,6 @@ def test_a_transfer_answered_by_the_person_hangs_up_and_one_not_answered_apologi
 # --- the outbound call API -------------------------------------------------------------
 
 
-@pytest.fixture
-def twilio_rest():
-    fake = FakeTwilioRest().start()
-    yield fake
-    fake.stop()
-
-
 def _outbound(make_harness, twilio_rest, business=None, **settings):
     return make_harness(RealtimeScript(responses=[GREETING]),
                         business={"voicemail_message": VOICEMAIL, **(business or {})},
