@@ -52,11 +52,7 @@ def business_settings(business_id: int):
     errors: dict[str, str] = {}
     form_values = None
     if request.method == "POST":
-        body, errors = forms.business_body(request.form)
-        try:
-            fields = parse(BusinessPatch, body).given()
-        except ValidationError as exc:
-            errors = {**exc.fields, **errors}
+        fields, errors = posted_fields(BusinessPatch)
         if not errors:
             errors = save(session, business, fields)
         if not errors:
@@ -70,10 +66,25 @@ def business_settings(business_id: int):
         if not current_viewer().is_admin:  # the admin's fields are shown, not posted: shown as stored
             form_values.update({k: v for k, v in values_of(business).items() if k in business_store.ADMIN_FIELDS})
         flash(labels.t("not_saved"), "error")
-    values = form_values or values_of(business)
-    previews = _previews(business)
+    return render_form(business, form_values or values_of(business), errors, _previews(business))
+
+
+def posted_fields(model) -> tuple[dict, dict[str, str]]:
+    """The posted form as the API's `model` takes it: (its fields, {field: problem})."""
+    body, errors = forms.business_body(request.form)
+    fields: dict = {}
+    try:
+        fields = parse(model, body).given()
+    except ValidationError as exc:
+        errors = {**exc.fields, **errors}
+    return fields, errors
+
+
+def render_form(business: Business | None, values, errors: dict[str, str], previews: dict):
+    """The settings form (a new business's when `business` is None), 422 when it has errors."""
     return render_template("console/business.html", business=business, values=values, errors=errors,
-                           voices=VOICES, choices=forms.CHOICE_FIELDS, days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP,
+                           voices=VOICES, choices=forms.CHOICE_FIELDS, days=forms.DAYS,
+                           special_days=forms.SPECIAL_DAYS, previews=previews, cap=prompts.BUSINESS_PROMPT_CAP,
                            realtime=realtime_options()), 422 if errors else 200
 
 

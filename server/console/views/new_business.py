@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from types import SimpleNamespace
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, redirect, request, url_for
 from sqlalchemy.exc import IntegrityError
 
-import prompts
-from server.api_schemas import VOICES, BusinessCreate, ValidationError, parse
-from server.console import auditing, forms, labels
+from server.api_schemas import BusinessCreate
+from server.console import auditing, labels
 from server.console.access import current_viewer
 from server.console.blueprint import bp
-from server.console.views.business import realtime_options, values_of
+from server.console.views.business import posted_fields, render_form, values_of
 from server.request_db import request_session
 from server.routes.api.businesses import audited_names
 from services import realtime_settings
@@ -32,11 +31,7 @@ def new_business():
     errors: dict[str, str] = {}
     values = values_of(defaults())
     if request.method == "POST":
-        body, errors = forms.business_body(request.form)
-        try:
-            fields = parse(BusinessCreate, body).given()
-        except ValidationError as exc:
-            errors = {**exc.fields, **errors}
+        fields, errors = posted_fields(BusinessCreate)
         if not errors:
             business, errors = create(fields)
         if not errors:
@@ -45,9 +40,7 @@ def new_business():
             return redirect(url_for("console.business_settings", business_id=business.id))
         values = request.form
         flash(labels.t("not_created"), "error")
-    return render_template("console/business.html", business=None, values=values, errors=errors, voices=VOICES, choices=forms.CHOICE_FIELDS,
-                           days=forms.DAYS, special_days=forms.SPECIAL_DAYS, previews={},
-                           cap=prompts.BUSINESS_PROMPT_CAP, realtime=realtime_options()), 422 if errors else 200
+    return render_form(None, values, errors, {})
 
 
 def create(fields: dict) -> tuple[Business | None, dict[str, str]]:
