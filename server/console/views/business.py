@@ -16,7 +16,7 @@ from server.console import auditing, forms, labels
 from server.console.access import current_viewer, scoped
 from server.console.blueprint import bp
 from server.request_db import request_session
-from server.routes.api.businesses import audited_names
+from server.routes.api.businesses import merge_realtime
 from services import realtime_settings
 from services.scheduling import business_today
 from services.store import audit
@@ -116,9 +116,7 @@ def _previews(business) -> dict:
 
 def save(session, business: Business, fields: dict) -> dict[str, str]:
     """Apply validated fields as PATCH /api/businesses/<id> does; {field: problem} when they cannot be."""
-    names = tuple(audited_names(fields))
-    if "realtime" in fields:
-        fields["realtime"] = realtime_settings.merge(business.realtime, fields["realtime"])
+    names = tuple(merge_realtime(fields, business.realtime))
     try:
         business_store.update(session, business, fields, by_admin=current_viewer().is_admin)
     except business_store.AdminOnly as exc:

@@ -14,8 +14,7 @@ from server.console.access import current_viewer
 from server.console.blueprint import bp
 from server.console.views.business import posted_fields, render_form, values_of
 from server.request_db import request_session
-from server.routes.api.businesses import audited_names
-from services import realtime_settings
+from server.routes.api.businesses import merge_realtime
 from services.store import audit
 from services.store import businesses as business_store
 from services.store.businesses import NUMBER_TAKEN
@@ -46,9 +45,7 @@ def new_business():
 def create(fields: dict) -> tuple[Business | None, dict[str, str]]:
     """(the business, {}) once committed, else (None, {field: problem}) with nothing stored."""
     session = request_session()
-    names = audited_names(fields)
-    if "realtime" in fields:
-        fields["realtime"] = realtime_settings.merge(None, fields["realtime"])
+    names = merge_realtime(fields, None)
     try:
         business = business_store.create(session, fields)
         session.flush()

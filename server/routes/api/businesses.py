@@ -44,10 +44,8 @@ def list_businesses():
 def create_business():
     require_admin()
     fields = parse(BusinessCreate, json_object()).given()
-    given = audited_names(fields)
+    given = merge_realtime(fields, None)
     session = request_session()
-    if "realtime" in fields:
-        fields["realtime"] = realtime_settings.merge(None, fields["realtime"])
     try:
         business = businesses.create(session, fields)
     except businesses.NumberTaken as exc:
@@ -79,11 +77,9 @@ def prompt_preview(business_id: int):
 @bp.patch("/<int:business_id>")
 def update_business(business_id: int):
     fields = parse(BusinessPatch, json_object()).given()
-    changed = audited_names(fields)
     session = request_session()
     business = _business_or_404(business_id)
-    if "realtime" in fields:
-        fields["realtime"] = realtime_settings.merge(business.realtime, fields["realtime"])
+    changed = merge_realtime(fields, business.realtime)
     try:
         businesses.update(session, business, fields, by_admin=current().is_admin)
     except businesses.AdminOnly as exc:
@@ -122,6 +118,15 @@ def delete_business(business_id: int):
     session.commit()
     log.info("business deleted", extra={"business_id": business_id})
     return "", 204
+
+
+def merge_realtime(fields: dict, stored: dict | None) -> list[str]:
+    """Put the Realtime choices given in `fields` over those `stored` (in place, as the business's
+    column keeps them); the fields' names as the audit log gives them, taken before the merge."""
+    names = audited_names(fields)
+    if "realtime" in fields:
+        fields["realtime"] = realtime_settings.merge(stored, fields["realtime"])
+    return names
 
 
 def audited_names(fields: dict) -> list[str]:
