@@ -4,8 +4,9 @@ The suite mostly waits (real sockets, real audio time), so a few processes share
 pytest-xdist cannot run it: the conftest patches the process for gevent, which breaks xdist's
 worker channel. Each shard is a plain pytest run over some of the test files, with a temporary
 folder of its own, its output in a log; this prints each shard's summary line, the failures'
-logs, a closing line with the counts over all shards (`suite: N passed, N failed, N skipped`, the
-plain form a CI reads), and exits non-zero if any shard failed.
+logs, the counts over all shards twice (`N passed, N failed, N skipped`, the plain form, then
+pytest's own closing line, the two forms a CI reads), and exits non-zero if any shard failed or no
+test ran.
 """
 from __future__ import annotations
 
@@ -43,8 +44,11 @@ def counts(summary: str) -> dict[str, int]:
     return found
 
 
-def closing_line(totals: dict[str, int]) -> str:
-    return f"suite: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"
+def closing_lines(totals: dict[str, int], seconds: float) -> list[str]:
+    """The plain count line, then the same counts as pytest closes a run (zero counts left out)."""
+    plain = f"{totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped"
+    parts = [f"{totals[k]} {k}" for k in ("failed", "passed", "skipped") if totals[k]] or ["no tests ran"]
+    return [plain, f"{'=' * 20} {', '.join(parts)} in {seconds:.2f}s {'=' * 20}"]
 
 
 def weight(path: Path) -> float:
@@ -90,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
             totals["failed"] += 0 if found["failed"] else 1  # a shard that died before its summary
             print(f"--- shard {k} failed (exit {code}); its log, {log}:")
             print("\n".join(lines[-150:]))
-    print(f"{len(runs)} shards in {time.monotonic() - started:.0f} s")
+    seconds = time.monotonic() - started
+    print(f"{len(runs)} shards in {seconds:.0f} s")
     if totals["passed"] + totals["failed"] == 0:
         status = 1  # no test ran: never green
-    print(closing_line(totals))
+    print("\n".join(closing_lines(totals, seconds)))
     return status
 
 
