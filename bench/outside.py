@@ -38,6 +38,7 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import shlex  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -228,7 +229,18 @@ def one_call(target: Target, index: int, ticker: Ticker, errors: list[str]) -> O
 # --- one target ------------------------------------------------------------------------
 
 
-def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp: Path, handshake_ms: int = 0) -> dict:
+def start_profile(root: int, seconds: float, out: Path) -> subprocess.Popen:
+    """py-spy over the server's process tree while the calls run (not its start-up), folded stacks."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(root), "--subprocesses", "--rate", "250", "--format", "raw",
+                             "--duration", str(max(1, round(seconds))), "--nonblocking", "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp: Path, handshake_ms: int = 0,
+               profile: Path | None = None) -> dict:
     fake_port = free_port()
     stats = tmp / f"fake-{target.name}.json"
     fake = subprocess.Popen([sys.executable, "-m", "bench.lean_realtime", "--port", str(fake_port),
@@ -264,6 +276,9 @@ def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp:
         root = target.proc.pid
         cpu_before, rss_before = tree_cpu_ms(root), tree_rss_kb(root)
         rss_peak = rss_before
+        spy = start_profile(root, calls / rate + 2.0, profile.with_suffix(f".{target.name}.txt")) if profile else None
+        if spy is not None:
+            gevent.sleep(0.5)  # py-spy attached before the first call
         ticker = Ticker()
         started = time.monotonic()
         greenlets = [gevent.spawn_later(i / rate, one_call, target, i, ticker, errors) for i in range(calls)]
@@ -274,6 +289,8 @@ def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp:
         cpu = tree_cpu_ms(root) - cpu_before
         ticker.stop()
         callers = [g.value for g in greenlets if g.value is not None]
+        if spy is not None:
+            spy.wait(timeout=30)
     finally:
         for proc in (target.proc, fake):
             proc.send_signal(signal.SIGTERM)
@@ -468,6 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-webhook", default="/incoming-call")
     parser.add_argument("--peer-health", default="/")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy folded stacks of each target while its calls arrive, to PROFILE.<target>.txt")
     args = parser.parse_args(argv)
 
     rest = TwilioRestFake()
@@ -480,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         if other is not None:
             targets.append(other)
         for target in targets:
-            results.append(run_target(target, args.calls, args.rate, args.first_byte_ms, Path(tmp), args.handshake_ms))
+            results.append(run_target(target, args.calls, args.rate, args.first_byte_ms, Path(tmp), args.handshake_ms,
+                                      args.profile))
     if rest.requests == 0:
         results[0]["errors"].append("no call started a recording (Twilio's REST API was never called)")
     results[0]["twilio_rest_requests"] = rest.requests

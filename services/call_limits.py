@@ -141,14 +141,15 @@ class CallLimits:
 
     def _close_lost_streams(self, session: Session, now: datetime) -> list[tuple[str, int | None]]:
         """(call sid, business id) of each call closed."""
-        return [tuple(row) for row in session.execute(
+        # On the connection, not the session: Core statements need none of the ORM's bookkeeping.
+        return [tuple(row) for row in session.connection().execute(
             _CLOSE_LOST, {"lost_before": self._lost_before(now), "closed_at": now})]
 
     def _lost_before(self, now: datetime) -> datetime:
         return now - timedelta(seconds=self._stream_start_margin_s)
 
     def _admission(self, session: Session, business: Business, call_sid: str, now: datetime) -> Admission:
-        live_server, live_business = session.execute(_LIVE_COUNTS, {
+        live_server, live_business = session.connection().execute(_LIVE_COUNTS, {
             "business_id": business.id, "call_sid": call_sid, "since": now - timedelta(seconds=self._stale_after_s),
             "lost_before": self._lost_before(now)}).one()
         limit = ("business" if live_business >= business.max_concurrent_calls

@@ -11,7 +11,7 @@ from datetime import datetime, tzinfo
 from typing import Callable
 
 import gevent
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from prompts import CrmFacts
@@ -29,36 +29,47 @@ CRM_WAIT_BOUND_S = 0.3
 Loader = Callable[[Session, int, str], CrmFacts | None]
 
 
+# Everything the facts need in one statement, built once (the lookup runs on the event loop at
+# every call's start): the business's zone, its lead for the number, the caller's last finished
+# call and next appointment. Only ended, completed calls count: the call being set up has a row
+# already, and calls that never connected (busy, no-answer, ...) were no conversation.
+_PHONE, _BUSINESS = bindparam("phone"), bindparam("business_id")
+_FACTS = (
+    select(
+        Business.timezone, Lead.id, Lead.name, Lead.gender, Lead.notes,
+        select(Call.started_at)
+        .where(Call.business_id == _BUSINESS, (Call.from_number == _PHONE) | (Call.to_number == _PHONE),
+               Call.ended_at.is_not(None), Call.status == "completed")
+        .order_by(Call.started_at.desc()).limit(1).scalar_subquery(),
+        select(Appointment.starts_at)
+        .where(Appointment.business_id == _BUSINESS, Appointment.phone == _PHONE,
+               Appointment.starts_at > bindparam("now"))
+        .order_by(Appointment.starts_at).limit(1).scalar_subquery(),
+    )
+    .select_from(Business)
+    .outerjoin(Lead, (Lead.business_id == Business.id) & (Lead.phone == _PHONE))
+    .where(Business.id == _BUSINESS)
+)
+
+
 def load_crm_facts(session: Session, business_id: int, phone: str) -> CrmFacts | None:
     """What this business knows about the caller at `phone`, or None when it knows nothing."""
     if not phone:
         return None
-    lead = session.scalar(select(Lead).where(Lead.business_id == business_id, Lead.phone == phone))
-    # Only ended, completed calls count: the call being set up has a row already, and calls
-    # that never connected (busy, no-answer, ...) were no conversation.
-    last_call_at = session.scalar(
-        select(Call.started_at)
-        .where(Call.business_id == business_id, (Call.from_number == phone) | (Call.to_number == phone),
-               Call.ended_at.is_not(None), Call.status == "completed")
-        .order_by(Call.started_at.desc())
-        .limit(1)
-    )
-    upcoming = session.scalar(
-        select(Appointment.starts_at)
-        .where(Appointment.business_id == business_id, Appointment.phone == phone, Appointment.starts_at > utcnow())
-        .order_by(Appointment.starts_at)
-        .limit(1)
-    )
-    if lead is None and last_call_at is None and upcoming is None:
+    row = session.connection().execute(_FACTS, {"business_id": business_id, "phone": phone, "now": utcnow()}).first()
+    if row is None:
         return None
-    zone = business_zone(session.scalar(select(Business.timezone).where(Business.id == business_id)))
+    timezone_name, lead_id, name, gender, notes, last_call_at, upcoming = row
+    if lead_id is None and last_call_at is None and upcoming is None:
+        return None
+    zone = business_zone(timezone_name)
     # Names and genders go raw; the prompt's caller-data layer decides what is usable.
     return CrmFacts(
-        name=lead.name if lead else None,
-        gender=lead.gender if lead else None,
+        name=name,
+        gender=gender,
         last_call_at=as_utc(last_call_at),
         open_appointment=_local(upcoming, zone),
-        notes=(lead.notes or None) if lead else None,
+        notes=notes or None,
         zone=zone,
     )
 

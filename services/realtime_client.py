@@ -5,6 +5,7 @@ import select
 import socket
 import ssl
 from collections import deque
+from typing import Callable
 from random import randbytes
 from time import monotonic
 from urllib.parse import urlsplit
@@ -16,6 +17,7 @@ from gevent.event import Event
 from services import realtime_protocol, ws_frames
 from services.realtime_addresses import ADDRESSES, connect_tcp
 from services.realtime_protocol import ServerEvent
+from services.socket_send import sendall_of
 
 
 class RealtimeUnavailable(Exception):
@@ -73,6 +75,7 @@ class RealtimeConnection:
         self._timeout_s = timeout_s
         self._ws: websocket.WebSocket | None = None
         self._sock: socket.socket | None = None
+        self._sendall: Callable[[bytes], None] | None = None  # `_sock`'s (services/socket_send.py)
         self._closed = Event()  # set once, by close(), from any greenlet
         self._opening: gevent.Greenlet | None = None  # an early attempt, until `connect` takes it
         # Events read while the connection waited in the pool (`read_waiting`), for `receive`.
@@ -116,7 +119,7 @@ class RealtimeConnection:
             ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         except OSError:
             pass  # the kernel's own size: a black hole then takes longer to show
-        self._ws, self._sock = ws, ws.sock
+        self._ws, self._sock, self._sendall = ws, ws.sock, sendall_of(ws.sock)
         self.heard_at = monotonic()
         if self._closed.is_set():  # the call ended while we were connecting
             self._shut()
@@ -136,7 +139,7 @@ class RealtimeConnection:
             if self._closed.is_set():
                 raise RealtimeClosed("send after close")
             try:
-                self._sock.sendall(frame)
+                self._sendall(frame)
             except OSError as exc:
                 self._lose()  # a part of the frame may be out: nothing more can follow it
                 raise RealtimeClosed(f"send failed: {exc}") from None

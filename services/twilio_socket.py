@@ -13,6 +13,7 @@ import socket
 import threading
 
 from services import ws_frames
+from services.socket_send import sendall_of
 from services.ws_frames import FrameDecoder, FrameProtocolError
 
 log = logging.getLogger("media")
@@ -83,6 +84,7 @@ class TwilioSocket:
     def __init__(self, ws):
         self._ws = ws
         self._sock = SimpleWebsocketAdapter.socket_of(ws)
+        self._sendall = sendall_of(self._sock)
         # Guards: writes to the socket and `_closed`. Any greenlet may send or close.
         self._send_lock = threading.Lock()
         self._closed = False
@@ -95,7 +97,7 @@ class TwilioSocket:
         with self._send_lock:
             if self._closed:
                 raise SocketClosed(self.close_code or 1000, "")
-            self._sock.sendall(data)
+            self._sendall(data)
 
     def receive(self, timeout: float | None = None) -> str | bytes | None:
         """The next message; None after `timeout` seconds without one; SocketClosed at the end."""

@@ -9,7 +9,7 @@ import gevent.event
 import pytest
 
 from prompts import CrmFacts
-from services.store.models import Business, Call, Lead
+from services.store.models import Appointment, Business, Call, Lead
 from services.crm_context import CRM_WAIT_BOUND_S, CallCrmContext, load_crm_facts
 
 CALLER = "+972501234567"
@@ -84,6 +84,27 @@ def test_caller_with_past_calls_but_no_lead(db, business_id):
     add_call(db, business_id, "CA1", started_at=at)
     with db.session() as session:
         assert load_crm_facts(session, business_id, CALLER) == CrmFacts(last_call_at=at, zone=JERUSALEM)
+
+
+def test_next_appointment_in_the_businesss_own_zone_and_no_other_callers(db, business_id):
+    soon = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(days=3)
+    later, past = soon + timedelta(days=7), soon - timedelta(days=30)
+    with db.session() as session:
+        session.get(Business, business_id).timezone = "America/New_York"
+        for starts_at, phone in ((later, CALLER), (past, CALLER), (soon - timedelta(days=1), OTHER), (soon, CALLER)):
+            session.add(Appointment(business_id=business_id, starts_at=starts_at, ends_at=starts_at + timedelta(hours=1),
+                                    name="דנה", phone=phone))
+    with db.session() as session:
+        facts = load_crm_facts(session, business_id, CALLER)
+    local = soon.astimezone(ZoneInfo("America/New_York"))
+    assert facts.name is None and facts.last_call_at is None and facts.zone == ZoneInfo("America/New_York")
+    assert facts.open_appointment.endswith(f"{local:%Y-%m-%d %H:%M}")
+    assert facts.open_appointment != f"{soon.astimezone(JERUSALEM):%Y-%m-%d %H:%M}"
+
+
+def test_a_business_that_is_gone_has_no_facts(db):
+    with db.session() as session:
+        assert load_crm_facts(session, 999_999, CALLER) is None
 
 
 # CallCrmContext

@@ -16,7 +16,7 @@ from array import array
 from typing import Any
 
 from openai import OpenAI
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import prompts
@@ -66,11 +66,12 @@ def _start(db: Database, settings: Settings, call_sid: str, log: logging.LoggerA
     except TwilioRestError as exc:
         log.warning("call not recorded: Twilio refused", extra={"status": exc.status, "error": str(exc)})
         return
+    # One UPDATE: Twilio's status callback may have come first, and its word stands.
     with db.session() as session:
-        call = session.scalar(select(Call).where(Call.call_sid == call_sid))
-        if call is not None:
-            call.recording_sid = call.recording_sid or sid
-            call.recording_status = call.recording_status or "in-progress"
+        session.connection().execute(
+            update(Call.__table__).where(Call.call_sid == call_sid)
+            .values(recording_sid=func.coalesce(func.nullif(Call.recording_sid, ""), sid),
+                    recording_status=func.coalesce(func.nullif(Call.recording_status, ""), "in-progress")))
     log.info("recording started", extra={"recording_sid": sid})
 
 
