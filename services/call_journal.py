@@ -53,6 +53,11 @@ from services.post_call.jobs import backoff_s, enqueue_post_call
 Write = Callable[[Session, Call], None]
 # Writes applied in one transaction at most; more wait for the next one.
 MAX_BATCH = 500
+# A write waits this long for others to share its transaction, unless someone waits for it (a
+# call's close, `flush`). On SQLite each transaction blocks the event loop: written at once, a
+# call's first writes would run while its greeting is being asked for, and a burst of calls
+# would cost one transaction per write.
+LINGER_S = 0.1
 # Writes waiting per process, beyond which turns are dropped: about 20 MB, and at 200 calls a
 # worker's turns for several minutes of database outage.
 MAX_QUEUED = 20_000
@@ -184,16 +189,26 @@ class JournalWriter:
             except Empty:
                 first = None
             if first is not None:
-                batch = [first]
-                while len(batch) < MAX_BATCH and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                self._write_batch(batch)
+                self._write_batch(self._gather(first))
             if time.monotonic() >= states_due:
                 self._write_states()
                 states_due = time.monotonic() + STATE_EVERY_S
             if time.monotonic() >= beat_due:
                 self._heartbeat()
                 beat_due = time.monotonic() + self._heartbeat_s
+
+    def _gather(self, first: _Entry) -> list[_Entry]:
+        """The writes for one transaction: what comes within LINGER_S of the first, and no later
+        than a write someone waits for."""
+        batch = [first]
+        linger_until = time.monotonic() + LINGER_S
+        while len(batch) < MAX_BATCH and not isinstance(batch[-1].op, Event):
+            try:
+                batch.append(self._queue.get_nowait() if not self._queue.empty() else
+                             self._queue.get(timeout=max(0.0, linger_until - time.monotonic())))
+            except Empty:
+                break
+        return batch
 
     def _write_batch(self, batch: list[_Entry]) -> None:
         writes = [entry for entry in batch if not isinstance(entry.op, Event)]
