@@ -14,6 +14,7 @@ import sys
 
 from flask import Flask
 
+from services.call_warm_up import warm_up_call_path
 from services.post_call.worker import start_workers
 from services.shutdown import Shutdown, check_budget
 
@@ -40,6 +41,7 @@ def refuse_unfit_server() -> None:
 
 
 def start_serving(app: Flask) -> None:
+    warm_up_call_path(app.extensions["db"], app.config["SETTINGS"])  # before the freeze: its objects stay
     # Startup leaves a few hundred thousand long-lived objects (SQLAlchemy, the openai
     # types, Flask). A full collection walks them all: a 50-100 ms stall of every call on
     # the worker. Frozen, they are never walked again; collections see only call state.
