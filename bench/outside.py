@@ -1,6 +1,6 @@
 """Calls measured from outside: what the phone hears and what the Realtime API receives.
 
-    python -m bench.outside --calls 50 [--rate 40] [--workers 1] [--peer twilio-sample | --peer-cmd CMD]
+    python -m bench.outside --calls 50 [--rate 40] [--workers 1] [--peer twilio-sample | --peer-cmd CMD] [--profile PATH]
 
 The server runs as deployed by default: `gunicorn -c gunicorn.conf.py app:app`, Twilio
 credentials set (every webhook and media upgrade signed, every call recorded; Twilio's REST
