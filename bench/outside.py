@@ -41,6 +41,7 @@ import shlex  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -410,6 +411,28 @@ ROWS = (
 )
 
 
+def median_of(results: list[dict]) -> dict:
+    """One target's figures over several runs: each number the median of its runs (a p99 the
+    median of the runs' p99s), the errors of them all."""
+    merged: dict = {"runs": len(results)}
+    for key, value in results[0].items():
+        values = [r.get(key) for r in results]
+        value = next((v for v in values if v is not None), None)  # a run without underruns has no max
+        if key == "errors":
+            merged[key] = [f"run {k + 1}: {e}" for k, r in enumerate(results) for e in r[key]]
+        elif isinstance(value, dict):
+            merged[key] = median_of(values)
+            merged[key].pop("runs")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            numbers = [v for v in values if isinstance(v, (int, float))]
+            middle = statistics.median(numbers) if numbers else None
+            whole = middle is not None and middle == int(middle) and all(isinstance(v, int) for v in numbers)
+            merged[key] = int(middle) if whole else middle
+        else:
+            merged[key] = value
+    return merged
+
+
 def print_table(results: list[dict]) -> None:
     def fmt(v):
         return "-" if v is None else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
@@ -485,6 +508,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-webhook", default="/incoming-call")
     parser.add_argument("--peer-health", default="/")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run ours and the peer this many times, in turn; each figure is then the median of its runs")
     parser.add_argument("--profile", type=Path, default=None,
                         help="py-spy folded stacks of each target while its calls arrive, to PROFILE.<target>.txt")
     args = parser.parse_args(argv)
@@ -492,20 +517,26 @@ def main(argv: list[str] | None = None) -> int:
     rest = TwilioRestFake()
     rest.server.start()
     gc.freeze()
-    results = []
+    runs: list[list[dict]] = []
     with tempfile.TemporaryDirectory(prefix="bench-outside-") as tmp:
-        targets = [ours(args.workers, args.calls, rest, Path(tmp))]
-        other = peer(args)
-        if other is not None:
-            targets.append(other)
-        for target in targets:
-            results.append(run_target(target, args.calls, args.rate, args.first_byte_ms, Path(tmp), args.handshake_ms,
-                                      args.profile))
+        for k in range(max(1, args.repeat)):
+            run_tmp = Path(tmp) / f"run-{k}"
+            run_tmp.mkdir()
+            targets = [ours(args.workers, args.calls, rest, run_tmp)]
+            other = peer(args)
+            if other is not None:
+                targets.append(other)
+            runs.append([run_target(target, args.calls, args.rate, args.first_byte_ms, run_tmp, args.handshake_ms,
+                                    args.profile) for target in targets])
+            if args.repeat > 1:
+                print(f"run {k + 1} of {args.repeat}")
+                print_table(runs[-1])
+    results = runs[0] if len(runs) == 1 else [median_of([run[i] for run in runs]) for i in range(len(runs[0]))]
     if rest.requests == 0:
         results[0]["errors"].append("no call started a recording (Twilio's REST API was never called)")
     results[0]["twilio_rest_requests"] = rest.requests
     print(f"calls={args.calls} rate={args.rate}/s workers={args.workers} first_byte_ms={args.first_byte_ms} "
-          f"handshake_ms={args.handshake_ms}")
+          f"handshake_ms={args.handshake_ms}" + (f", medians of {len(runs)} runs" if len(runs) > 1 else ""))
     print_table(results)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / f"outside-{args.calls}x{args.workers}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
