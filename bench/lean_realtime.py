@@ -50,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit  # noqa: E402
 import gevent  # noqa: E402
 import gevent.event  # noqa: E402
 import gevent.lock  # noqa: E402
+import gevent.queue  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
 from bench import ws_handshake  # noqa: E402
@@ -178,37 +179,63 @@ class Connection:
         recv = self.sock.recv
         decoder = FrameDecoder()  # the server under test is the client here: its frames are masked
         feed, next_message = decoder.feed, decoder.next
-        silence, speech = SILENCE_MSG, SPEECH_MSG
+        handle, late = self._handle_message, None
+        if self.fake.latency_ms:
+            handle, late = self._late_handler(self.fake.latency_ms / 1000)
         data = rest
-        while True:
-            feed(data)
+        try:
             while True:
-                try:
-                    message = next_message()
-                except FrameProtocolError as exc:
-                    self._invalid(None, str(exc))
-                    self.close(exc.code, str(exc))
+                feed(data)
+                while True:
+                    try:
+                        message = next_message()
+                    except FrameProtocolError as exc:
+                        self._invalid(None, str(exc))
+                        self.close(exc.code, str(exc))
+                        return
+                    if message is None:
+                        break
+                    if not handle(*message):
+                        return
+                data = recv(262144)
+                if not data:
                     return
-                if message is None:
-                    break
-                op, payload = message
-                if op == OP_TEXT:
-                    if payload == silence:
-                        self._on_audio(FRAME_BYTES, False)
-                    elif payload == speech:
-                        self._on_audio(FRAME_BYTES, True)
-                    else:
-                        self._on_text(payload)
-                elif op == OP_CLOSE:
-                    self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000)
+        finally:
+            if late is not None:
+                late.put(None)
+
+    def _late_handler(self, delay_s: float):
+        """Each message handled `delay_s` after it came, in order: a distant service's one-way
+        latency (its answers then reach the server a round trip after the request left)."""
+        queue: gevent.queue.Queue = gevent.queue.Queue()
+
+        def work() -> None:
+            while (item := queue.get()) is not None:
+                due, op, payload = item
+                gevent.sleep(max(0.0, due - time.monotonic()))
+                if not self._handle_message(op, payload):
                     return
-                elif op == OP_PING:
-                    self.send(ws_frames.encode(OP_PONG, payload))
-                elif op != OP_PONG:  # binary: the server sends none
-                    self._invalid(None, f"message with opcode {op}")
-            data = recv(262144)
-            if not data:
-                return
+
+        gevent.spawn(work)
+        return (lambda op, payload: queue.put((time.monotonic() + delay_s, op, payload)) or True), queue
+
+    def _handle_message(self, op: int, payload: bytes) -> bool:
+        """One message from the server; False when the connection ends."""
+        if op == OP_TEXT:
+            if payload == SILENCE_MSG:
+                self._on_audio(FRAME_BYTES, False)
+            elif payload == SPEECH_MSG:
+                self._on_audio(FRAME_BYTES, True)
+            else:
+                self._on_text(payload)
+        elif op == OP_CLOSE:
+            self.close(int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000)
+            return False
+        elif op == OP_PING:
+            self.send(ws_frames.encode(OP_PONG, payload))
+        elif op != OP_PONG:  # binary: the server sends none
+            self._invalid(None, f"message with opcode {op}")
+        return True
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if self.closed:
@@ -516,9 +543,9 @@ class Connection:
 class LeanRealtime:
     def __init__(self, port: int, first_byte_ms: int = 200, greeting_ms: int = 1500, audio_ms: int = 2500,
                  host: str = "127.0.0.1", drop_share: float = 0.0, seed: int = 1, handshake_ms: int = 0,
-                 caller_transcripts: tuple[str, ...] = (), transcript_delay_ms: int = 0) -> None:
+                 caller_transcripts: tuple[str, ...] = (), transcript_delay_ms: int = 0, latency_ms: int = 0) -> None:
         self.first_byte_ms, self.greeting_ms, self.audio_ms = first_byte_ms, greeting_ms, audio_ms
-        self.handshake_ms = handshake_ms
+        self.handshake_ms, self.latency_ms = handshake_ms, latency_ms
         self.caller_transcripts, self.transcript_delay_ms = caller_transcripts, transcript_delay_ms
         self.connections: list[Connection] = []
         self.drop_share, self.seed = drop_share, seed
@@ -587,6 +614,8 @@ def main() -> None:
                         help="share of the calls whose connection is cut (TCP reset) mid-response")
     parser.add_argument("--seed", type=int, default=1, help="picks the calls that --drop-share cuts")
     parser.add_argument("--handshake-ms", type=int, default=0, help="delay before accepting each connection")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="each client message handled this long after it came (a distant service)")
     parser.add_argument("--caller-transcripts", default="[]", help="JSON list: each connection's caller turns, in order")
     parser.add_argument("--transcript-delay-ms", type=int, default=0)
     logging.basicConfig(level=logging.WARNING)
@@ -594,7 +623,7 @@ def main() -> None:
     fake = LeanRealtime(args.port, args.first_byte_ms, args.greeting_ms, args.audio_ms,
                         drop_share=args.drop_share, seed=args.seed, handshake_ms=args.handshake_ms,
                         caller_transcripts=tuple(json.loads(args.caller_transcripts)),
-                        transcript_delay_ms=args.transcript_delay_ms).start()
+                        transcript_delay_ms=args.transcript_delay_ms, latency_ms=args.latency_ms).start()
     lag = LoopLag().start()
     gc.freeze()  # a full collection walking the startup objects would stall every call's stream
     done = gevent.event.Event()

@@ -241,12 +241,12 @@ def start_profile(root: int, seconds: float, out: Path) -> subprocess.Popen:
 
 
 def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp: Path, handshake_ms: int = 0,
-               profile: Path | None = None) -> dict:
+               profile: Path | None = None, latency_ms: int = 0) -> dict:
     fake_port = free_port()
     stats = tmp / f"fake-{target.name}.json"
     fake = subprocess.Popen([sys.executable, "-m", "bench.lean_realtime", "--port", str(fake_port),
                              "--stats", str(stats), "--first-byte-ms", str(first_byte_ms),
-                             "--handshake-ms", str(handshake_ms)], cwd=ROOT)
+                             "--handshake-ms", str(handshake_ms), "--latency-ms", str(latency_ms)], cwd=ROOT)
     target.env = {k: v.format(port=target.port) for k, v in target.env.items()}
     env = {**os.environ, "PORT": str(target.port), "OPENAI_API_KEY": "sk-bench",
            "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{fake_port}/v1/realtime", **target.env}
@@ -498,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=40, help="new calls a second")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--first-byte-ms", type=int, default=200)
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="the fake handles each client message this late: a round trip to a distant service")
     parser.add_argument("--handshake-ms", type=int, default=0,
                         help="the fake's delay before accepting a connection (TLS to a distant service: 150-300)")
     parser.add_argument("--peer", choices=("twilio-sample", "none"), default="twilio-sample")
@@ -527,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
             if other is not None:
                 targets.append(other)
             runs.append([run_target(target, args.calls, args.rate, args.first_byte_ms, run_tmp, args.handshake_ms,
-                                    args.profile) for target in targets])
+                                    args.profile, args.latency_ms) for target in targets])
             if args.repeat > 1:
                 print(f"run {k + 1} of {args.repeat}")
                 print_table(runs[-1])
@@ -536,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         results[0]["errors"].append("no call started a recording (Twilio's REST API was never called)")
     results[0]["twilio_rest_requests"] = rest.requests
     print(f"calls={args.calls} rate={args.rate}/s workers={args.workers} first_byte_ms={args.first_byte_ms} "
-          f"handshake_ms={args.handshake_ms}" + (f", medians of {len(runs)} runs" if len(runs) > 1 else ""))
+          f"handshake_ms={args.handshake_ms} latency_ms={args.latency_ms}"
+          + (f", medians of {len(runs)} runs" if len(runs) > 1 else ""))
     print_table(results)
     out = Path(args.json) if args.json else ROOT / "bench" / "results" / f"outside-{args.calls}x{args.workers}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
