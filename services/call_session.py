@@ -103,13 +103,19 @@ class CallServices:
     realtime_pool: RealtimePool | None = None  # where a lost session's replacement may be waiting
 
 
+# The events of a response: those of a withdrawn greeting are dropped (CallSession._of_withdrawn_greeting).
+_RESPONSE_EVENTS = (rt.ResponseCreated, rt.OutputItemAdded, rt.AudioDelta, rt.AudioDone, rt.TranscriptDelta,
+                    rt.TranscriptDone, rt.ResponseDone)
+
+
 class CallSession:
     """Owners of the fields without a lock of their own:
     - `_business`, `_crm`, `_tools`, `_realtime_settings` (and the first `_realtime`), `_earlier`,
       `_machine_wait`: written by RX in `_set_up`, before any other greenlet of the call starts;
       read-only after.
     - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
-      `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`: the Realtime greenlet's;
+      `_greeted_early`, `_withdrawn`, `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`:
+      the Realtime greenlet's;
       the session timers read `_session_update`, written before they start.
     - `_realtime`: replaced only by the Realtime greenlet, and only while `_session_ready` is
       clear, so RX never sends on a connection being opened; any sender may meet the closed one
@@ -168,6 +174,11 @@ class CallSession:
         self._losses = 0  # Realtime sessions lost so far
         self._lost_at = 0.0
         self._greeted = False
+        # The greeting was asked for right behind the first `session.update` (`_greet_early`).
+        self._greeted_early = False
+        # Response and item ids of a greeting withdrawn because that update was refused: their
+        # events are dropped (None: nothing withdrawn).
+        self._withdrawn: tuple[set[str], set[str]] | None = None
         self._was_speaking = False  # when the session was lost
         self._asked_again = False  # a failed response was asked for again, and none has completed since
         # The caller's committed items, until their transcript (or its failure): those waiting for
@@ -292,6 +303,8 @@ class CallSession:
         self._session_timers = [
             self._greenlets.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
             self._greenlets.spawn_later(self._timing.session_update_timeout_s, self._session_update_timed_out)]
+        if self._may_greet_early():
+            self._greet_early()
         while not self._ended.is_set():
             event = self._next_event(log)
             if isinstance(event, rt.SessionUpdated):
@@ -300,10 +313,57 @@ class CallSession:
                 self._on_realtime_event(event)
         return False
 
+    def _may_greet_early(self) -> bool:
+        """The greeting may go right behind the first `session.update`, a round trip to the API
+        sooner than after `session.updated`, when nothing must come before it: not a session
+        opened again, nor a call back from a transfer (the conversation is replayed first), nor an
+        outbound call waiting for the machine detection, nor an ending begun, nor caller facts
+        that may still come (sent before the greeting, so it can use them)."""
+        return (not self._greeted and self._earlier is None and self._machine_wait is None
+                and self._ending.reason is None and not self._crm.may_have_late_facts())
+
+    def _greet_early(self) -> None:
+        """The API applies a session's client events in order: this greeting is spoken under the
+        `session.update` just sent, or, if the API refuses that update, withdrawn unheard
+        (`_withdraw_early_greeting`)."""
+        self._greeted_early = True
+        self._gate.open()
+        self._greeting.request(self._prompts.greeting_instruction)
+
+    def _withdraw_early_greeting(self) -> None:
+        """An error before the first session is confirmed: the update was refused, and the
+        greeting behind it would be spoken under the API's defaults. It is cancelled, none of its
+        audio or text is kept, and it is asked for again once a session is confirmed."""
+        if not self._greeted_early or self._greeted or self._withdrawn is not None:
+            return
+        self.log.warning("session.update refused: the greeting asked for behind it is withdrawn")
+        self._withdrawn = (set(), set())
+        self._gate.shut()
+        self._greeting.withdraw()
+        self._playback.clear()
+        try:
+            self._send_realtime(rt.response_cancel())
+        except RealtimeClosed:
+            pass
+
+    def _of_withdrawn_greeting(self, event: rt.ServerEvent) -> bool:
+        """Before the session is confirmed every response event is the withdrawn greeting's; after
+        it, those of its response and items."""
+        responses, items = self._withdrawn
+        if not self._greeted and isinstance(event, _RESPONSE_EVENTS):
+            if hasattr(event, "response_id"):
+                responses.add(event.response_id)
+            if isinstance(event, rt.OutputItemAdded):
+                items.add(event.item_id)
+            return True
+        return getattr(event, "response_id", None) in responses or (
+            isinstance(event, (rt.TranscriptDelta, rt.TranscriptDone)) and event.item_id in items)
+
     def _greet(self) -> None:
         """The session is confirmed: open the gate, hand over late CRM facts, ask for the greeting
-        (or, when the call began to end meanwhile, for its goodbye). A call back from a transfer
-        first tells the new session the conversation so far, as a reconnect does."""
+        unless it went right behind `session.update` (or, when the call began to end meanwhile,
+        for its goodbye). A call back from a transfer first tells the new session the
+        conversation so far, as a reconnect does."""
         self._stop_session_timers()
         self._greeted = True
         if self._earlier is not None:
@@ -541,6 +601,8 @@ class CallSession:
 
     def _on_realtime_event(self, event: rt.ServerEvent) -> None:
         self._last_event_at = self._realtime.received_at
+        if self._withdrawn is not None and self._of_withdrawn_greeting(event):
+            return
         if isinstance(event, rt.AudioDelta):
             self._playback.enqueue(event.response_id, event.item_id, event.audio, self._realtime.received_at)
             self._transcripts.agent_audio(event.item_id, len(event.audio))
@@ -579,6 +641,7 @@ class CallSession:
             self.log.warning("Realtime error", extra={"code": event.code, "error": event.message})
             if event.fatal:
                 raise RealtimeClosed(f"fatal error: {event.code}")
+            self._withdraw_early_greeting()
         elif isinstance(event, rt.InputTranscriptFailed):
             self.log.warning("caller transcription failed", extra={"error": event.message})
             self._held_turn_heard(event.item_id, "")

@@ -125,6 +125,12 @@ class CallCrmContext:
             self._log.warning("crm wait failed", exc_info=True)
         return None
 
+    def may_have_late_facts(self) -> bool:
+        """Whether `late_facts()` may yet return something: False once `wait()` handed the facts
+        out, or the lookup found none."""
+        with self._lock:
+            return not (self._handed_out or (self._loaded and self._facts is None))
+
     def late_facts(self) -> CrmFacts | None:
         """Facts that arrived after `wait()` gave up: returned once, then None."""
         with self._lock:

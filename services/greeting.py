@@ -1,6 +1,7 @@
 """The greeting: the agent speaks first, exactly once, and line noise does not cut it.
 
-It is asked for once, as soon as the session is confirmed. The response that answers that
+It is asked for once, right behind the `session.update` (the API applies a session's events in
+order, so it is spoken under that configuration), or once the session is confirmed. The response that answers that
 request, and that response's first message item, are the greeting: the figures time the call's
 greeting latency from the item's first frame (`owns`), and barge-in asks how much longer the
 greeting is protected (`protection_left_ms`): inside its first `protect_ms`, caller "speech" may
@@ -34,6 +35,13 @@ class Greeting:
                 return
             self._requested = True
         self._gate.request(RequestReason.GREETING, instructions)
+
+    def withdraw(self) -> None:
+        """It was asked for right behind a `session.update` that the API then refused: its
+        response is cancelled unheard, and it is asked for again once a session is confirmed."""
+        with self._lock:
+            self._requested = False
+            self._response_id = self._item_id = None
 
     def response_created(self, response_id: str, reason: RequestReason | None) -> None:
         if reason != RequestReason.GREETING:

@@ -24,7 +24,8 @@ class RequestReason(StrEnum):
 
 
 class ResponseGate:
-    """Shut until `open()` (after `session.updated`); then at most one response active.
+    """Shut until `open()` (after `session.updated`, or right behind the first `session.update`
+    for the greeting: services/call_session.py); then at most one response active.
 
     A request made while one is active waits in a single slot (a newer request replaces
     it) and is sent when the active response is done. Each request has a `RequestReason`;

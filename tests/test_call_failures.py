@@ -27,6 +27,27 @@ def test_a_late_session_updated_gets_the_update_sent_again_and_the_call_goes_on(
     assert h.fake.invalid_events == []
 
 
+def test_a_refused_session_update_withdraws_the_greeting_behind_it_unheard(make_harness):
+    # The API refuses the first update (and keeps its defaults), then creates the response asked
+    # for behind it, under those defaults: that one is cancelled, and none of it is played or
+    # stored. The update sent again is applied, and the greeting is asked for under it.
+    wrong = Reply("Hello! How can I help you today?", 1500)
+    h = make_harness(RealtimeScript(responses=[wrong, GREETING], session_updated="refuse_first"))
+    caller = h.call()
+    caller.wait_heard(1000, timeout=5)
+    conn = h.fake.connections[0]
+    kinds = [e.type for e in conn.client_event_records() if e.type != "input_audio_buffer.append"]
+    assert kinds[:4] == ["session.update", "response.create", "response.cancel", "session.update"], kinds
+    assert kinds.count("response.create") == 2
+    creates = conn.client_events("response.create")
+    assert creates[0]["response"]["instructions"] == creates[1]["response"]["instructions"]
+    caller.wait_quiet(300)
+    caller.stop()
+    stored = h.wait_ended(caller.call_sid)
+    assert [text for speaker, text, _ in stored.turns if speaker == "agent"] == [GREETING.text]
+    assert caller.heard_ms < 1500, "none of the withdrawn response was played"
+
+
 def test_no_session_updated_ends_the_call_cleanly_with_an_apology(make_harness):
     h = make_harness(RealtimeScript(session_updated="never"))
     caller = h.call()
@@ -35,7 +56,8 @@ def test_no_session_updated_ends_the_call_cleanly_with_an_apology(make_harness):
     stored = h.wait_ended(caller.call_sid)
     assert stored.row.end_reason == "realtime_session_timeout"
     assert len(h.fake.connections[0].client_events("session.update")) == 2
-    assert h.fake.client_events("response.create") == [], "never a response before the session is confirmed"
+    # The greeting went right behind the update; nothing more is asked of an unconfirmed session.
+    assert len(h.fake.connections[0].client_events("response.create")) == 1
     assert _apologises(h.stream_ended(caller.call_sid))
     other.wait_closed(timeout=4)
     assert h.stored(other.call_sid).row.end_reason == "realtime_session_timeout"

@@ -115,12 +115,14 @@ def test_facts_known_before_the_bound(db, business_id):
     context = CallCrmContext(db, business_id, CALLER).start()
     facts = context.wait()
     assert facts is not None and facts.name == "אבי" and facts.gender == "male"
+    assert not context.may_have_late_facts()  # handed out: the greeting need not wait for any
     assert context.late_facts() is None
 
 
 def test_nothing_known_is_none_and_not_late(db, business_id):
     context = CallCrmContext(db, business_id, CALLER).start()
     assert context.wait(1.0) is None
+    assert not context.may_have_late_facts()
     assert context.late_facts() is None
 
 
@@ -134,10 +136,12 @@ def test_slow_lookup_respects_the_bound_then_hands_facts_over_once(db, business_
 
     context = CallCrmContext(db, business_id, CALLER, loader=slow_loader).start()
     assert context.wait(0.1) is None  # returned while the lookup still runs
+    assert context.may_have_late_facts()  # the call's greeting then waits for the confirmation
     assert context.late_facts() is None  # not there yet
     release.set()
     assert wait_until(context.late_facts) == late
     assert context.late_facts() is None
+    assert not context.may_have_late_facts()
 
 
 def test_default_bound_is_the_documented_constant_and_close_stops_the_lookup(db, business_id):

@@ -158,7 +158,8 @@ class RealtimeScript:
     # maximum duration; "close" closes (1011) without a word first.
     expire_after_s: Mapping[int, float] = field(default_factory=dict)
     close_after_s: Mapping[int, float] = field(default_factory=dict)
-    # session.updated: "immediate" | "second" (ignore the first update) | "never"
+    # session.updated: "immediate" | "second" (ignore the first update) | "never" | "refuse_first"
+    # (an `error` for the first update, whose session is left as it was; the next is applied)
     session_updated: str = "immediate"
     session_updated_delay_ms: int = 0
     refuse_upgrade: bool = False  # answer the upgrade with HTTP 500
@@ -481,6 +482,10 @@ class RealtimeConnection:
         mode = self.script.session_updated
         if mode == "never" or (mode == "second" and self.session_updates == 1):
             log.info("ignoring session.update #%d (script: %s)", self.session_updates, mode)
+            return
+        if mode == "refuse_first" and self.session_updates == 1:
+            self.send_error("invalid_value", "Invalid value: 'session.voice'.", event.get("event_id"),
+                            param="session.voice")
             return
         self.session = merge_session(self.session, event["session"])
         delay = self.script.session_updated_delay_ms / 1000
