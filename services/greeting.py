@@ -1,11 +1,12 @@
 """The greeting: the agent speaks first, exactly once, and line noise does not cut it.
 
 It is asked for once, right behind the `session.update` (the API applies a session's events in
-order, so it is spoken under that configuration), or once the session is confirmed. The response that answers that
-request, and that response's first message item, are the greeting: the figures time the call's
-greeting latency from the item's first frame (`owns`), and barge-in asks how much longer the
-greeting is protected (`protection_left_ms`): inside its first `protect_ms`, caller "speech" may
-be a click or a breath on the line, and must outlast a noise burst before it cuts the greeting.
+order, so it is spoken under that configuration), or once the session is confirmed. The
+response that answers that request, and that response's first message item, are the greeting:
+the figures time the call's greeting latency from the item's first frame (`owns`), and barge-in
+asks how much longer the greeting is protected (`protection_left_ms`): inside its first
+`protect_ms`, caller "speech" may be a click or a breath on the line, and must outlast a noise
+burst before it cuts the greeting.
 """
 from __future__ import annotations
 
