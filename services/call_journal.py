@@ -98,6 +98,27 @@ def is_database_trouble(exc: BaseException) -> bool:
     return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
+class PollerTrouble:
+    """A poller's failed reads, logged: a failure of its own each time, database trouble once
+    for each spell of it (the poller looks again at its next round). Its greenlet's own."""
+
+    def __init__(self, log: logging.Logger, what: str):
+        self._log, self._what = log, what
+        self._troubled = False
+
+    def failed(self, exc: BaseException) -> None:
+        """In the `except` of the look that failed."""
+        if not is_database_trouble(exc):
+            self._log.exception(f"{self._what}: the look failed")
+        elif not self._troubled:
+            self._log.warning(f"{self._what}: database trouble, looking again later",
+                              extra={"error": str(exc).splitlines()[0][:300]})
+        self._troubled = True
+
+    def looked(self) -> None:
+        self._troubled = False
+
+
 @dataclasses.dataclass(slots=True)
 class _Entry:
     call_sid: str

@@ -15,7 +15,7 @@ import gevent
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from services.call_journal import is_database_trouble
+from services.call_journal import PollerTrouble
 from services.live_calls import LiveCalls
 from services.logging_setup import call_logger
 from services.store.db import Database
@@ -49,7 +49,7 @@ class EndRequestWatch:
         self._lock = threading.Lock()
         self._greenlet: gevent.Greenlet | None = None
         self._told: set[str] = set()  # the watch greenlet's own: calls already told to end
-        self._troubled = False  # the watch greenlet's own: the last look failed on database trouble
+        self._trouble = PollerTrouble(log, "end requests")
         live_calls.on_first_call = self.ensure_running
 
     def ensure_running(self) -> None:
@@ -77,14 +77,9 @@ class EndRequestWatch:
                 marked = set(session.scalars(select(Call.call_sid).where(
                     Call.call_sid.in_(sids), Call.end_requested_at.is_not(None), Call.ended_at.is_(None))))
         except Exception as exc:
-            if not is_database_trouble(exc):
-                log.exception("end requests: the look failed")
-            elif not self._troubled:
-                log.warning("end requests: database trouble, looking again later",
-                            extra={"error": str(exc).splitlines()[0][:300]})
-            self._troubled = True
+            self._trouble.failed(exc)
             return
-        self._troubled = False
+        self._trouble.looked()
         self._told &= set(sids)
         new = marked - self._told
         if new:

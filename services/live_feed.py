@@ -26,7 +26,7 @@ from gevent.queue import Empty, Full, Queue
 from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session
 
-from services.call_journal import HEARTBEAT_S, is_database_trouble
+from services.call_journal import HEARTBEAT_S, PollerTrouble
 from services.store.db import Database
 from services.store.models import Call, Turn, as_utc, utcnow
 
@@ -154,10 +154,9 @@ class LiveFeed:
         self._calls: dict[str, LiveCallView] = {}
         self._greenlet: gevent.Greenlet | None = None
         self._looked = False  # _calls holds a look's result (else the poller has not looked since it started)
-        # The poller's own: (when, highest turn id read by then), for the floor of the next look;
-        # whether the last look failed on database trouble.
+        # The poller's own: (when, highest turn id read by then), for the floor of the next look.
         self._marks: deque[tuple[float, int]] = deque()
-        self._troubled = False
+        self._trouble = PollerTrouble(log, "live calls")
 
     def subscribe(self, business_id: int | None) -> Subscription:
         subscription = Subscription(business_id)
@@ -205,14 +204,9 @@ class LiveFeed:
             with self._db.session() as session:
                 found, top = read_live_calls(session, floor)
         except Exception as exc:
-            if not is_database_trouble(exc):
-                log.exception("live calls: the look failed")
-            elif not self._troubled:
-                log.warning("live calls: database trouble, looking again later",
-                            extra={"error": str(exc).splitlines()[0][:300]})
-            self._troubled = True
+            self._trouble.failed(exc)
             return
-        self._troubled = False
+        self._trouble.looked()
         self._marks.append((started, max(top, self._marks[-1][1] if self._marks else 0)))
         with self._lock:
             changed, ended = self._merge(found)
