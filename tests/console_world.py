@@ -35,3 +35,12 @@ def client(console_server) -> ConsoleClient:
 def api(live, method: str, path: str, **kwargs) -> requests.Response:
     return requests.request(method, live.base_url + path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
                             timeout=10, **kwargs)
+
+
+def apart_from_today(preview: dict) -> tuple[dict, str]:
+    """A preview's layers and instructions with the today layer taken out: it names the minute (and the
+    day) of the request, and two requests may fall either side of a minute's turn."""
+    layers = dict(preview["layers"])
+    today = layers.pop("today")["text"]
+    assert today.startswith("## Today") and today in preview["instructions"]["text"]
+    return layers, preview["instructions"]["text"].replace(today, "<today>")

@@ -14,9 +14,15 @@ from tests.conftest import CALLER_NUMBER
 from tests.fakes.realtime_server import RealtimeScript, Reply, ToolCall
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפשר לעזור?", 500)
-EVERY_DAY = {day: [["08:00", "20:00"]] for day in ("sun", "mon", "tue", "wed", "thu", "fri", "sat")}
+# Open on public holidays and their eves too, so that no date the suite runs on changes the hours.
+EVERY_DAY = {day: [["08:00", "20:00"]] for day in ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "holiday", "eve")}
 SALON = {"working_hours": EVERY_DAY, "appointment_minutes": 30}
-IN_TWO_DAYS = (datetime.now(ZoneInfo("Asia/Jerusalem")) + timedelta(days=2)).date()
+
+
+def in_two_days():
+    """The day after tomorrow in the business's zone, taken when a test starts rather than when the
+    module is imported (a shard may run minutes later, past midnight)."""
+    return (datetime.now(ZoneInfo("Asia/Jerusalem")) + timedelta(days=2)).date()
 
 
 def _tool_outputs(h, connection=0):
@@ -40,11 +46,12 @@ def _call_and_ask(h, expected_ms):
 
 
 def test_a_caller_checks_a_day_and_books_a_free_time(make_harness):
+    day = in_two_days()
     h = make_harness(RealtimeScript(responses=[
         GREETING,
         ToolCall("check_availability", {"date": "מחרתיים", "time": "10:00"}),
         Reply("יש מקום בעשר, על איזה שם?", 500),
-        ToolCall("schedule_appointment", {"name": "דנה כהן", "phone": "", "date": IN_TWO_DAYS.isoformat(),
+        ToolCall("schedule_appointment", {"name": "דנה כהן", "phone": "", "date": day.isoformat(),
                                           "time": "10:00", "note": "תספורת"}),
         Reply("קבעתי לך תור לעשר.", 500),
     ], caller_transcripts=["יש תור למחרתיים בעשר?", "דנה כהן"]), business=SALON)
@@ -54,10 +61,10 @@ def test_a_caller_checks_a_day_and_books_a_free_time(make_harness):
     caller.wait_heard(GREETING.audio_ms + 1000, timeout=8)
 
     checked, booked = _tool_outputs(h)
-    assert checked["ok"] and checked["date"] == IN_TWO_DAYS.isoformat() and checked["requested_time_free"] is True
+    assert checked["ok"] and checked["date"] == day.isoformat() and checked["requested_time_free"] is True
     assert "10:00" in checked["free_times"] and checked["working_hours"] == ["08:00-20:00"]
     assert booked["ok"] and booked["booked"] and booked["time"] == "10:00" and booked["phone"] == CALLER_NUMBER
-    starts = datetime.combine(IN_TWO_DAYS, datetime.min.time(), tzinfo=ZoneInfo("Asia/Jerusalem")) + timedelta(hours=10)
+    starts = datetime.combine(day, datetime.min.time(), tzinfo=ZoneInfo("Asia/Jerusalem")) + timedelta(hours=10)
     assert _appointments(h) == [(starts.astimezone(timezone.utc), "דנה כהן", CALLER_NUMBER, "תספורת", caller.call_sid)]
 
     listed = requests.get(f"{h.live.base_url}/api/appointments", params={"business_id": h.business_id},
@@ -68,9 +75,10 @@ def test_a_caller_checks_a_day_and_books_a_free_time(make_harness):
 
 
 def test_a_time_outside_working_hours_is_refused_with_times_that_are_free(make_harness):
+    day = in_two_days()
     h = make_harness(RealtimeScript(responses=[
         GREETING,
-        ToolCall("schedule_appointment", {"name": "יוסי", "phone": "050-7654321", "date": IN_TWO_DAYS.isoformat(),
+        ToolCall("schedule_appointment", {"name": "יוסי", "phone": "050-7654321", "date": day.isoformat(),
                                           "time": "21:00", "note": ""}),
         Reply("בתשע בערב אנחנו סגורים, אפשר בשמונה בבוקר?", 500),
     ]), business=SALON)
@@ -82,7 +90,8 @@ def test_a_time_outside_working_hours_is_refused_with_times_that_are_free(make_h
 
 
 def test_two_calls_booking_one_slot_at_once_get_exactly_one_appointment(make_harness):
-    book = ToolCall("schedule_appointment", {"name": "מתקשר", "phone": "", "date": IN_TWO_DAYS.isoformat(),
+    day = in_two_days()
+    book = ToolCall("schedule_appointment", {"name": "מתקשר", "phone": "", "date": day.isoformat(),
                                              "time": "12:00", "note": ""})
     h = make_harness(RealtimeScript(responses=[GREETING, book, Reply("בסדר.", 600)]), business=SALON)
     callers = [h.call(), h.call()]
@@ -101,6 +110,7 @@ def test_two_calls_booking_one_slot_at_once_get_exactly_one_appointment(make_har
 
 def test_when_two_bookings_race_past_the_check_the_database_lets_one_through(live_server):
     """Both saw the slot free; the unique (business, start) turns the second insert into "taken"."""
+    day = in_two_days()
     with live_server.db.session() as session:
         business = Business(name="מספרה", working_hours=EVERY_DAY, appointment_minutes=30)
         session.add(business)
@@ -109,9 +119,9 @@ def test_when_two_bookings_race_past_the_check_the_database_lets_one_through(liv
     log = logging.LoggerAdapter(logging.getLogger("tools"), {})
     books = [AppointmentBook(live_server.db, business, call_sid=f"CA{i}", caller_number=CALLER_NUMBER, log=log)
              for i in range(2)]
-    slot = books[0].calendar(IN_TWO_DAYS).slot(IN_TWO_DAYS, datetime.strptime("09:00", "%H:%M").time(),
+    slot = books[0].calendar(day).slot(day, datetime.strptime("09:00", "%H:%M").time(),
                                                datetime.now(timezone.utc))
-    assert books[1].calendar(IN_TWO_DAYS).slot(IN_TWO_DAYS, slot.time(), datetime.now(timezone.utc)) == slot
+    assert books[1].calendar(day).slot(day, slot.time(), datetime.now(timezone.utc)) == slot
 
     results = []
 
