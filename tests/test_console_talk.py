@@ -17,9 +17,9 @@ import requests
 import websocket
 
 from server.stream_parameters import CONSOLE_MEDIA_PATH
-from services.store.models import Business, Call, PhoneNumber, utcnow
+from services.store.models import Business, Call, PhoneNumber
 from tests.conftest import add_business
-from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key, listed_call_sids
+from tests.console_client import ADMIN_TOKEN, ConsoleClient, business_key, israel_time, listed_call_sids
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.fakes.twilio_caller import FakeTwilioCall
 from tests.fakes.waiting import wait_for
@@ -30,6 +30,7 @@ GREETING = Reply("שלום, הגעתם למספרת הבדיקה, איך אפש�
 LONG_ANSWER = Reply("יש לנו תורים פנויים ביום ראשון בבוקר, ביום שני אחר הצהריים ומחיר תספורת הוא שמונים שקלים.",
                     5000)
 AFTER_THE_CUT = Reply("כן, בבקשה?", 600)
+OVERVIEW_DAY = "2025-03-04"  # a Tuesday: its week began on Sunday the 2nd
 
 
 def _messages(caplog, prefix: str) -> list[logging.LogRecord]:
@@ -219,20 +220,22 @@ def test_a_business_key_opens_test_calls_of_its_own_business_only(talk):
 
 def test_test_calls_are_left_out_of_the_overview_and_badged_in_the_history(make_live_server, settings):
     live = make_live_server(dataclasses.replace(settings, admin_api_token=ADMIN_TOKEN))
-    now = utcnow()
+    # A fixed day, asked for by name: calls "a minute ago" are yesterday's just after midnight (and
+    # last week's on a Sunday), and would leave today's figures at 0.
     with live.db.session() as session:
         business = Business(name="מספרה", phone_numbers=[PhoneNumber(e164="+972300000009")])
         session.add(business)
         session.flush()
-        for minutes, sid, is_test in ((2, "CAreal", False), (1, "TESTcall", True)):
+        for clock, sid, is_test in (("10:00", "CAreal", False), ("10:01", "TESTcall", True)):
+            started = israel_time(f"{OVERVIEW_DAY} {clock}")
             session.add(Call(call_sid=sid, business_id=business.id, is_test=is_test, status="completed",
-                             end_reason="caller_hangup", stream_sid="MZ" + sid,
-                             started_at=now - timedelta(minutes=minutes), ended_at=now, duration_s=60.0, cost_usd=0.05))
+                             end_reason="caller_hangup", stream_sid="MZ" + sid, started_at=started,
+                             ended_at=started + timedelta(seconds=60), duration_s=60.0, cost_usd=0.05))
     client = ConsoleClient(live.base_url)
     client.sign_in()
-    overview = client.get("/console/").text
+    overview = client.get(f"/console/?day={OVERVIEW_DAY}").text
     assert 'id="calls-today">1<' in overview and 'id="answered">1<' in overview
-    with_tests = client.get("/console/?tests=1").text
+    with_tests = client.get(f"/console/?day={OVERVIEW_DAY}&tests=1").text
     assert 'id="calls-today">2<' in with_tests
     history = client.get("/console/calls").text
     assert listed_call_sids(history) == ["TESTcall", "CAreal"]

@@ -53,6 +53,22 @@ FULL_FACTS = CrmFacts(name="דנה", gender="female", last_call_at=datetime(2025
                       open_appointment="יום שלישי 10:00, תספורת", notes="מעדיפה שיחות קצרות.")
 
 
+@pytest.fixture
+def crm_clock(monkeypatch):
+    """Pins the clock the caller-data layer reads when it is given no `now` ("Last call: ... (N days
+    ago)"), for tests that build that layer twice and compare the two: a midnight between the builds
+    (UTC's, FULL_FACTS having no zone) would change N in one of them."""
+    pinned = datetime(2025, 3, 5, 12, tzinfo=timezone.utc)
+
+    class PinnedDatetime(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return pinned if tz is None else pinned.astimezone(tz)
+
+    monkeypatch.setattr("prompts.crm.datetime", PinnedDatetime)
+    return pinned
+
+
 def system_sentences() -> list[str]:
     """Every rule sentence of the system text, both directions included."""
     text = (TEXT_DIR / "system.md").read_text(encoding="utf-8")
@@ -312,10 +328,11 @@ def test_long_notes_are_cut_to_whole_sentences():
     assert line.endswith("ביקש תור.") and len(line) < 400
 
 
-def test_late_caller_message_is_the_same_layer_as_in_instructions():
+def test_late_caller_message_is_the_same_layer_as_in_instructions(crm_clock):
     b = BUSINESSES["hebrew"]
     in_instructions = assemble_call_prompts(b, "inbound", FULL_FACTS).instructions
     assert in_instructions.endswith(crm_context_message(b, FULL_FACTS))
+    assert "- Last call with this business: 2025-03-02 (3 days ago)" in in_instructions
 
 
 # Transcription and extraction
@@ -345,7 +362,7 @@ def test_assembled_prompts_are_one_frozen_value():
         prompts.layer_sizes["system"] = 0
 
 
-def test_instructions_are_system_then_business_then_caller_data():
+def test_instructions_are_system_then_business_then_caller_data(crm_clock):
     b = BUSINESSES["hebrew"]
     today = today_facts({"wed": [["09:00", "13:00"]]}, datetime(2026, 4, 1, 9, 5, tzinfo=ZoneInfo("Asia/Jerusalem")))
     prompts = assemble_call_prompts(b, "inbound", FULL_FACTS, today)
@@ -353,6 +370,7 @@ def test_instructions_are_system_then_business_then_caller_data():
     business_layer = build_business_layer(b).text
     today_layer = build_today_layer(today).text
     caller = build_crm_layer(b, FULL_FACTS)
+    assert "(3 days ago)" in caller
     assert prompts.instructions == "\n\n".join([system, business_layer, today_layer, caller])
     assert dict(prompts.layer_sizes) == {
         "system": len(system), "business": len(business_layer), "today": len(today_layer), "crm": len(caller),
