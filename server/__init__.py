@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from server import cli, console
     from server.routes import api, health, media, warm_transfer, webhooks
     from services.call_journal import JournalWriter
+    from services.call_watch import CallWatch, tick_for
     from services.end_requests import EndRequestWatch
     from services.live_calls import LiveCalls
     from services.realtime_pool import RealtimePool
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["live_calls"] = LiveCalls()
     app.extensions["end_requests"] = EndRequestWatch(db, app.extensions["live_calls"])  # the console's End call
     app.extensions["journal"] = JournalWriter(db)
+    app.extensions["call_watch"] = CallWatch(tick_for(settings.timing))
     app.extensions["retried_writes"] = RetriedWrites(db)
     app.extensions["realtime_pool"] = RealtimePool(
         settings.realtime_ws_url, settings.openai_api_key, size=settings.realtime_pool_size,

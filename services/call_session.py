@@ -3,7 +3,9 @@
 The story, in `run`: set up (the business, its caller's CRM facts, the tools), then two
 greenlets carry the call until either side ends it: the Realtime greenlet (`_talk`: configure
 the session, greet, converse) and RX (`_listen`: the caller's frames). Then `end` stores
-everything and closes. TX (`Playback.run`) paces the agent's audio out.
+everything and closes. TX (`Playback.run`) paces the agent's audio out. The worker's call
+watch (services/call_watch.py) looks at the call every tick (`_watch`): a quiet stream, the time
+limit, the caller's silence, the Realtime socket's signs of life.
 
 Collaborators, each a module of its own: `Playback` (pacing and the playback clock),
 `ResponseGate` (one response at a time), `Greeting`, `BargeIn`, `Transcripts` (turns),
@@ -21,11 +23,10 @@ Lock order, for every lock a call takes (an arrow: may be taken while holding th
     ResponseGate._lock → ws.lock                (it sends `response.create` under its lock)
     CallEnding._lock → Playback._lock
 The others (`_end_lock`, Greeting, Playback, Transcripts, CallFigures, JournalWriter,
-CallGreenlets, Keypad, SilenceWatchdog, CallTools, LiveCalls, AnsweringMachineWait, ws.lock,
-TwilioSocket's) are
-leaves: nothing is taken while one is held. The only locks held across a socket write are
-BargeIn's (a cut is one act), ResponseGate's (a cancel must not overtake its create) and the
-sockets' own; Playback writes frames after releasing its lock.
+CallGreenlets, Keypad, SilenceWatchdog, CallTools, LiveCalls, AnsweringMachineWait, CallWatch,
+ws.lock, TwilioSocket's) are leaves: nothing is taken while one is held. The only locks held
+across a socket write are BargeIn's (a cut is one act), ResponseGate's (a cancel must not
+overtake its create) and the sockets' own; Playback writes frames after releasing its lock.
 """
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from services.call_ending import CallEnding, is_farewell
 from services.call_figures import CallFigures
 from services.call_greenlets import CallGreenlets
 from services.call_journal import GREETING, LISTENING, SPEAKING, CallJournal, JournalWriter
+from services.call_watch import CallWatch
 from services.caller_audio import CallerAudio
 from services.crm_context import CallCrmContext
 from services.greeting import Greeting
@@ -100,6 +102,7 @@ class CallServices:
     settings: Settings
     live_calls: LiveCalls
     journal: JournalWriter
+    call_watch: CallWatch
     realtime_pool: RealtimePool | None = None  # where a lost session's replacement may be waiting
 
 
@@ -121,7 +124,9 @@ class CallSession:
       clear, so RX never sends on a connection being opened; any sender may meet the closed one
       and get RealtimeClosed (RX then holds the frame: `CallerAudio`). `_last_event_at`: the
       Realtime greenlet writes, the liveness watch reads.
-    - `_rx_messages`, `_caller_audio`: RX's only; the idle watch only reads `_rx_messages`.
+    - `_rx_messages`, `_caller_audio`: RX's only; the call watch only reads `_rx_messages`.
+    - `_rx_counted`, `_rx_counted_at`, `_watch_ended`, `_time_up`: the call watch's (`_watch`);
+      `_conversation_watched`: written once by the Realtime greenlet, read by the call watch.
     - `_session_ready`: an event the Realtime greenlet sets, and clears while it reconnects;
       `_ended`: an event set once, by `end`.
     """
@@ -156,7 +161,8 @@ class CallSession:
             spawn_later=self._greenlets.spawn_later, noise_max_ms=timing.greeting_noise_max_ms,
             hold_ms=timing.barge_in_hold_ms, transcript_wait_ms=timing.barge_in_transcript_wait_ms, log=self.log)
         self._watchdog = SilenceWatchdog(timing.silence_s, self._silence_does_not_count,
-                                         self._ask_if_still_there, self._give_up_on_silence)
+                                         lambda: self._greenlets.spawn(self._ask_if_still_there),
+                                         lambda: self._greenlets.spawn(self._give_up_on_silence))
         self._keypad = Keypad(timing.dtmf_gap_ms / 1000, self._keypad_entered)
         self._business: Business | None = None
         self._crm: CallCrmContext | None = None
@@ -194,7 +200,14 @@ class CallSession:
         self._realtime_watch = RealtimeWatch(
             connection=lambda: self._realtime, last_event_at=lambda: self._last_event_at, gate=self._gate,
             figures=self.figures, timing=timing, session_ready=self._session_ready, ended=self._ended,
-            log=call_logger("realtime", setup.call_sid))
+            spawn=self._greenlets.spawn, log=call_logger("realtime", setup.call_sid))
+        # The call watch's own (`_watch`): RX's frame count when it last moved, and when; the
+        # ending it began (a quiet stream, the time limit), each once.
+        self._rx_counted = -1
+        self._rx_counted_at = 0.0
+        self._watch_ended = False
+        self._time_up = False
+        self._conversation_watched = False  # set by the Realtime greenlet once the first words are asked for
 
     # --- the story ---------------------------------------------------------------------
 
@@ -207,8 +220,7 @@ class CallSession:
             if self._set_up():
                 self._greenlets.spawn(self._playback.run)
                 self._greenlets.spawn(self._talk)
-                self._greenlets.spawn_later(self._timing.max_call_s, self._time_is_up)
-                self._greenlets.spawn(self._watch_twilio_idle)
+                services.call_watch.watch(self.setup.call_sid, self._watch)
                 self._listen()
         except Exception:
             self.log.exception("call failed")
@@ -380,8 +392,7 @@ class CallSession:
         if not self.setup.resumed:
             gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
                          self._business.record_calls and not self.setup.is_test, self.log)
-        self._greenlets.spawn(self._watchdog.run)
-        self._greenlets.spawn(self._realtime_watch.run)
+        self._conversation_watched = True
 
     def _speak_first(self) -> None:
         """The greeting; back from a transfer, what the agent says about it; on an outbound call,
@@ -540,17 +551,28 @@ class CallSession:
 
     # --- the sockets ---------------------------------------------------------------------
 
-    def _watch_twilio_idle(self) -> None:
-        """Twilio sends a frame every 20 ms; a stream silent this long is dead: end the call,
-        which closes the socket and so releases RX from its read."""
-        seen = -1
-        while not self._ended.is_set():
-            gevent.sleep(self._timing.twilio_idle_s)
-            if self._rx_messages == seen:
-                self.log.warning("no frame from Twilio", extra={"for_s": self._timing.twilio_idle_s})
-                self.end(EndReason.TWILIO_IDLE)
-                return
-            seen = self._rx_messages
+    def _watch(self, now: float) -> None:
+        """The call watch's look at this call (services/call_watch.py): Twilio's stream, the
+        time limit, and once the first words are asked for, the caller's silence and the
+        Realtime socket. What may block goes to the call's greenlets."""
+        if self._ended.is_set():
+            return
+        count = self._rx_messages
+        if count != self._rx_counted:
+            self._rx_counted, self._rx_counted_at = count, now
+        elif now - self._rx_counted_at >= self._timing.twilio_idle_s and not self._watch_ended:
+            # Twilio sends a frame every 20 ms: a stream silent this long is dead. Ending the call
+            # closes the socket, which releases RX from its read.
+            self._watch_ended = True
+            self.log.warning("no frame from Twilio", extra={"for_s": self._timing.twilio_idle_s})
+            self._greenlets.spawn(self.end, EndReason.TWILIO_IDLE)
+            return
+        if now - self._started_mono >= self._timing.max_call_s and not self._time_up:
+            self._time_up = True
+            self._greenlets.spawn(self._time_is_up)
+        if self._conversation_watched:
+            self._watchdog.check(now)
+            self._realtime_watch.check(now)
 
     def _send_twilio(self, texts: list[str]) -> None:
         try:
@@ -846,6 +868,7 @@ class CallSession:
         self._barge_in.close()
         unstored = self._items_as_heard()  # first: the playback clock runs on after a hang-up
         self._playback.stop()
+        self._services.call_watch.unwatch(self.setup.call_sid)
         self._greenlets.close()
         self._ending.close()
         self._keypad.close()

@@ -9,10 +9,8 @@ the gate is freed, the response cancelled, and the stall counted.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Callable
 
-import gevent
 from gevent.event import Event
 
 from services import metrics
@@ -24,12 +22,14 @@ from services.settings import CallTiming
 
 
 class RealtimeWatch:
-    """`run` is its own greenlet; it reads the call's connection and last event time through
-    the callables given (the Realtime greenlet replaces the one and writes the other)."""
+    """Looked at by the call watch (`check`, from its greenlet) once the call's first words are
+    asked for. It reads the call's connection and last event time through the callables given
+    (the Realtime greenlet replaces the one and writes the other); what may block (a ping, a
+    close, a cancel) it hands to `spawn`, the call's greenlets."""
 
     def __init__(self, *, connection: Callable[[], RealtimeConnection], last_event_at: Callable[[], float],
                  gate: ResponseGate, figures: CallFigures, timing: CallTiming, session_ready: Event,
-                 ended: Event, log: logging.LoggerAdapter):
+                 ended: Event, spawn: Callable[..., object], log: logging.LoggerAdapter):
         self._connection = connection
         self._last_event_at = last_event_at
         self._gate = gate
@@ -37,7 +37,13 @@ class RealtimeWatch:
         self._timing = timing
         self._session_ready = session_ready
         self._ended = ended
+        self._spawn = spawn
         self._log = log
+        # The watch greenlet's own: the connection pinged while it stays quiet, and when; the
+        # response given up on (its `active_since`), so that it is given up once.
+        self._pinged: RealtimeConnection | None = None
+        self._pinged_at = 0.0
+        self._given_up: float | None = None
 
     def responding(self, now: float) -> bool:
         """A response is under way and has not stalled."""
@@ -51,33 +57,33 @@ class RealtimeWatch:
             return None
         return now - max(since, self._last_event_at()) < self._timing.response_stall_s
 
-    def run(self) -> None:
-        timing = self._timing
-        tick = max(0.05, min(0.5, timing.realtime_pong_timeout_s / 4, timing.response_stall_s / 8))
-        pinged = None  # the connection pinged, while it stays quiet
-        pinged_at = 0.0
-        while not self._ended.is_set():
-            gevent.sleep(tick)
-            if not self._session_ready.is_set():  # being opened: its own deadlines run
-                pinged = None
-                continue
-            conn, now = self._connection(), time.monotonic()
-            if now - conn.heard_at < timing.realtime_ping_after_s:
-                pinged = None
-            elif pinged is not conn:
-                pinged, pinged_at = conn, now
-                conn.ping()
-            elif now - pinged_at >= timing.realtime_pong_timeout_s:
-                self._log.warning("the Realtime socket answers no ping: taking it for dropped",
-                                  extra={"quiet_s": round(now - conn.heard_at, 1)})
-                pinged = None
-                conn.close()
-                continue
-            if self._response_alive(now) is False:
-                self._give_up_on_response(conn)
+    def check(self, now: float) -> None:
+        if self._ended.is_set():
+            return
+        if not self._session_ready.is_set():  # being opened: its own deadlines run
+            self._pinged = None
+            return
+        timing, conn = self._timing, self._connection()
+        if now - conn.heard_at < timing.realtime_ping_after_s:
+            self._pinged = None
+        elif self._pinged is not conn:
+            self._pinged, self._pinged_at = conn, now
+            self._spawn(conn.ping)
+        elif now - self._pinged_at >= timing.realtime_pong_timeout_s:
+            self._log.warning("the Realtime socket answers no ping: taking it for dropped",
+                              extra={"quiet_s": round(now - conn.heard_at, 1)})
+            self._pinged = None
+            self._spawn(conn.close)
+            return
+        since = self._gate.active_since
+        if self._response_alive(now) is False and since != self._given_up:
+            self._given_up = since
+            self._spawn(self._give_up_on_response, conn)
 
     def _give_up_on_response(self, conn: RealtimeConnection) -> None:
         response_id = self._gate.abandon()
+        if response_id is None:
+            return  # it ended meanwhile
         self._figures.response_stalls += 1
         metrics.RESPONSE_STALLS.inc()
         self._log.warning("response stalled: cancelled", extra={"response_id": response_id})

@@ -8,46 +8,41 @@ or a keypad press starts the count again.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable
-
-import gevent
 
 
 class SilenceWatchdog:
-    """`run` is its own greenlet; `heard_from_caller` may be called from any greenlet."""
+    """Looked at by the call watch (`check`, from its greenlet); `heard_from_caller` may be
+    called from any greenlet. `ask` and `give_up` must not block: the call hands each to a
+    greenlet of its own."""
 
     def __init__(self, period_s: float, busy: Callable[[], bool], ask: Callable[[], None],
-                 give_up: Callable[[], None], clock: Callable[[], float] = time.monotonic):
+                 give_up: Callable[[], None]):
         self._period_s = period_s
         self._busy = busy
         self._ask = ask
         self._give_up = give_up
-        self._clock = clock
-        # Guards: _activity. Written by the Realtime greenlet (speech) and RX (keypad), read by run().
+        # Guards: _activity. Written by the Realtime greenlet (speech) and RX (keypad), read by `check`.
         self._lock = threading.Lock()
         self._activity = 0
+        # The watch greenlet's own: the count starts at its first look.
+        self._seen = 0
+        self._quiet_since: float | None = None
+        self._stage = 0  # 0: waiting, 1: asked, 2: gave up (until the caller is heard again)
 
     def heard_from_caller(self) -> None:
         with self._lock:
             self._activity += 1
 
-    def run(self) -> None:
-        tick = min(0.25, self._period_s / 8)
-        quiet_since = self._clock()
-        stage = 0  # 0: waiting, 1: asked, 2: gave up (until the caller is heard again)
-        seen = self._activity
-        while True:
-            gevent.sleep(tick)
-            now = self._clock()
-            with self._lock:
-                activity = self._activity
-            if activity != seen or self._busy():
-                if activity != seen:
-                    seen, stage = activity, 0
-                quiet_since = now
-                continue
-            if stage < 2 and now - quiet_since >= self._period_s:
-                (self._ask if stage == 0 else self._give_up)()
-                stage += 1
-                quiet_since = now
+    def check(self, now: float) -> None:
+        with self._lock:
+            activity = self._activity
+        if self._quiet_since is None or activity != self._seen or self._busy():
+            if activity != self._seen:
+                self._seen, self._stage = activity, 0
+            self._quiet_since = now
+            return
+        if self._stage < 2 and now - self._quiet_since >= self._period_s:
+            (self._ask if self._stage == 0 else self._give_up)()
+            self._stage += 1
+            self._quiet_since = now

@@ -94,6 +94,7 @@ def twilio_media(ws) -> None:
         services = CallServices(db=current_app.extensions["db"], settings=settings,
                                 live_calls=current_app.extensions["live_calls"],
                                 journal=current_app.extensions["journal"],
+                                call_watch=current_app.extensions["call_watch"],
                                 realtime_pool=current_app.extensions["realtime_pool"])
         CallSession(services, twilio, setup, realtime).run()
     except SocketClosed:
