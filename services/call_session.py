@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 
 import gevent
 from gevent.event import Event
-from prompts import CallPrompts, assemble_call_prompts, crm_context_message
+from prompts import assemble_call_prompts, crm_context_message
 from prompts.tools import call_event
 from services import metrics
 from services import realtime_protocol as rt
@@ -116,7 +116,7 @@ class CallSession:
     - `_business`, `_crm`, `_tools`, `_realtime_settings` (and the first `_realtime`), `_earlier`,
       `_machine_wait`: written by RX in `_set_up`, before any other greenlet of the call starts;
       read-only after.
-    - `_prompts`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
+    - `_greeting_instruction`, `_session_update`, `_session_timers`, `_losses`, `_lost_at`, `_greeted`,
       `_greeted_early`, `_withdrawn`, `_was_speaking`, `_asked_again`, `_unanswered`, `_answered_by`:
       the Realtime greenlet's;
       the session timers read `_session_update`, written before they start.
@@ -171,7 +171,7 @@ class CallSession:
         self._earlier: EarlierConversation | None = None
         # Outbound: the first words wait for the answering machine detection (services/voicemail.py).
         self._machine_wait: AnsweringMachineWait | None = None
-        self._prompts: CallPrompts | None = None
+        self._greeting_instruction = ""  # of the prompts: the rest lives on in `_session_update` only
         self._session_update = ""
         self._session_timers: list[gevent.Greenlet | None] = []
         self._session_ready = Event()  # set by the Realtime greenlet, cleared while it reconnects
@@ -294,8 +294,9 @@ class CallSession:
         `session.update`, and read events until the session is confirmed. A resend and a
         deadline run as timers."""
         if not self._session_update:
-            self._prompts = prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait(),
-                                                            business_today(self._business, datetime.now(timezone.utc)))
+            prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait(),
+                                            business_today(self._business, datetime.now(timezone.utc)))
+            self._greeting_instruction = prompts.greeting_instruction
             self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
                                                   **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
             self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
@@ -340,7 +341,7 @@ class CallSession:
         (`_withdraw_early_greeting`)."""
         self._greeted_early = True
         self._gate.open()
-        self._greeting.request(self._prompts.greeting_instruction)
+        self._greeting.request(self._greeting_instruction)
 
     def _withdraw_early_greeting(self) -> None:
         """An error before the first session is confirmed: the update was refused, and the
@@ -402,12 +403,12 @@ class CallSession:
         elif self._machine_wait is not None:
             self._machine_wait.greet_when_known(self._greet_after_waiting)
         else:
-            self._greeting.request(self._prompts.greeting_instruction)
+            self._greeting.request(self._greeting_instruction)
 
     def _greet_after_waiting(self) -> None:
         """The machine detection's wait (its greenlet, or the Realtime greenlet's `_speak_first`)."""
         try:
-            self._greeting.request(self._prompts.greeting_instruction)
+            self._greeting.request(self._greeting_instruction)
         except RealtimeClosed:
             pass  # the Realtime greenlet reconnects, or ends the call
 
