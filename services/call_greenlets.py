@@ -24,8 +24,8 @@ class CallGreenlets:
         with self._lock:
             if self._closed:
                 return None
-            if len(self._greenlets) > 16:  # guards and timers come and go; keep the live ones only
-                self._greenlets = [greenlet for greenlet in self._greenlets if not greenlet.dead]
+            # Guards and timers come and go: keep the live ones only (a dead greenlet is a kilobyte).
+            self._greenlets = [greenlet for greenlet in self._greenlets if not greenlet.dead]
             greenlet = gevent.spawn_later(seconds, run, *args) if seconds > 0 else gevent.spawn(run, *args)
             self._greenlets.append(greenlet)
             return greenlet

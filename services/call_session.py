@@ -172,7 +172,7 @@ class CallSession:
         # Outbound: the first words wait for the answering machine detection (services/voicemail.py).
         self._machine_wait: AnsweringMachineWait | None = None
         self._greeting_instruction = ""  # of the prompts: the rest lives on in `_session_update` only
-        self._session_update = ""
+        self._session_update = b""  # UTF-8: a third smaller than the str, kept for the whole call
         self._session_timers: list[gevent.Greenlet | None] = []
         self._session_ready = Event()  # set by the Realtime greenlet, cleared while it reconnects
         self._caller_audio = CallerAudio(self._send_realtime, self._session_ready, self.figures)
@@ -302,7 +302,7 @@ class CallSession:
             self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
             self._session_update = rt.session_update(realtime_settings.session_config(
                 self._realtime_settings, instructions=prompts.instructions, voice=self._business.voice,
-                transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations()))
+                transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations())).encode()
         try:
             self._realtime.connect()
         except RealtimeUnavailable as exc:
@@ -584,7 +584,7 @@ class CallSession:
     def _clear_twilio(self) -> None:
         self._send_twilio([tw.clear_message(self.setup.stream_sid)])
 
-    def _send_realtime(self, text: str) -> None:
+    def _send_realtime(self, text: str | bytes) -> None:
         self._realtime.send(text)
 
     def _next_event(self, log) -> rt.ServerEvent | None:

@@ -125,8 +125,8 @@ class RealtimeConnection:
             self._shut()
             raise RealtimeClosed("closed while connecting")
 
-    def send(self, text: str) -> None:
-        """Send one text message. Frames are built here (50 a second per call: websocket-client's
+    def send(self, text: str | bytes) -> None:
+        """Send one text message (a str, or its UTF-8). Frames are built here (50 a second per call: websocket-client's
         generic framing costs several times more) and written under websocket-client's own
         send lock, so they never interleave with a frame it writes (a close, a pong). Mask keys
         come from `random`: masking protects proxies from browser scripts, not a TLS link

@@ -52,9 +52,10 @@ def text_frame(text: str) -> bytes:
     return encode(OP_TEXT, text.encode())
 
 
-def masked_text_frame(text: str, key: bytes) -> bytes:
-    """A client frame (we are the client of the Realtime API), masked with `key`."""
-    return encode(OP_TEXT, text.encode(), key)
+def masked_text_frame(text: str | bytes, key: bytes) -> bytes:
+    """A client frame (we are the client of the Realtime API), masked with `key`; `text` may
+    come already encoded (UTF-8)."""
+    return encode(OP_TEXT, text if type(text) is bytes else text.encode(), key)
 
 
 def close_frame(code: int, reason: str = "", key: bytes | None = None) -> bytes:

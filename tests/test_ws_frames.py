@@ -79,6 +79,7 @@ RFC_KEY = bytes.fromhex("37fa213d")
 @pytest.mark.parametrize("frame, expected", [
     (lambda: ws_frames.text_frame("Hello"), "810548656c6c6f"),  # a single-frame unmasked text message
     (lambda: ws_frames.masked_text_frame("Hello", RFC_KEY), "818537fa213d7f9f4d5158"),  # the same, masked
+    (lambda: ws_frames.masked_text_frame(b"Hello", RFC_KEY), "818537fa213d7f9f4d5158"),  # given as UTF-8
     (lambda: ws_frames.encode(ws_frames.OP_PING, b"Hello"), "890548656c6c6f"),  # unmasked ping
     (lambda: ws_frames.encode(ws_frames.OP_PONG, b"Hello", RFC_KEY), "8a8537fa213d7f9f4d5158"),  # masked pong
 ])
