@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Iterator
 
-from sqlalchemy import bindparam, case, func, or_, select, text, update
+from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from services import metrics
-from services.store.call_records import TERMINAL_STATUSES, open_call
+from services.store.call_records import TERMINAL_STATUSES
 from services.store.db import Database
 from services.store.end_reasons import EndReason
 from services.store.models import Business, Call, utcnow
@@ -52,6 +52,7 @@ _LIVE_COUNTS = select(
 ).select_from(Call).where(
     *_LIVE, Call.started_at >= bindparam("since"), Call.call_sid != bindparam("call_sid"),
     or_(Call.stream_sid.is_not(None), Call.stream_due_by.is_(None), Call.stream_due_by >= bindparam("lost_before")))
+_EXISTING = select(Call.end_reason, Call.status).where(Call.call_sid == bindparam("call_sid"))
 # Lost streams stored as over, in the admission's transaction. Core, not ORM: no session objects
 # to synchronise, and the webhook's loop time stays one indexed UPDATE.
 _CLOSE_LOST = (update(Call.__table__).where(*_LIVE, *_STREAM_LOST)
@@ -107,22 +108,33 @@ class CallLimits:
 
     def _admit(self, session: Session, now: datetime, *, call_sid: str, business: Business, direction: str,
                from_number: str, to_number: str, status: str, is_test: bool) -> Admission:
-        existing = session.scalar(select(Call).where(Call.call_sid == call_sid))
+        """Core statements, one read and one write: the webhook runs on the loop every call shares."""
+        connection = session.connection()
+        existing = connection.execute(_EXISTING, {"call_sid": call_sid}).first()
         if existing is not None and existing.end_reason == EndReason.LIMIT:
             return Admission(admitted=False, limit="already_refused")
         admission = self._admission(session, business, call_sid, now)
-        call = open_call(session, call_sid=call_sid, business=business, direction=direction,
-                         from_number=from_number, to_number=to_number, status=status,
-                         end_reason=EndReason.LIMIT if admission.limit else None, is_test=is_test)
         if admission.limit:
-            call.status, call.ended_at, call.duration_s = "completed", now, 0.0
+            values = {"status": "completed", "ended_at": now, "duration_s": 0.0}
+        else:
+            # Set at every admission, the first of an outbound call included (its row was written
+            # when the call was placed); a retried webhook signs a new token, good until the new time.
+            values = {"stream_due_by": now + timedelta(seconds=self._stream_start_timeout_s)}
+        if existing is None:
+            # Twilio retries webhooks: a retry finds this row and does not add another.
+            row = {"call_sid": call_sid, "business_id": business.id, "direction": direction,
+                   "from_number": from_number, "to_number": to_number, "status": status, "is_test": is_test,
+                   "end_reason": EndReason.LIMIT.value if admission.limit else None}
+            connection.execute(insert(Call.__table__).values({**row, **values}))
+        else:
+            if admission.limit and existing.end_reason is None:
+                values["end_reason"] = EndReason.LIMIT.value
+            if not admission.limit and existing.status not in TERMINAL_STATUSES:
+                values["status"] = status
+            connection.execute(update(Call.__table__).where(Call.call_sid == call_sid).values(**values))
+        if admission.limit:
             return admission
-        # Set at every admission, the first of an outbound call included (its row was written when
-        # the call was placed); a retried webhook signs a new token, good until the new time.
-        call.stream_due_by = now + timedelta(seconds=self._stream_start_timeout_s)
-        if call.status not in TERMINAL_STATUSES:
-            call.status = status
-        return dataclasses.replace(admission, stream_due_by=call.stream_due_by)
+        return dataclasses.replace(admission, stream_due_by=values["stream_due_by"])
 
     def has_room(self, session: Session, business: Business) -> Admission:
         """Whether a new call would be admitted now (before placing an outbound call). Takes no lock:
