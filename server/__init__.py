@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["retried_writes"] = RetriedWrites(db)
     app.extensions["realtime_pool"] = RealtimePool(
         settings.realtime_ws_url, settings.openai_api_key, size=settings.realtime_pool_size,
+        max_size=settings.realtime_pool_max,
         idle_s=settings.realtime_pool_idle_s, warm_s=settings.realtime_pool_warm_s,
         connect_timeout_s=settings.timing.realtime_connect_timeout_s)
     app.register_blueprint(webhooks.bp)

@@ -5,6 +5,11 @@ service (TLS and the websocket upgrade, far away) takes 150-300 ms. Opening it w
 upgrade arrives (`RealtimeConnection.open_early`) hides only the few milliseconds until `start`;
 a connection taken from here is open already.
 
+It keeps `size` connections, and one more each time a call finds none while calls come (they come
+faster than it refills: the next burst finds enough), up to `max_size`; one fewer each time one
+waits out its `idle_s` unused. Each connect runs on its own greenlet, so every connection taken
+starts its replacement at once.
+
 The pool is kept only while calls come: the first call after a quiet spell starts it, and it
 empties `warm_s` after the last call took a connection, so an idle server holds no sessions
 open. While a connection waits, the pool reads what the service sends on it about once a
@@ -39,22 +44,29 @@ class _Waiting:
 
 class RealtimePool:
     def __init__(self, url: str, api_key: str, *, size: int, idle_s: float, warm_s: float, connect_timeout_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 max_size: int | None = None, clock: Callable[[], float] = time.monotonic):
         self.url = url
         self._api_key = api_key
         self._size = size
+        self._max = max(size, size if max_size is None else max_size)
         self._idle_s = idle_s
         self._warm_s = warm_s
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
-        # Guards `_waiting`, `_wanted_at`, `_filler` and `_closed`. Any greenlet taking a connection writes
-        # them (the media route's), and the filler; never held across a connect or a close.
+        # Guards `_waiting`, `_opening`, `_target`, `_wanted_at`, `_retry_at`, `_filler` and `_closed`.
+        # Any greenlet taking a connection writes them (the media route's), the filler and its
+        # openers; never held across a connect or a close.
         self._lock = threading.Lock()
         self._waiting: list[_Waiting] = []
+        self._opening = 0  # connects under way, each on a greenlet of its own
+        # How many to keep: `size`, one more each time a call finds none while calls come (up to
+        # `max_size`), one fewer each time one waits its `idle_s` out unused.
+        self._target = size
         self._wanted_at = float("-inf")  # when a call last asked for a connection
+        self._retry_at = float("-inf")  # after a failed connect (monotonic: real time, whatever `clock`)
         self._filler: gevent.Greenlet | None = None
         self._closed = False
-        self._taken_one = Event()  # set by `take` when it hands one out: the filler refills at once
+        self._wake = Event()  # set by `take`: the filler tops the pool up at once
         self.taken = 0  # connections handed to calls
 
     def take(self, url: str) -> RealtimeConnection | None:
@@ -73,10 +85,13 @@ class RealtimePool:
                     taken = waiting.connection
                 else:
                     stale.append(waiting.connection)
+            warm = self._filler is not None and not self._filler.dead
             if taken is not None:
                 self.taken += 1
-                self._taken_one.set()
-            if self._filler is None or self._filler.dead:
+            elif warm and url == self.url:
+                self._target = min(self._max, self._target + 1)  # calls come faster than it refills
+            self._wake.set()
+            if not warm:
                 # On the loop's next turn: the call's own connect, when none waited, goes out first.
                 self._filler = gevent.spawn_later(0, self._fill)
         for connection in stale:
@@ -88,11 +103,12 @@ class RealtimePool:
 
     def close(self) -> None:
         """Close every waiting connection and stop refilling, for good (the process is stopping).
-        The filler sees it within a second, and closes what it was opening."""
+        Connects under way close what they open."""
         with self._lock:
             waiting, self._waiting = self._waiting, []
             self._closed = True
             self._filler = None
+        self._wake.set()
         for entry in waiting:
             entry.connection.close()
 
@@ -100,6 +116,11 @@ class RealtimePool:
     def waiting(self) -> int:
         with self._lock:
             return len(self._waiting)
+
+    @property
+    def target(self) -> int:
+        with self._lock:
+            return self._target
 
     def _read_waiting(self) -> None:
         """Read each waiting connection in turn, out of the list while it is read (a call cannot
@@ -120,43 +141,47 @@ class RealtimePool:
                 entry.connection.close()
 
     def _fill(self) -> None:
-        """Keep `size` fresh connections waiting while calls come; then close them and stop."""
+        """Keep `_target` fresh connections waiting or on their way while calls come; then close
+        them and stop. Each connect runs on its own greenlet, so a call taking one starts its
+        replacement at once, whatever the others' handshakes are doing."""
         while True:
             now = self._clock()
             with self._lock:
                 if self._filler is not gevent.getcurrent():
                     return  # closed: what waited is closed already
                 if now - self._wanted_at >= self._warm_s:
-                    waiting, self._waiting = self._waiting, []
+                    expired, self._waiting = self._waiting, []
                     self._filler = None
                     cold = True
                 else:
-                    waiting = [w for w in self._waiting if now - w.opened_at >= self._idle_s]
-                    self._waiting = [w for w in self._waiting if w not in waiting]
-                    short = self._size - len(self._waiting)
+                    expired = [w for w in self._waiting if now - w.opened_at >= self._idle_s]
+                    self._waiting = [w for w in self._waiting if w not in expired]
+                    self._target = max(self._size, self._target - len(expired))
+                    short = 0 if time.monotonic() < self._retry_at else \
+                        self._target - len(self._waiting) - self._opening
+                    self._opening += max(0, short)
                     cold = False
-            for entry in waiting:
+            for entry in expired:
                 entry.connection.close()
             if cold:
                 return
-            if short <= 0:
-                if not self._taken_one.wait(min(1.0, self._idle_s / 4)):
-                    self._read_waiting()
-                self._taken_one.clear()
-                continue
-            # All at once: after a burst of calls the pool is back within one handshake.
-            opened = [g.value for g in gevent.joinall([gevent.spawn(self._open_one) for _ in range(short)])]
-            with self._lock:
-                kept = self._filler is gevent.getcurrent()
-                if kept:
-                    self._waiting += [_Waiting(c, self._clock()) for c in opened if c is not None]
-            if not kept:  # the pool was closed meanwhile
-                for connection in opened:
-                    if connection is not None:
-                        connection.close()
-                return
-            if None in opened:
-                gevent.sleep(_RETRY_S)
+            for _ in range(short):
+                gevent.spawn(self._open_into_pool)
+            if not self._wake.wait(min(1.0, self._idle_s / 4)):
+                self._read_waiting()
+            self._wake.clear()
+
+    def _open_into_pool(self) -> None:
+        connection = self._open_one()
+        with self._lock:
+            self._opening -= 1
+            kept = connection is not None and self._filler is not None and not self._closed
+            if kept:
+                self._waiting.append(_Waiting(connection, self._clock()))
+            elif connection is None:
+                self._retry_at = time.monotonic() + _RETRY_S
+        if connection is not None and not kept:
+            connection.close()  # the pool was closed or went cold meanwhile
 
     def _open_one(self) -> RealtimeConnection | None:
         connection = RealtimeConnection(self.url, self._api_key, self._connect_timeout_s)

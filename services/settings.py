@@ -159,7 +159,9 @@ class Settings:
     # Realtime connections each process keeps open ahead of calls (services/realtime_pool.py), while
     # calls come: each waits at most `realtime_pool_idle_s`, and the pool empties after
     # `realtime_pool_warm_s` without a call. 0 opens each call's connection when its stream arrives.
+    # When calls come faster than it refills, it grows, up to `realtime_pool_max`.
     realtime_pool_size: int = 2
+    realtime_pool_max: int = 16
     realtime_pool_idle_s: float = 20.0
     realtime_pool_warm_s: float = 300.0
     # Bearer token for /metrics; unset, /metrics answers as the API without a token does
@@ -284,6 +286,7 @@ class Settings:
             openai_realtime_url=realtime_url,
             openai_realtime_model=get("OPENAI_REALTIME_MODEL", defaults.openai_realtime_model),
             realtime_pool_size=_number(get, "REALTIME_POOL_SIZE", int, defaults.realtime_pool_size, low=0, high=50),
+            realtime_pool_max=_number(get, "REALTIME_POOL_MAX", int, defaults.realtime_pool_max, low=0, high=100),
             realtime_pool_idle_s=_number(get, "REALTIME_POOL_IDLE_S", float, defaults.realtime_pool_idle_s,
                                          low=1, high=600),
             realtime_pool_warm_s=_number(get, "REALTIME_POOL_WARM_S", float, defaults.realtime_pool_warm_s,

@@ -92,6 +92,52 @@ def test_the_pool_empties_when_calls_stop_coming(fake):
     pool.close()
 
 
+def test_calls_that_find_none_grow_the_pool_up_to_its_most_and_unused_ones_shrink_it_back(fake):
+    clock = ManualClock()
+    pool = RealtimePool(fake.url, "sk-test", size=1, max_size=3, idle_s=20.0, warm_s=300.0, connect_timeout_s=5.0,
+                        clock=clock)
+    try:
+        _warm(pool, 1)
+        assert pool.target == 1, "the cold pool's first call does not count: it only starts the pool"
+        # Calls faster than it refills (no turn of the loop between them): the second finds none.
+        taken = [pool.take(fake.url), pool.take(fake.url)]
+        assert taken[0] is not None and taken[1] is None and pool.target == 2
+        wait_for(lambda: pool.waiting == 2, 5, message="the pool to fill to its new size")
+        taken += [pool.take(fake.url) for _ in range(4)]
+        assert [t is not None for t in taken[2:]] == [True, True, False, False] and pool.target == 3, "no more than its most"
+        wait_for(lambda: pool.waiting == 3, 5, message="the pool to fill to its most")
+        opened = len(fake.connections)
+        clock.advance_ms(20_000)  # all three waited their idle time out, unused
+        wait_for(lambda: pool.target == 1 and pool.waiting == 1, 5, message="the pool to shrink back")
+        assert len(fake.connections) == opened + 1, "only the one it keeps is replaced"
+        for connection in taken:
+            if connection is not None:
+                connection.close()
+    finally:
+        pool.close()
+    wait_for(lambda: _open(fake) == [], 5, message="the waiting connections to close")
+
+
+def test_a_call_taking_a_connection_starts_its_replacement_while_others_are_opening(fake):
+    """Every connect on its own greenlet: a connection taken is replaced at once, not after the
+    handshakes already under way."""
+    pool = _pool(fake, ManualClock(), size=2)
+    try:
+        _warm(pool, 2)
+        fake.script.handshake_delay_ms = 2000
+        first = pool.take(fake.url)
+        wait_for(lambda: fake.upgrades == 3, 5, message="the first replacement to start")
+        second = pool.take(fake.url)
+        # Within the first one's handshake: not after it.
+        wait_for(lambda: fake.upgrades == 4 and pool.waiting == 0, 1.5,
+                 message="the second replacement to start at once")
+        wait_for(lambda: pool.waiting == 2, 10, message="both replacements to wait")
+        first.close()
+        second.close()
+    finally:
+        pool.close()
+
+
 def test_what_the_service_said_to_a_waiting_connection_is_kept_for_the_call(fake):
     pool = _pool(fake, ManualClock(), size=1)
     try:
@@ -149,7 +195,10 @@ def test_the_pool_is_configured_from_the_environment():
     from services.settings import Settings, SettingsError
 
     assert Settings.from_env({}).realtime_pool_size == 2
+    assert Settings.from_env({}).realtime_pool_max == 16
+    assert Settings.from_env({"REALTIME_POOL_MAX": "4"}).realtime_pool_max == 4
     assert Settings.from_env({"REALTIME_POOL_SIZE": "0", "REALTIME_POOL_IDLE_S": "5"}).realtime_pool_idle_s == 5
-    for bad in ({"REALTIME_POOL_SIZE": "many"}, {"REALTIME_POOL_SIZE": "-1"}, {"REALTIME_POOL_IDLE_S": "0"}):
+    for bad in ({"REALTIME_POOL_SIZE": "many"}, {"REALTIME_POOL_SIZE": "-1"}, {"REALTIME_POOL_IDLE_S": "0"},
+                {"REALTIME_POOL_MAX": "-1"}):
         with pytest.raises(SettingsError):
             Settings.from_env(bad)

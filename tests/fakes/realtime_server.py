@@ -163,6 +163,7 @@ class RealtimeScript:
     session_updated: str = "immediate"
     session_updated_delay_ms: int = 0
     refuse_upgrade: bool = False  # answer the upgrade with HTTP 500
+    handshake_delay_ms: int = 0  # before answering each upgrade
     drop_after_session_updated_s: float | None = None
     drop_after_responses: int | None = None
     # Faults by connection number (1-based), once that connection's response number
@@ -904,6 +905,7 @@ class FakeRealtime:
         self.history = history
         self.connections: list[RealtimeConnection] = []
         self.refused: list[dict] = []  # headers of upgrades refused with 500
+        self.upgrades = 0  # upgrade requests received, answered or not yet
         self._host, self._port = host, port
         self._server: WSGIServer | None = None
         self.app = self._make_app()
@@ -914,9 +916,14 @@ class FakeRealtime:
 
         @app.before_request
         def refuse():
-            if request.path == PATH and self.script.refuse_upgrade:
+            if request.path != PATH:
+                return None
+            self.upgrades += 1
+            if self.script.refuse_upgrade:
                 self.refused.append(dict(request.headers))
                 return "upgrade refused by script", 500
+            if self.script.handshake_delay_ms:
+                gevent.sleep(self.script.handshake_delay_ms / 1000)  # TLS and the upgrade, far away
             return None
 
         @sock.route(PATH)
