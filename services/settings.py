@@ -57,8 +57,10 @@ class CallTiming:
     realtime_pong_timeout_s: float = 3.0
     # A response that shows no event this long is cancelled and counted as a stall.
     response_stall_s: float = 10.0
-    # How far ahead of the caller's playout the pacer may send, to absorb jitter.
-    tx_lead_ms: int = 60
+    # How far ahead of the caller's playout the pacer may send, to absorb jitter: the loop's own
+    # too (at 100 calls arriving 40 a second, 60 ms let 80-110 gaps a run through, 100 none). What
+    # a barge-in that holds rather than clears lets the caller hear of the agent, at most.
+    tx_lead_ms: int = 100
     # From the webhook's stream TwiML to the stream's `start`: the stream token expires then, and
     # a call whose stream has not started stops holding a slot (end reason `no_stream`).
     stream_start_timeout_s: float = 30.0

@@ -310,6 +310,8 @@ def test_a_delayed_line_echoes_marks_late_and_in_order(media_server, make_twilio
     names = ["idle"] + [f"m{n}" for n in range(5)]
     assert [n for _, n in call.marks_reached] == names
     assert [n for _, n in call.marks_echoed] == names
+    # The caller's echo of m4 is sent; the server reads it on its own greenlet, a moment later.
+    wait_for(lambda: len(server.events("mark")) == len(names), 5, message="the server to read every echo")
     assert [m["mark"]["name"] for m in server.events("mark")] == names
     reached, echoed = dict((n, t) for t, n in call.marks_reached), dict((n, t) for t, n in call.marks_echoed)
     assert all(echoed[n] - reached[n] >= 0.300 for n in names), "an echo waits out its delay"
