@@ -230,13 +230,14 @@ def one_call(target: Target, index: int, ticker: Ticker, errors: list[str]) -> O
 # --- one target ------------------------------------------------------------------------
 
 
-def start_profile(root: int, seconds: float, out: Path) -> subprocess.Popen:
-    """py-spy over the server's process tree while the calls run (not its start-up), folded stacks."""
+def start_profile(root: int, out: Path) -> subprocess.Popen:
+    """py-spy over the server's process tree from the first call to the last one's end (not its
+    start-up), folded stacks; a SIGINT ends it."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
     return subprocess.Popen([spy, "record", "--pid", str(root), "--subprocesses", "--rate", "250", "--format", "raw",
-                             "--duration", str(max(1, round(seconds))), "--nonblocking", "--output", str(out)],
+                             "--nonblocking", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -277,7 +278,7 @@ def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp:
         root = target.proc.pid
         cpu_before, rss_before = tree_cpu_ms(root), tree_rss_kb(root)
         rss_peak = rss_before
-        spy = start_profile(root, calls / rate + 2.0, profile.with_suffix(f".{target.name}.txt")) if profile else None
+        spy = start_profile(root, profile.with_suffix(f".{target.name}.txt")) if profile else None
         if spy is not None:
             gevent.sleep(0.5)  # py-spy attached before the first call
         ticker = Ticker()
@@ -291,6 +292,7 @@ def run_target(target: Target, calls: int, rate: float, first_byte_ms: int, tmp:
         ticker.stop()
         callers = [g.value for g in greenlets if g.value is not None]
         if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
             spy.wait(timeout=30)
     finally:
         for proc in (target.proc, fake):
@@ -513,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="run ours and the peer this many times, in turn; each figure is then the median of its runs")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="py-spy folded stacks of each target while its calls arrive, to PROFILE.<target>.txt")
+                        help="py-spy folded stacks of each target from its first call to its last one's end, to PROFILE.<target>.txt")
     args = parser.parse_args(argv)
 
     rest = TwilioRestFake()
