@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -172,7 +173,8 @@ class CallSession:
         # Outbound: the first words wait for the answering machine detection (services/voicemail.py).
         self._machine_wait: AnsweringMachineWait | None = None
         self._greeting_instruction = ""  # of the prompts: the rest lives on in `_session_update` only
-        self._session_update = b""  # UTF-8: a third smaller than the str, kept for the whole call
+        # Kept for the whole call (a retry, a reconnect), compressed: 4.9 KB of UTF-8 become 2.2.
+        self._session_update = b""
         self._session_timers: list[gevent.Greenlet | None] = []
         self._session_ready = Event()  # set by the Realtime greenlet, cleared while it reconnects
         self._caller_audio = CallerAudio(self._send_realtime, self._session_ready, self.figures)
@@ -293,16 +295,19 @@ class CallSession:
         while the connection opens (ahead of the call, or since Twilio's upgrade); connect; send
         `session.update`, and read events until the session is confirmed. A resend and a
         deadline run as timers."""
-        if not self._session_update:
+        if self._session_update:
+            update = zlib.decompress(self._session_update)
+        else:
             prompts = assemble_call_prompts(self._business, self.setup.direction, self._crm.wait(),
                                             business_today(self._business, datetime.now(timezone.utc)))
             self._greeting_instruction = prompts.greeting_instruction
             self.log.info("prompts built", extra={"instructions_chars": len(prompts.instructions),
                                                   **{f"{k}_chars": v for k, v in prompts.layer_sizes.items()}})
             self._journal.prompt_built({"layer_chars": dict(prompts.layer_sizes), "warnings": list(prompts.warnings)})
-            self._session_update = rt.session_update(realtime_settings.session_config(
+            update = rt.session_update(realtime_settings.session_config(
                 self._realtime_settings, instructions=prompts.instructions, voice=self._business.voice,
                 transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations())).encode()
+            self._session_update = zlib.compress(update)
         try:
             self._realtime.connect()
         except RealtimeUnavailable as exc:
@@ -312,7 +317,7 @@ class CallSession:
             log.error("cannot reach the Realtime API", extra={"error": str(exc)})
             self.end(EndReason.REALTIME_UNAVAILABLE)
             return False
-        self._send_realtime(self._session_update)
+        self._send_realtime(update)
         self._session_timers = [
             self._greenlets.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
             self._greenlets.spawn_later(self._timing.session_update_timeout_s, self._session_update_timed_out)]
@@ -600,7 +605,7 @@ class CallSession:
         if not self._session_ready.is_set() and not self._ended.is_set():
             self.log.warning("no session.updated yet: sending session.update again")
             try:
-                self._send_realtime(self._session_update)
+                self._send_realtime(zlib.decompress(self._session_update))
             except RealtimeClosed:
                 pass
 

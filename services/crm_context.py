@@ -97,6 +97,8 @@ class CallCrmContext:
         self._phone = phone
         self._loader = loader
         self._log = call_logger("crm", call_sid)
+        self._started = False
+        # The lookup while it runs: set by start(), let go by the loader as it ends (a dead greenlet is 2 KB).
         self._greenlet: gevent.Greenlet | None = None
         # Guards: _facts, _loaded (written once, by the loader greenlet) and _handed_out
         # (written by the call's greenlet in wait() and late_facts()).
@@ -106,7 +108,8 @@ class CallCrmContext:
         self._handed_out = False
 
     def start(self) -> "CallCrmContext":
-        if self._greenlet is None:
+        if not self._started:
+            self._started = True
             self._greenlet = gevent.spawn(self._load)
         return self
 
@@ -114,7 +117,9 @@ class CallCrmContext:
         """The facts if they are known within `bound_s` seconds, else None. Never raises."""
         try:
             self.start()
-            self._greenlet.join(timeout=max(0.0, bound_s))
+            greenlet = self._greenlet
+            if greenlet is not None:
+                greenlet.join(timeout=max(0.0, bound_s))
             with self._lock:
                 if self._loaded:
                     self._handed_out = True
@@ -141,8 +146,9 @@ class CallCrmContext:
 
     def close(self) -> None:
         """Stop a lookup still running when the call ends."""
-        if self._greenlet is not None and not self._greenlet.ready():
-            self._greenlet.kill(block=False)
+        greenlet = self._greenlet
+        if greenlet is not None and not greenlet.ready():
+            greenlet.kill(block=False)
 
     def _load(self) -> None:
         started = time.monotonic()
@@ -158,3 +164,4 @@ class CallCrmContext:
         with self._lock:
             self._facts = facts
             self._loaded = True
+        self._greenlet = None

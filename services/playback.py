@@ -1,8 +1,7 @@
 """Agent audio to the caller: the TX pacer and the playback clock.
 
-The Realtime API delivers audio in bursts, faster than real time. `Playback` cuts it
-into 20 ms μ-law frames, queues them, and the TX greenlet (`run`) sends one frame per
-20 ms, a few frames ahead of the caller's playout to absorb jitter, with a `mark` after
+The Realtime API delivers audio in bursts, faster than real time. `Playback` queues it
+in whole 20 ms μ-law frames, and the TX greenlet (`run`) sends one frame per 20 ms, a few frames ahead of the caller's playout to absorb jitter, with a `mark` after
 each agent item.
 
 The playback clock answers "what has the caller heard?": Twilio plays frames in order
@@ -80,7 +79,11 @@ class Playback:
         self._sleep = sleep
         # Guards every field below it.
         self._lock = threading.Lock()
-        self._queue: deque[tuple[_Segment, bytes | None]] = deque()  # frame, or None for the item's mark
+        # Whole frames of one item as they came (one entry per delta: a bytes object per frame
+        # would cost more than the audio), or None for the item's mark. `_head`: the bytes of the
+        # first entry already sent.
+        self._queue: deque[tuple[_Segment, bytes | None]] = deque()
+        self._head = 0
         self._segments: dict[str, _Segment] = {}
         self._partial: dict[str, bytearray] = {}  # each item's tail shorter than a frame
         self._muted: set[str] = set()  # responses cancelled by barge-in: their late audio is dropped
@@ -126,9 +129,7 @@ class Playback:
             if segment.audio_at is None:
                 segment.audio_at = received_at if received_at is not None else self._clock()
             idle = not self._queue
-            view = memoryview(buffer)
-            self._queue.extend((segment, bytes(view[i:i + FRAME_BYTES])) for i in range(0, whole, FRAME_BYTES))
-            view.release()
+            self._queue.append((segment, bytes(buffer) if whole == len(buffer) else bytes(buffer[:whole])))
             del buffer[:whole]
         if idle:
             self._send_due()
@@ -162,10 +163,11 @@ class Playback:
             if playing is not None:
                 heard = Heard(item_id=playing.item_id, response_id=playing.response_id,
                               heard_ms=self._heard_frames(playing, now) * FRAME_MS, sent_ms=playing.sent * FRAME_MS)
-            dropped = sum(1 for _, frame in self._queue if frame is not None)
+            dropped = sum(len(audio) for _, audio in self._queue if audio is not None) - self._head
             if dropped:
-                self._drop("barge_in", dropped)
+                self._drop("barge_in", dropped // FRAME_BYTES)
             self._queue.clear()
+            self._head = 0
             self._partial.clear()
             for segment in self._segments.values():
                 segment.start = None  # marks Twilio echoes after a clear mean nothing now
@@ -193,7 +195,7 @@ class Playback:
             held_until, self._held_until = self._held_until, None
             if held_until is None:
                 return None
-            queued = any(frame is not None for _, frame in self._queue)
+            queued = any(audio is not None for _, audio in self._queue)
             silence_ms = max(0, self._now_us() - held_until) / 1000
         self._wakeup.set()
         return silence_ms if queued else None
@@ -306,8 +308,8 @@ class Playback:
         with self._lock:
             now = self._now_us()
             while self._queue:
-                segment, frame = self._queue[0]
-                if frame is None:
+                segment, audio = self._queue[0]
+                if audio is None:
                     self._queue.popleft()
                     texts.append(mark_message(self._stream_sid, MARK_PREFIX + segment.item_id))
                     continue
@@ -317,7 +319,13 @@ class Playback:
                 # Frame n may leave `lead` before it is heard, and one frame earlier still (pairs).
                 if not fresh and self._s0 + self._frames_total * FRAME_US - self._lead_us - FRAME_US > now:
                     break
-                self._queue.popleft()
+                head = self._head
+                frame = audio[head:head + FRAME_BYTES]
+                if head + FRAME_BYTES < len(audio):
+                    self._head = head + FRAME_BYTES
+                else:
+                    self._queue.popleft()
+                    self._head = 0
                 due = self._s0 + self._book(segment, now, fresh) * FRAME_US
                 # A stretch's first frames are due before it began: they leave at once, on time.
                 send_at = max(due - self._lead_us, self._t0)
