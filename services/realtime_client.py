@@ -16,7 +16,7 @@ from gevent.event import Event
 from services import realtime_protocol, ws_frames
 from services.realtime_addresses import ADDRESSES, connect_tcp
 from services.realtime_protocol import ServerEvent
-from services.socket_send import sendall_of
+from services.fast_socket import sendall_of
 
 
 class RealtimeUnavailable(Exception):
@@ -74,7 +74,7 @@ class RealtimeConnection:
         self._timeout_s = timeout_s
         self._ws: websocket.WebSocket | None = None
         self._sock: socket.socket | None = None
-        self._sendall: Callable[[bytes], None] | None = None  # `_sock`'s (services/socket_send.py)
+        self._sendall: Callable[[bytes], None] | None = None  # `_sock`'s (services/fast_socket.py)
         self._closed = Event()  # set once, by close(), from any greenlet
         self._opening: gevent.Greenlet | None = None  # an early attempt, until `connect` takes it
         # Events read while the connection waited in the pool (`read_waiting`), for `receive`.

@@ -13,7 +13,7 @@ import socket
 import threading
 
 from services import ws_frames
-from services.socket_send import sendall_of
+from services.fast_socket import recv_of, sendall_of
 from services.ws_frames import FrameDecoder, FrameProtocolError
 
 log = logging.getLogger("media")
@@ -85,6 +85,8 @@ class TwilioSocket:
         self._ws = ws
         self._sock = SimpleWebsocketAdapter.socket_of(ws)
         self._sendall = sendall_of(self._sock)
+        self._recv = recv_of(self._sock)
+        self._sock.settimeout(None)  # a slow `sendall` waits as long as it takes; RX reads block
         # Guards: writes to the socket and `_closed`. Any greenlet may send or close.
         self._send_lock = threading.Lock()
         self._closed = False
@@ -113,8 +115,14 @@ class TwilioSocket:
                 if self._closed:
                     raise SocketClosed(self.close_code or 1005, "")
                 try:
-                    self._sock.settimeout(timeout)
-                    data = self._sock.recv(65536)
+                    if timeout is None:
+                        data = self._recv(65536)
+                    else:
+                        self._sock.settimeout(timeout)
+                        try:
+                            data = self._sock.recv(65536)
+                        finally:
+                            self._sock.settimeout(None)
                 except socket.timeout:
                     return None
                 except OSError:

@@ -1,10 +1,11 @@
-"""The per-frame `sendall`: all bytes, in order, whether the kernel takes them at once or not."""
+"""The per-frame socket calls: `sendall` writes all bytes, in order, whether the kernel takes them
+at once or not; `recv` reads what comes, whenever it comes, and ends when the socket does."""
 import socket
 import ssl
 
 import gevent
 
-from services.socket_send import sendall_of
+from services.fast_socket import recv_of, sendall_of
 
 
 def _pair():
@@ -59,4 +60,46 @@ def test_a_tls_socket_keeps_its_own_sendall():
     raw = socket.socket()
     tls = context.wrap_socket(raw, server_hostname="example.org", do_handshake_on_connect=False)
     assert sendall_of(tls) == tls.sendall
+    tls.close()
+
+
+def test_recv_reads_what_was_there_and_waits_for_what_comes_later():
+    a, b = socket.socketpair()
+    recv = recv_of(b)
+    assert recv != b.recv  # the fast path, on a plain gevent socket
+    a.sendall(b"first")
+    assert recv(65536) == b"first"
+    gevent.spawn_later(0.05, a.sendall, b"later")
+    with gevent.Timeout(5, AssertionError("the later bytes never came")):
+        assert recv(65536) == b"later"
+    a.close()
+    assert recv(65536) == b""  # the peer closed: end of stream, as recv says it
+
+
+def test_recv_waits_cooperatively_and_a_close_from_another_greenlet_ends_it():
+    a, b = socket.socketpair()
+    reader = gevent.spawn(recv_of(b), 65536)
+    gevent.sleep(0.05)
+    assert not reader.ready()  # waiting, and this greenlet still runs
+    b.close()
+    with gevent.Timeout(5, AssertionError("the close did not end the read")):
+        reader.join()
+    assert isinstance(reader.exception, OSError)
+    a.close()
+
+
+def test_recv_ignores_the_sockets_timeout():
+    a, b = socket.socketpair()
+    b.settimeout(0.01)
+    gevent.spawn_later(0.1, a.sendall, b"late")
+    with gevent.Timeout(5, AssertionError("never read")):
+        assert recv_of(b)(65536) == b"late"
+    a.close()
+    b.close()
+
+
+def test_a_tls_socket_keeps_its_own_recv():
+    context = ssl.create_default_context()
+    tls = context.wrap_socket(socket.socket(), server_hostname="example.org", do_handshake_on_connect=False)
+    assert recv_of(tls) == tls.recv
     tls.close()
