@@ -91,6 +91,7 @@ def twilio_media(ws) -> None:
         if current_app.extensions["live_calls"].closed:
             _refuse_while_stopping(twilio, setup)
             return
+        gevent.sleep(0)  # audio of the live calls waiting on this loop goes first (a yield between steps)
         services = CallServices(db=current_app.extensions["db"], settings=settings,
                                 live_calls=current_app.extensions["live_calls"],
                                 journal=current_app.extensions["journal"],

@@ -5,6 +5,7 @@ import logging
 from datetime import datetime
 from urllib.parse import quote, urlsplit
 
+import gevent
 from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.orm import Session
 
@@ -138,6 +139,7 @@ def _answer(direction: str) -> Response:
                 business = business_for_number(session, business_number)
                 if business is None:
                     return _unknown_number(session, call_sid, direction, from_number, to_number, business_number)
+            gevent.sleep(0)  # audio of the live calls waiting on this loop goes first (a yield between steps)
             # Its own locked transaction (no connection of ours held meanwhile: a request holding
             # one while waiting for a second would starve the pool when many calls arrive at once).
             admission = CallLimits.from_settings(get_db(), _settings()).admit(
@@ -151,6 +153,7 @@ def _answer(direction: str) -> Response:
         return _xml(twiml.say_and_hangup(twiml.APOLOGY_UNAVAILABLE))
     if not admission.admitted:
         return _xml(twiml.say_and_hangup(twiml.BUSY))
+    gevent.sleep(0)
     log.info("call answered", extra={"call_sid": call_sid, "business_id": business.id, "direction": direction})
     return _xml(_stream_twiml(StreamParameters(call_sid=call_sid, business_id=business.id, direction=direction,
                                                from_number=from_number, to_number=to_number),
