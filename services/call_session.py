@@ -75,6 +75,8 @@ from services.twilio_socket import SocketClosed, TwilioSocket
 from services.voicemail import AnsweringMachineWait, machine_end_reason
 from services.warm_transfer import EarlierConversation, earlier_conversation
 
+# How long RX waits for an end begun on another greenlet (its journal close waits 10 s at most).
+END_WAIT_S = 15.0
 # A response that fails before a word is asked for once more for these; the greeting and the
 # goodbye are not (their owners, `Greeting` and `CallEnding`, hold on to the response).
 _ASKED_AGAIN_AFTER_FAILING = frozenset({RequestReason.CALLER_TURN, RequestReason.KEYPAD, RequestReason.TOOL_RESULT,
@@ -199,6 +201,7 @@ class CallSession:
         self._end_lock = threading.Lock()
         self._end_reason: EndReason | None = None
         self._ended = Event()
+        self._end_done = Event()  # set once `end` has stored the call and closed the stream
         self._realtime_watch = RealtimeWatch(
             connection=lambda: self._realtime, last_event_at=lambda: self._last_event_at, gate=self._gate,
             figures=self.figures, timing=timing, session_ready=self._session_ready, ended=self._ended,
@@ -229,6 +232,11 @@ class CallSession:
             self.end(EndReason.SERVER_ERROR)
         finally:
             self.end(EndReason.STREAM_CLOSED)  # unless something ended it first, with its reason
+            # An end begun on another greenlet (a timer, the Realtime greenlet) may still be
+            # storing the call: returning closes the stream, and Twilio then asks
+            # /webhook/stream_ended what next, which reads the row.
+            if not self._end_done.wait(END_WAIT_S):
+                self.log.error("call end still running; the stream closes anyway", extra={"waited_s": END_WAIT_S})
             metrics.CALLS_ACTIVE.dec()
             services.live_calls.remove(self.setup.call_sid)
 
@@ -871,6 +879,13 @@ class CallSession:
             self._end_reason = reason
             self._ended.set()
         self.log.info("call ending", extra={"end_reason": reason})
+        try:
+            self._close_down(reason)
+        finally:
+            self._end_done.set()
+
+    def _close_down(self, reason: EndReason) -> None:
+        """`end`'s work, once: store everything, then close the stream."""
         self._barge_in.close()
         unstored = self._items_as_heard()  # first: the playback clock runs on after a hang-up
         self._playback.stop()

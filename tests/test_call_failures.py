@@ -3,10 +3,13 @@ import dataclasses
 import json
 import socket
 
+import gevent
 import websocket
 
+from tests.db_lock import database_locked
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.harness import TEST_TIMING
+from tests.fakes.waiting import wait_for
 
 GREETING = Reply("שלום, הגעתם למספרת הבדיקה", 1000)
 
@@ -61,6 +64,26 @@ def test_no_session_updated_ends_the_call_cleanly_with_an_apology(make_harness):
     assert _apologises(h.stream_ended(caller.call_sid))
     other.wait_closed(timeout=4)
     assert h.stored(other.call_sid).row.end_reason == "realtime_session_timeout"
+
+
+def test_an_end_begun_off_rx_stores_the_call_before_the_stream_closes(make_harness):
+    # The session's deadline ends the call from a timer greenlet while the database is held, so its
+    # row cannot be written yet. RX, woken by the caller's frames meanwhile, must not return: that
+    # closes the stream, and Twilio asks /webhook/stream_ended what next, which reads the row.
+    h = make_harness(RealtimeScript(session_updated="never"))
+    caller = h.call()
+    wait_for(lambda: h.fake.connections and h.fake.connections[0].client_events("session.update"), 5,
+             message="the session.update")
+    conn = h.fake.connections[0]
+    with database_locked(h.live.settings.database_url) as lock:
+        wait_for(lambda: conn.closed, 5, message="the call's end to close its Realtime socket")
+        gevent.sleep(0.5)  # 25 caller frames: RX has seen the end
+        assert not caller.closed, "the stream closed before the call's end was stored"
+    assert not lock.held
+    caller.wait_closed(timeout=10)
+    assert caller.closed_at > lock.released_at
+    assert h.stored(caller.call_sid).row.end_reason == "realtime_session_timeout"
+    assert _apologises(h.stream_ended(caller.call_sid))
 
 
 def _closed_port() -> int:
