@@ -1,8 +1,8 @@
 """Agent audio to the caller: the TX pacer and the playback clock.
 
 The Realtime API delivers audio in bursts, faster than real time. `Playback` queues it
-in whole 20 ms μ-law frames, and the TX greenlet (`run`) sends one frame per 20 ms, a few frames ahead of the caller's playout to absorb jitter, with a `mark` after
-each agent item.
+in whole 20 ms μ-law frames, and the TX greenlet (`run`) sends one frame per 20 ms, a few
+frames ahead of the caller's playout to absorb jitter, with a `mark` after each agent item.
 
 The playback clock answers "what has the caller heard?": Twilio plays frames in order
 as they arrive, so when the stream starts from idle at `t0`, frame n of the stream is
@@ -129,7 +129,8 @@ class Playback:
             if segment.audio_at is None:
                 segment.audio_at = received_at if received_at is not None else self._clock()
             idle = not self._queue
-            self._queue.append((segment, bytes(buffer) if whole == len(buffer) else bytes(buffer[:whole])))
+            with memoryview(buffer) as view:  # one copy, and no view left to hold the buffer's size
+                self._queue.append((segment, bytes(view[:whole])))
             del buffer[:whole]
         if idle:
             self._send_due()
