@@ -519,7 +519,9 @@ def test_an_error_may_come_mid_response_and_the_response_goes_on(make_fake_realt
 
 
 def test_the_session_expires_at_a_given_time(make_fake_realtime, make_client):
-    fake, client = ready(make_fake_realtime, make_client, expire_after_s={1: 0.3})
+    # No session.update: the timer runs from the connect, and a slow machine could reach it first.
+    fake = make_fake_realtime(RealtimeScript(expire_after_s={1: 0.3}))
+    client = make_client(fake)
     wait_for(lambda: client.reader.dead, 5, message="the fake to close")
     error = client.of("error")[-1]
     assert error["error"] == {"type": "invalid_request_error", "code": "session_expired",
@@ -533,7 +535,8 @@ def test_the_session_expires_at_a_given_time(make_fake_realtime, make_client):
 
 
 def test_the_server_may_close_at_a_given_time_or_mid_response(make_fake_realtime, make_client):
-    fake, quiet = ready(make_fake_realtime, make_client, close_after_s={1: 0.2})
+    fake = make_fake_realtime(RealtimeScript(close_after_s={1: 0.2}))
+    quiet = make_client(fake)
     wait_for(lambda: quiet.reader.dead, 5, message="the fake to close")
     assert quiet.close_code == 1011 and quiet.of("error") == []
 

@@ -44,6 +44,7 @@ from flask import Flask, request  # noqa: E402
 from flask_sock import Sock  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 from simple_websocket import ConnectionClosed  # noqa: E402
+from wsproto.utilities import LocalProtocolError  # noqa: E402
 
 from bench.realtime_peer import (DEFAULT_PREFIX_PADDING_MS, DEFAULT_SILENCE_MS, PATH,  # noqa: E402
                                  SESSION_EXPIRED_MESSAGE, agent_audio_byte, caller_item, default_session,
@@ -360,7 +361,10 @@ class RealtimeConnection:
         with self.lock:
             if self.history or event["type"] != "response.output_audio.delta":
                 self.server_events.append((time.monotonic(), event))
-            self.ws.send(text)
+            try:
+                self.ws.send(text)
+            except LocalProtocolError as closing:  # our close frame went first: the socket is done
+                raise ConnectionClosed() from closing
 
     def send_error(self, code: str, message: str, client_event_id: str | None = None,
                    type: str = "invalid_request_error", param: str | None = None) -> None:
@@ -373,7 +377,7 @@ class RealtimeConnection:
         with self.lock:
             try:
                 self.ws.close(code, reason)
-            except (ConnectionClosed, OSError):
+            except (ConnectionClosed, LocalProtocolError, OSError):
                 pass
 
     def drop(self) -> None:
