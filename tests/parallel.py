@@ -32,6 +32,7 @@ SLOW = {"test_bench_smoke.py": 75, "test_scale_out.py": 60, "test_job_claims.py"
         "test_console_extras.py": 15, "test_console_talk_browser.py": 14, "test_realtime_pool.py": 12}
 
 
+NO_TESTS_COLLECTED = 5  # pytest's exit code when every test was left out (or none found)
 COUNT = re.compile(r"(\d+) (passed|failed|skipped|errors?|xfailed|xpassed)")
 
 
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         found = counts(summary)
         for key in totals:
             totals[key] += found[key]
-        if code != 0:
+        if code not in (0, NO_TESTS_COLLECTED):  # a shard may hold only tests a run leaves out
             status = 1
             totals["failed"] += 0 if found["failed"] else 1  # a shard that died before its summary
             print(f"--- shard {k} failed (exit {code}); its log, {log}:")
