@@ -45,9 +45,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from services import metrics
+from services.loop_quiet import wait_for_quiet
 from services.store.db import Database
 from services.store.end_reasons import EndReason
 from services.store.models import Call, Turn, as_utc, utcnow
+from services.post_call import recording
 from services.post_call.jobs import backoff_s, enqueue_post_call
 
 Write = Callable[[Session, Call], None]
@@ -210,6 +212,7 @@ class JournalWriter:
             except Empty:
                 first = None
             if first is not None:
+                wait_for_quiet()  # what arrives meanwhile joins the batch
                 self._write_batch(self._gather(first))
             if time.monotonic() >= states_due:
                 self._write_states()
@@ -424,6 +427,12 @@ class CallJournal:
     def prompt_built(self, prompt_info: dict) -> None:
         def write(session: Session, call: Call) -> None:
             call.prompt_info = prompt_info
+
+        self._put(write)
+
+    def recording_started(self, recording_sid: str) -> None:
+        def write(session: Session, call: Call) -> None:
+            recording.remember(session, call.call_sid, recording_sid)
 
         self._put(write)
 

@@ -56,6 +56,7 @@ from services.greeting import Greeting
 from services.keypad import Keypad
 from services.live_calls import LiveCalls, this_process
 from services.logging_setup import call_logger
+from services.loop_quiet import wait_for_quiet
 from services.playback import Playback
 from services.post_call import recording
 from services.realtime_client import RealtimeClosed, RealtimeConnection, RealtimeUnavailable
@@ -315,7 +316,6 @@ class CallSession:
             update = rt.session_update(realtime_settings.session_config(
                 self._realtime_settings, instructions=prompts.instructions, voice=self._business.voice,
                 transcription_prompt=prompts.transcription_prompt, tools=self._tools.declarations())).encode()
-            self._session_update = zlib.compress(update)
         try:
             self._realtime.connect()
         except RealtimeUnavailable as exc:
@@ -325,7 +325,11 @@ class CallSession:
             log.error("cannot reach the Realtime API", extra={"error": str(exc)})
             self.end(EndReason.REALTIME_UNAVAILABLE)
             return False
-        self._send_realtime(update)
+        try:
+            self._send_realtime(update)
+        finally:
+            if not self._session_update:  # kept compressed once sent: the greeting does not wait on it
+                self._session_update = zlib.compress(update)
         self._session_timers = [
             self._greenlets.spawn_later(self._timing.session_update_retry_s, self._resend_session_update),
             self._greenlets.spawn_later(self._timing.session_update_timeout_s, self._session_update_timed_out)]
@@ -404,9 +408,16 @@ class CallSession:
         # After the first words are asked for, not at `start`: the REST request's work would delay
         # them. Once per call: Twilio records the whole call, a later stream included.
         if not self.setup.resumed:
-            gevent.spawn(recording.start, self._services.db, self._settings, self.setup.call_sid,
-                         self._business.record_calls and not self.setup.is_test, self.log)
+            gevent.spawn(self._record, self._business.record_calls and not self.setup.is_test)
         self._conversation_watched = True
+
+    def _record(self, record_calls: bool) -> None:
+        """A greenlet of its own: the recording asked for once the loop has a moment (the calls
+        arriving with this one greeted first), its sid stored with the call's next writes."""
+        wait_for_quiet()
+        sid = recording.start(self._settings, self.setup.call_sid, record_calls, self.log)
+        if sid is not None:
+            self._journal.recording_started(sid)
 
     def _speak_first(self) -> None:
         """The greeting; back from a transfer, what the agent says about it; on an outbound call,

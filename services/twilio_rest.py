@@ -20,6 +20,9 @@ from services.settings import Settings
 
 TWILIO_API = "https://api.twilio.com"
 REQUEST_TIMEOUT_S = 10.0
+# Connections kept to Twilio: every call of a burst asks for its recording at once, and each one
+# past the pool is opened (a TLS handshake) and thrown away. The client's own pool is cpu_count + 4.
+KEPT_CONNECTIONS = 64
 log = logging.getLogger("twilio_rest")
 
 
@@ -43,6 +46,8 @@ class _BaseUrlHttpClient(TwilioHttpClient):
         # not change, so they are read once, here.
         super().__init__(timeout=REQUEST_TIMEOUT_S, proxy=requests.utils.get_environ_proxies(self._base_url))
         self.session.trust_env = False
+        for scheme in ("https://", "http://"):
+            self.session.mount(scheme, requests.adapters.HTTPAdapter(pool_maxsize=KEPT_CONNECTIONS))
         self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
 
     def request(self, method, url, *args, **kwargs):

@@ -74,7 +74,11 @@ def recorded_world(make_world, twilio_rest):
 
 
 def start_recording(world, call_sid: str) -> str:
-    recording.start(world.live.db, world.live.settings, call_sid, True, call_logger("call", call_sid))
+    """Asked for as a call asks for it, and its sid stored as the call's journal stores it."""
+    sid = recording.start(world.live.settings, call_sid, True, call_logger("call", call_sid))
+    assert sid is not None
+    with world.live.db.session() as session:
+        recording.remember(session, call_sid, sid)
     return world.call(call_sid).recording_sid
 
 
@@ -177,7 +181,7 @@ def test_recording_callbacks_must_be_signed_by_twilio(recorded_world):
 
 def test_a_business_that_does_not_record_asks_twilio_for_nothing(recorded_world, twilio_rest):
     call_sid = recorded_world.end_call(CONVERSATION)
-    recording.start(recorded_world.live.db, recorded_world.live.settings, call_sid, False, call_logger("call", call_sid))
+    assert recording.start(recorded_world.live.settings, call_sid, False, call_logger("call", call_sid)) is None
     assert twilio_rest.of("recording") == [] and recorded_world.call(call_sid).recording_sid is None
 
 

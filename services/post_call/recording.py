@@ -20,7 +20,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 import prompts
-from services.store.db import Database
 from services.store.models import Call
 from services.settings import Settings
 from services.post_call.context import JobContext
@@ -41,38 +40,44 @@ class RecordingUnusable(Exception):
     """The recording cannot give a transcript (format, length, no timestamps)."""
 
 
-def start(db: Database, settings: Settings, call_sid: str, record_calls: bool, log: logging.LoggerAdapter) -> None:
-    """Ask Twilio to record the call's two channels. Runs in a greenlet of its own: the REST
-    request must not hold up the call, and a failure only costs the recording."""
+def start(settings: Settings, call_sid: str, record_calls: bool, log: logging.LoggerAdapter) -> str | None:
+    """Ask Twilio to record the call's two channels; the recording's sid, or None. Runs in a
+    greenlet of its own: the REST request must not hold up the call, and a failure only costs
+    the recording. The caller stores the sid (`remember`): a call's, with its other writes."""
     if not record_calls:
-        return
+        return None
     try:
-        _start(db, settings, call_sid, log)
+        return _start(settings, call_sid, log)
     except Exception:
         log.exception("call not recorded")
+        return None
 
 
-def _start(db: Database, settings: Settings, call_sid: str, log: logging.LoggerAdapter) -> None:
+def _start(settings: Settings, call_sid: str, log: logging.LoggerAdapter) -> str | None:
     try:
         twilio = TwilioRest(settings)
     except TwilioNotConfigured:
         log.debug("call not recorded: no Twilio credentials")
-        return
+        return None
     if not settings.public_base_url:
         log.warning("call not recorded: PUBLIC_BASE_URL is not set, so Twilio has nowhere to report the recording")
-        return
+        return None
     try:
         sid = twilio.start_recording(call_sid, f"{settings.public_base_url}/webhook/recording_status")
     except TwilioRestError as exc:
         log.warning("call not recorded: Twilio refused", extra={"status": exc.status, "error": str(exc)})
-        return
-    # One UPDATE: Twilio's status callback may have come first, and its word stands.
-    with db.session() as session:
-        session.connection().execute(
-            update(Call.__table__).where(Call.call_sid == call_sid)
-            .values(recording_sid=func.coalesce(func.nullif(Call.recording_sid, ""), sid),
-                    recording_status=func.coalesce(func.nullif(Call.recording_status, ""), "in-progress")))
+        return None
     log.info("recording started", extra={"recording_sid": sid})
+    return sid
+
+
+def remember(session: Session, call_sid: str, recording_sid: str) -> None:
+    """The started recording on the call's row, in one UPDATE: Twilio's status callback may have
+    come first, and its word stands."""
+    session.connection().execute(
+        update(Call.__table__).where(Call.call_sid == call_sid)
+        .values(recording_sid=func.coalesce(func.nullif(Call.recording_sid, ""), recording_sid),
+                recording_status=func.coalesce(func.nullif(Call.recording_status, ""), "in-progress")))
 
 
 def store_status(session: Session, call_sid: str, *, recording_sid: str, status: str, url: str,

@@ -40,6 +40,9 @@ def init_app(app: Flask, api: Blueprint) -> Limiter:
     limiter.shared_limit(settings.api_auth_failure_limit, scope="auth-failures", key_func=client_address,
                          deduct_when=lambda response: response.status_code == 401,
                          error_message="too many failed sign-ins from this address; see Retry-After")(api)
+    # The limits are the API's: every other request (Twilio's webhooks and media upgrades, at each
+    # call's start) skips the limiter's search for limits that cannot apply to it.
+    limiter.request_filter(lambda: api.name not in request.blueprints)
     try:
         limiter.init_app(app)  # makes the storage: an unknown scheme or a missing client package fails here
     except ConfigurationError as exc:
