@@ -2,8 +2,8 @@
 
 The suite mostly waits (real sockets, real audio time), so a few processes share two cores well.
 pytest-xdist cannot run it: the conftest patches the process for gevent, which breaks xdist's
-worker channel. Each shard is a plain pytest run over some of the test files, with a temporary
-folder of its own, its output in a log; this prints each shard's summary line, the failures'
+worker channel. Each shard is a plain pytest run over some of the test files (dealt by their
+measured seconds, so that the shards end together), with a temporary folder of its own, its output in a log; this prints each shard's summary line, the failures'
 logs, the counts over all shards twice (`N passed, N failed, N skipped`, the plain form, then
 pytest's own closing line, the two forms a CI reads), and exits non-zero if any shard failed or no
 test ran.
@@ -11,6 +11,7 @@ test ran.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -18,18 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 ROOT = Path(__file__).resolve().parent.parent
-# Files that take much longer than their size says (gunicorn processes, a benchmark run, many
-# calls): placed first, each on the shard with the least so far.
-SLOW = {"test_bench_smoke.py": 75, "test_scale_out.py": 60, "test_job_claims.py": 70, "test_shutdown.py": 45,
-        "test_gunicorn.py": 60, "test_call_sweeper.py": 35, "test_call_limits.py": 35, "test_shutdown_parts.py": 45,
-        "test_realtime_reconnect.py": 70, "test_barge_in.py": 45, "test_appointments.py": 35,
-        "test_console_browser.py": 30, "test_web_edges.py": 65, "test_caller_paths.py": 60,
-        "test_realtime_events.py": 60, "test_call_control.py": 45, "test_call_flow.py": 30,
-        "test_barge_in_hold.py": 110, "test_console_live.py": 50, "test_warm_transfer.py": 25,
-        "test_realtime_settings.py": 25, "test_console_talk.py": 20, "test_voicemail.py": 18,
-        "test_console_extras.py": 15, "test_console_talk_browser.py": 14, "test_realtime_pool.py": 12}
+# Each file's seconds in the last measured run, per database (`--write-durations` updates them):
+# the files are dealt longest first, each to the shard with the least so far. A file not measured
+# yet weighs by its size.
+DURATIONS = ROOT / "tests" / "durations.json"
+BYTES_PER_SECOND = 1500
 
 
 NO_TESTS_COLLECTED = 5  # pytest's exit code when every test was left out (or none found)
@@ -52,11 +49,21 @@ def closing_lines(totals: dict[str, int], seconds: float) -> list[str]:
     return [plain, f"{'=' * 20} {', '.join(parts)} in {seconds:.2f}s {'=' * 20}"]
 
 
-def weight(path: Path) -> float:
-    return SLOW.get(path.name, path.stat().st_size / 1500)
+def database_kind(environ=os.environ) -> str:
+    return "postgresql" if environ.get("TEST_DATABASE_URL", "").startswith("postgresql") else "sqlite"
 
 
-def shards(files: list[Path], n: int) -> list[list[Path]]:
+def measured_durations(kind: str) -> dict[str, float]:
+    try:
+        return json.loads(DURATIONS.read_text()).get(kind, {})
+    except FileNotFoundError:
+        return {}
+
+
+def shards(files: list[Path], n: int, durations: dict[str, float]) -> list[list[Path]]:
+    def weight(path: Path) -> float:
+        return durations.get(path.name, path.stat().st_size / BYTES_PER_SECOND)
+
     groups: list[list[Path]] = [[] for _ in range(n)]
     load = [0.0] * n
     for path in sorted(files, key=weight, reverse=True):
@@ -66,17 +73,43 @@ def shards(files: list[Path], n: int) -> list[list[Path]]:
     return [g for g in groups if g]
 
 
+def file_durations(junit_reports: list[Path]) -> dict[str, float]:
+    """Seconds per test file (its tests' set-up, run and tear-down) from pytest's JUnit reports."""
+    seconds: dict[str, float] = {}
+    for report in junit_reports:
+        if not report.exists():
+            continue
+        for case in ElementTree.parse(report).iter("testcase"):
+            name = case.get("classname", "").split(".")[1:2]  # tests.test_x[.Class]
+            if name:
+                seconds[f"{name[0]}.py"] = seconds.get(f"{name[0]}.py", 0.0) + float(case.get("time", 0))
+    return {name: round(value, 1) for name, value in sorted(seconds.items())}
+
+
+def write_durations(kind: str, seconds: dict[str, float]) -> None:
+    try:
+        stored = json.loads(DURATIONS.read_text())
+    except FileNotFoundError:
+        stored = {}
+    stored[kind] = seconds
+    DURATIONS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shards", type=int, default=int(os.environ.get("TEST_SHARDS", "4")))
+    parser.add_argument("--write-durations", action="store_true",
+                        help=f"store each file's seconds in this run in {DURATIONS.relative_to(ROOT)}")
     args, pytest_args = parser.parse_known_args(argv)
     files = sorted((ROOT / "tests").glob("test_*.py"))
     workdir = Path(tempfile.mkdtemp(prefix="tests-parallel-"))
     started = time.monotonic()
+    kind = database_kind()
     runs = []
-    for k, group in enumerate(shards(files, max(1, args.shards))):
+    for k, group in enumerate(shards(files, max(1, args.shards), measured_durations(kind))):
         log = workdir / f"shard-{k}.log"
         command = [sys.executable, "-m", "pytest", "-q", "-rfE", f"--basetemp={workdir / f'tmp-{k}'}",
+                   f"--junitxml={workdir / f'shard-{k}.xml'}",
                    *pytest_args, *(str(p.relative_to(ROOT)) for p in group)]
         runs.append((k, log, subprocess.Popen(command, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)))
     status = 0
@@ -99,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(runs)} shards in {seconds:.0f} s")
     if totals["passed"] + totals["failed"] == 0:
         status = 1  # no test ran: never green
+    if args.write_durations and status == 0:
+        # A file none of whose tests ran here (all left out on this database) weighs nothing.
+        write_durations(kind, {path.name: 0.0 for path in files}
+                        | file_durations([workdir / f"shard-{k}.xml" for k, _, _ in runs]))
     print("\n".join(closing_lines(totals, seconds)))
     return status
 

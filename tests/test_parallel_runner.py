@@ -1,5 +1,7 @@
-"""The parallel runner's counting: its closing lines are what CI reads to know that tests ran."""
-from tests.parallel import closing_lines, counts
+"""The parallel runner's counting (its closing lines are what CI reads to know that tests ran)
+and its dealing of files to shards by their measured time."""
+
+from tests.parallel import closing_lines, counts, database_kind, file_durations, shards
 
 
 def test_counts_read_every_kind_of_pytest_summary():
@@ -19,3 +21,29 @@ def test_closing_lines_are_the_plain_form_then_pytests_own():
 def test_closing_lines_put_failures_first_and_say_when_nothing_ran():
     assert closing_lines({"passed": 5, "failed": 2, "skipped": 0}, 1.0)[1] == "=" * 20 + " 2 failed, 5 passed in 1.00s " + "=" * 20
     assert closing_lines({"passed": 0, "failed": 0, "skipped": 0}, 0.5)[1] == "=" * 20 + " no tests ran in 0.50s " + "=" * 20
+
+
+def test_a_files_seconds_are_its_tests_seconds_summed_from_the_junit_reports(tmp_path):
+    report = tmp_path / "shard-0.xml"
+    report.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase classname="tests.test_a" name="test_one" time="1.25"/>'
+        '<testcase classname="tests.test_a" name="test_two" time="2.5"/>'
+        '<testcase classname="tests.test_b.TestGroup" name="test_three" time="0.4"/>'
+        '</testsuite></testsuites>')
+    assert file_durations([report, tmp_path / "shard-1.xml"]) == {"test_a.py": 3.8, "test_b.py": 0.4}
+
+
+def test_files_are_dealt_longest_first_to_the_least_loaded_shard(tmp_path):
+    files = []
+    for name in ("test_long.py", "test_mid.py", "test_short.py", "test_tiny.py", "test_new.py"):
+        (tmp_path / name).write_text("x" * 3000)  # unmeasured: 3000 bytes weigh 2 s
+        files.append(tmp_path / name)
+    measured = {"test_long.py": 100.0, "test_mid.py": 60.0, "test_short.py": 30.0, "test_tiny.py": 1.0}
+    groups = [[path.name for path in group] for group in shards(files, 2, measured)]
+    assert groups == [["test_long.py"], ["test_mid.py", "test_short.py", "test_new.py", "test_tiny.py"]]
+
+
+def test_the_durations_kept_are_the_databases_the_run_uses():
+    assert database_kind({}) == "sqlite"
+    assert database_kind({"TEST_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres"}) == "postgresql"
