@@ -22,7 +22,7 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -53,11 +53,25 @@ _LIVE_COUNTS = select(
     *_LIVE, Call.started_at >= bindparam("since"), Call.call_sid != bindparam("call_sid"),
     or_(Call.stream_sid.is_not(None), Call.stream_due_by.is_(None), Call.stream_due_by >= bindparam("lost_before")))
 _EXISTING = select(Call.end_reason, Call.status).where(Call.call_sid == bindparam("call_sid"))
+# The call's row written with its values as parameters of a statement built once (values built
+# into a statement make SQLAlchemy key and compile it anew: twice the time).
+_INSERT_CALL = insert(Call.__table__)
+_UPDATE_CALL = update(Call.__table__).where(Call.call_sid == bindparam("admitted_sid"))
 # Lost streams stored as over, in the admission's transaction. Core, not ORM: no session objects
 # to synchronise, and the webhook's loop time stays one indexed UPDATE.
 _CLOSE_LOST = (update(Call.__table__).where(*_LIVE, *_STREAM_LOST)
                .values(status="completed", end_reason=EndReason.NO_STREAM.value, ended_at=bindparam("closed_at"))
                .returning(Call.call_sid, Call.business_id))
+
+
+class LimitedBusiness(Protocol):
+    """A business as admission reads it (its entity, or `AnsweringBusiness`)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def max_concurrent_calls(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -87,7 +101,7 @@ class CallLimits:
                    stream_start_timeout_s=timing.stream_start_timeout_s,
                    stream_start_margin_s=timing.stream_start_margin_s, wait_s=settings.webhook_db_wait_s)
 
-    def admit(self, *, call_sid: str, business: Business, direction: str, from_number: str, to_number: str,
+    def admit(self, *, call_sid: str, business: LimitedBusiness, direction: str, from_number: str, to_number: str,
               status: str, is_test: bool = False) -> Admission:
         """Count the live calls and write this call's row, atomically. A refused call's row is
         stored as over, with end reason `limit`. A retried webhook gets the first answer again.
@@ -106,7 +120,7 @@ class CallLimits:
                                "live_business": admission.live_business, "live_server": admission.live_server})
         return admission
 
-    def _admit(self, session: Session, now: datetime, *, call_sid: str, business: Business, direction: str,
+    def _admit(self, session: Session, now: datetime, *, call_sid: str, business: LimitedBusiness, direction: str,
                from_number: str, to_number: str, status: str, is_test: bool) -> Admission:
         """Core statements, one read and one write: the webhook runs on the loop every call shares."""
         connection = session.connection()
@@ -125,18 +139,18 @@ class CallLimits:
             row = {"call_sid": call_sid, "business_id": business.id, "direction": direction,
                    "from_number": from_number, "to_number": to_number, "status": status, "is_test": is_test,
                    "end_reason": EndReason.LIMIT.value if admission.limit else None}
-            connection.execute(insert(Call.__table__).values({**row, **values}))
+            connection.execute(_INSERT_CALL, {**row, **values})
         else:
             if admission.limit and existing.end_reason is None:
                 values["end_reason"] = EndReason.LIMIT.value
             if not admission.limit and existing.status not in TERMINAL_STATUSES:
                 values["status"] = status
-            connection.execute(update(Call.__table__).where(Call.call_sid == call_sid).values(**values))
+            connection.execute(_UPDATE_CALL, {"admitted_sid": call_sid, **values})
         if admission.limit:
             return admission
         return dataclasses.replace(admission, stream_due_by=values["stream_due_by"])
 
-    def has_room(self, session: Session, business: Business) -> Admission:
+    def has_room(self, session: Session, business: LimitedBusiness) -> Admission:
         """Whether a new call would be admitted now (before placing an outbound call). Takes no lock:
         the webhook that answers the call decides."""
         # No call sid is empty: every live call counts.
@@ -160,7 +174,7 @@ class CallLimits:
     def _lost_before(self, now: datetime) -> datetime:
         return now - timedelta(seconds=self._stream_start_margin_s)
 
-    def _admission(self, session: Session, business: Business, call_sid: str, now: datetime) -> Admission:
+    def _admission(self, session: Session, business: LimitedBusiness, call_sid: str, now: datetime) -> Admission:
         live_server, live_business = session.connection().execute(_LIVE_COUNTS, {
             "business_id": business.id, "call_sid": call_sid, "since": now - timedelta(seconds=self._stale_after_s),
             "lost_before": self._lost_before(now)}).one()

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 import gevent
 from flask import Blueprint, Flask, abort, current_app, g, request
 from flask_sock import Sock
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 
 from server.security import NO_TOKEN_HINT, StreamToken, host_name, twilio_signature_valid
 from server.stream_parameters import CONSOLE_QUERY, MEDIA_PATH, BadStreamParameters, StreamParameters
@@ -166,6 +166,19 @@ def _authorise(start: tw.Start, settings) -> CallSetup | None:
                      is_test=params.test, resumed=params.resumed)
 
 
+def _claim_statement(is_test: bool, resumed: bool):
+    after_transfer = Call.transfer_status.is_not(None) if resumed else Call.transfer_status.is_(None)
+    return (update(Call.__table__)
+            .where(Call.call_sid == bindparam("claimed_sid"), Call.stream_claimed_at.is_(None),
+                   Call.is_test.is_(is_test), after_transfer)
+            .values(stream_claimed_at=bindparam("claimed_at")))
+
+
+# Built once (by test token and by resumed stream): a statement built per call is keyed and
+# compiled anew, on the loop every call shares.
+_CLAIMS = {(is_test, resumed): _claim_statement(is_test, resumed) for is_test in (False, True) for resumed in (False, True)}
+
+
 def _claim_stream(call_sid: str, is_test: bool, resumed: bool) -> bool:
     """Mark the call's row as streamed; False when another stream did first. One conditional
     UPDATE, committed before the call starts: the database decides between workers and hosts.
@@ -173,13 +186,9 @@ def _claim_stream(call_sid: str, is_test: bool, resumed: bool) -> bool:
     token claims a test call's row only. A call back from a transfer no one took is open to a
     `resumed` stream only: its first stream's token, good for a while yet, claims nothing
     (services/warm_transfer.py)."""
-    after_transfer = Call.transfer_status.is_not(None) if resumed else Call.transfer_status.is_(None)
     with current_app.extensions["db"].session() as session:
-        result = session.execute(update(Call)
-                                 .where(Call.call_sid == call_sid, Call.stream_claimed_at.is_(None),
-                                        Call.is_test.is_(is_test), after_transfer)
-                                 .values(stream_claimed_at=utcnow())
-                                 .execution_options(synchronize_session=False))
+        result = session.connection().execute(_CLAIMS[is_test, resumed],
+                                              {"claimed_sid": call_sid, "claimed_at": utcnow()})
         return result.rowcount == 1
 
 

