@@ -7,7 +7,7 @@ import time
 import gevent
 import websocket
 
-from tests.db_lock import database_locked
+from tests.db_lock import database_lock_ready
 from tests.fakes.realtime_server import RealtimeScript, Reply
 from tests.harness import TEST_TIMING
 from tests.fakes.waiting import wait_for
@@ -72,11 +72,15 @@ def test_an_end_begun_off_rx_stores_the_call_before_the_stream_closes(make_harne
     # row cannot be written yet. RX, woken by the caller's frames meanwhile, must not return: that
     # closes the stream, and Twilio asks /webhook/stream_ended what next, which reads the row.
     h = make_harness(RealtimeScript(session_updated="never"))
-    caller = h.call()
-    wait_for(lambda: h.fake.connections and h.fake.connections[0].client_events("session.update"), 5,
-             message="the session.update")
-    conn = h.fake.connections[0]
-    with database_locked(h.live.settings.database_url) as lock:
+    # Connected before the call: the lock is then taken within the session's 1.5 s deadline, however
+    # long a new process takes to start on this machine.
+    with database_lock_ready(h.live.settings.database_url) as lock:
+        caller = h.call()
+        wait_for(lambda: h.fake.connections and h.fake.connections[0].client_events("session.update"), 5,
+                 message="the session.update")
+        conn = h.fake.connections[0]
+        lock.take()
+        assert not conn.closed, "the call ended before the database was locked"
         wait_for(lambda: conn.closed, 5, message="the call's end to close its Realtime socket")
         gevent.sleep(0.5)  # 25 caller frames: RX has seen the end
         assert not caller.closed, "the stream closed before the call's end was stored"
