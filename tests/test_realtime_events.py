@@ -22,10 +22,8 @@ NEXT = Reply("בשמחה, לאיזה יום?", 600)
 GOODBYE = Reply("תודה שהתקשרתם, יום נעים ולהתראות!", 700)
 ASKED = "מה השעות שלכם?"
 THEN = "ביום שלישי בבוקר"
-# Short deadlines where a test needs them; a goodbye deadline far beyond any test's wait, so that
-# a call closing at it is told apart from one closing after the goodbye was heard.
-QUICK = dataclasses.replace(TEST_TIMING, realtime_ping_after_s=0.3, realtime_pong_timeout_s=0.3,
-                            response_stall_s=2.0)
+# A goodbye deadline far beyond any test's wait, so that a call closing at it is told apart from
+# one closing after the goodbye was heard.
 PATIENT_GOODBYE = dataclasses.replace(TEST_TIMING, goodbye_timeout_s=30.0)
 
 
@@ -217,7 +215,7 @@ def _item_texts(conn) -> list[tuple[str, str]]:
 def test_a_session_the_api_ends_mid_answer_is_opened_again_and_the_call_goes_on(make_harness, caplog, fault):
     long_answer = Reply("אנחנו פתוחים בימים ראשון עד חמישי מתשע בבוקר ועד שש בערב", 3000)
     h = make_harness(RealtimeScript(responses=[GREETING, long_answer], caller_transcripts=[ASKED, THEN],
-                                    faults={1: fault}, speed=1.0), timing=QUICK)
+                                    faults={1: fault}, speed=1.0))
     caller = _greeted(h)
     caller.speak(500)
     cut = caller.wait_clear(timeout=8)  # the agent cut off as the session went
@@ -250,7 +248,7 @@ def test_a_session_the_api_ends_mid_answer_is_opened_again_and_the_call_goes_on(
 
 
 def test_a_session_that_expires_while_the_caller_listens_is_opened_again_quietly(make_harness):
-    h = make_harness(RealtimeScript(responses=[GREETING], caller_transcripts=[ASKED]), timing=QUICK)
+    h = make_harness(RealtimeScript(responses=[GREETING], caller_transcripts=[ASKED]))
     caller = _greeted(h)
     h.fake.connections[0].expire()  # once the greeting is heard, however long that took
     second = h.fake.wait_for_connection(2, timeout=8)
