@@ -95,6 +95,7 @@ def database_lock_ready(url: str, timeout: float = 30.0) -> Iterator[HeldLock]:
             lock.release(timeout)
         elif proc.poll() is None:
             proc.kill()
+            proc.wait()
 
 
 @contextmanager
