@@ -22,13 +22,13 @@ import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from sqlalchemy import bindparam, case, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from services import metrics
-from services.store.call_records import TERMINAL_STATUSES
+from services.store.call_records import TERMINAL_STATUSES, AnsweringBusiness
 from services.store.db import Database
 from services.store.end_reasons import EndReason
 from services.store.models import Business, Call, utcnow
@@ -64,16 +64,6 @@ _CLOSE_LOST = (update(Call.__table__).where(*_LIVE, *_STREAM_LOST)
                .returning(Call.call_sid, Call.business_id))
 
 
-class LimitedBusiness(Protocol):
-    """A business as admission reads it (its entity, or `AnsweringBusiness`)."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def max_concurrent_calls(self) -> int: ...
-
-
 @dataclass(frozen=True)
 class Admission:
     admitted: bool
@@ -101,8 +91,8 @@ class CallLimits:
                    stream_start_timeout_s=timing.stream_start_timeout_s,
                    stream_start_margin_s=timing.stream_start_margin_s, wait_s=settings.webhook_db_wait_s)
 
-    def admit(self, *, call_sid: str, business: LimitedBusiness, direction: str, from_number: str, to_number: str,
-              status: str, is_test: bool = False) -> Admission:
+    def admit(self, *, call_sid: str, business: Business | AnsweringBusiness, direction: str, from_number: str,
+              to_number: str, status: str, is_test: bool = False) -> Admission:
         """Count the live calls and write this call's row, atomically. A refused call's row is
         stored as over, with end reason `limit`. A retried webhook gets the first answer again.
         Calls whose stream never started are stored as over first (one indexed UPDATE).
@@ -120,8 +110,8 @@ class CallLimits:
                                "live_business": admission.live_business, "live_server": admission.live_server})
         return admission
 
-    def _admit(self, session: Session, now: datetime, *, call_sid: str, business: LimitedBusiness, direction: str,
-               from_number: str, to_number: str, status: str, is_test: bool) -> Admission:
+    def _admit(self, session: Session, now: datetime, *, call_sid: str, business: Business | AnsweringBusiness,
+               direction: str, from_number: str, to_number: str, status: str, is_test: bool) -> Admission:
         """Core statements, one read and one write: the webhook runs on the loop every call shares."""
         connection = session.connection()
         existing = connection.execute(_EXISTING, {"call_sid": call_sid}).first()
@@ -150,7 +140,7 @@ class CallLimits:
             return admission
         return dataclasses.replace(admission, stream_due_by=values["stream_due_by"])
 
-    def has_room(self, session: Session, business: LimitedBusiness) -> Admission:
+    def has_room(self, session: Session, business: Business | AnsweringBusiness) -> Admission:
         """Whether a new call would be admitted now (before placing an outbound call). Takes no lock:
         the webhook that answers the call decides."""
         # No call sid is empty: every live call counts.
@@ -174,7 +164,8 @@ class CallLimits:
     def _lost_before(self, now: datetime) -> datetime:
         return now - timedelta(seconds=self._stream_start_margin_s)
 
-    def _admission(self, session: Session, business: LimitedBusiness, call_sid: str, now: datetime) -> Admission:
+    def _admission(self, session: Session, business: Business | AnsweringBusiness, call_sid: str,
+                   now: datetime) -> Admission:
         live_server, live_business = session.connection().execute(_LIVE_COUNTS, {
             "business_id": business.id, "call_sid": call_sid, "since": now - timedelta(seconds=self._stale_after_s),
             "lost_before": self._lost_before(now)}).one()
