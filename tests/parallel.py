@@ -53,11 +53,15 @@ def database_kind(environ=os.environ) -> str:
     return "postgresql" if environ.get("TEST_DATABASE_URL", "").startswith("postgresql") else "sqlite"
 
 
-def measured_durations(kind: str) -> dict[str, float]:
+def _stored_durations() -> dict[str, dict[str, float]]:
     try:
-        return json.loads(DURATIONS.read_text()).get(kind, {})
+        return json.loads(DURATIONS.read_text())
     except FileNotFoundError:
         return {}
+
+
+def measured_durations(kind: str) -> dict[str, float]:
+    return _stored_durations().get(kind, {})
 
 
 def shards(files: list[Path], n: int, durations: dict[str, float]) -> list[list[Path]]:
@@ -87,10 +91,7 @@ def file_durations(junit_reports: list[Path]) -> dict[str, float]:
 
 
 def write_durations(kind: str, seconds: dict[str, float]) -> None:
-    try:
-        stored = json.loads(DURATIONS.read_text())
-    except FileNotFoundError:
-        stored = {}
+    stored = _stored_durations()
     stored[kind] = seconds
     DURATIONS.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
 
