@@ -18,6 +18,9 @@ TwiML webhook (`--peer-webhook`) and a media stream, reading PORT and OPENAI_REA
 
 Figures, per target (p50 / p99 where it is a distribution):
 - greeting added: first audio at the phone − `start` sent − the fake's own time to first byte
+- the webhook's answer: its request sent → its TwiML back (the caller still hears ringing)
+- ring to greeting, less the model: the webhook's request sent → first audio at the phone − the
+  fake's own time to first byte (the whole wait of a caller, ringing included)
 - a response's first audio, fake → phone: its first delta sent → its first frame at the phone
 - caller audio, phone → fake: a speech burst's first frame sent → the fake's `speech_started`
 - barge-in `clear`: the fake's `speech_started` → `clear` at the phone
@@ -138,9 +141,11 @@ class OutsideCall(LeanCall):
     """A lean caller that sends what Twilio sends (sequence numbers, chunks, timestamps), tags
     its silence with its number, and keeps the times the outside figures need."""
 
-    def __init__(self, *args, tag: int, **kwargs) -> None:
+    def __init__(self, *args, tag: int, rang_at: float, webhook_ms: float, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.tag = tag
+        self.rang_at = rang_at  # the webhook's request sent
+        self.webhook_ms = webhook_ms  # until its TwiML came back
         b64 = lambda audio: base64.b64encode(audio).decode("ascii")  # noqa: E731
         # Its silence carries its tag: whichever frames a server holds, drops or forwards, the
         # fake can tell the call.
@@ -194,7 +199,9 @@ def one_call(target: Target, index: int, ticker: Ticker, errors: list[str]) -> O
     form = twilio_form(call_sid, f"+97250{index:07d}", BUSINESS_NUMBER)
     headers = {"X-Twilio-Signature": validator.compute_signature(public, form)} if target.signed else {}
     try:
+        rang_at = time.monotonic()
         response = requests.post(url, data=form, headers=headers, timeout=10)
+        webhook_ms = (time.monotonic() - rang_at) * 1000
         placed = parse_twiml(response.status_code, response.text)
         if placed.stream_url is None:
             raise RuntimeError(f"the webhook connected no stream (HTTP {response.status_code})")
@@ -204,7 +211,7 @@ def one_call(target: Target, index: int, ticker: Ticker, errors: list[str]) -> O
         if target.signed:
             ws_headers["X-Twilio-Signature"] = validator.compute_signature(f"wss://127.0.0.1:{target.port}{path}", {})
         caller = OutsideCall(f"ws://127.0.0.1:{target.port}{path}", call_sid, placed.parameters, ticker=ticker,
-                             headers=ws_headers, tag=index).start()
+                             headers=ws_headers, tag=index, rang_at=rang_at, webhook_ms=webhook_ms).start()
     except Exception as exc:  # noqa: BLE001 - a benchmark counts failures instead of stopping
         errors.append(f"{call_sid}: could not start: {exc!r}")
         return None
@@ -338,6 +345,7 @@ def figures(target: Target, callers: list[OutsideCall], records: list[dict], cpu
         if record.get("caller_tag") is not None:
             by_tag.setdefault(record["caller_tag"], record)
     greeting, first_audio, caller_audio, clear_after, truncate_error, ahead, underruns = [], [], [], [], [], [], []
+    webhook, ring_to_greeting = [c.webhook_ms for c in callers], []
     greeted = 0
     greeting_parts = []  # where each call's greeting time went
     for caller in callers:
@@ -351,8 +359,9 @@ def figures(target: Target, callers: list[OutsideCall], records: list[dict], cpu
         responses = [r for r in record["responses"] if r["first_audio_at"] is not None]
         if responses and caller.first_audio_received_at is not None:
             r0 = responses[0]
-            greeting.append((caller.first_audio_received_at - caller.started_at
-                             - (r0["first_audio_at"] - r0["created_at"])) * 1000)
+            model_ms = (r0["first_audio_at"] - r0["created_at"]) * 1000
+            greeting.append((caller.first_audio_received_at - caller.started_at) * 1000 - model_ms)
+            ring_to_greeting.append((caller.first_audio_received_at - caller.rang_at) * 1000 - model_ms)
             greeting_parts.append({"call": caller.tag, "start_to_create_ms": (r0["created_at"] - caller.started_at) * 1000,
                                    "fake_first_byte_ms": (r0["first_audio_at"] - r0["created_at"]) * 1000,
                                    "fake_to_phone_ms": (caller.first_audio_received_at - r0["first_audio_at"]) * 1000})
@@ -390,6 +399,8 @@ def figures(target: Target, callers: list[OutsideCall], records: list[dict], cpu
     return {
         "target": target.name, "calls": len(callers), "greeted": greeted, "elapsed_s": round(elapsed, 1),
         "greeting_added_ms": p(greeting),
+        "webhook_answer_ms": p(webhook),
+        "ring_to_greeting_ms": p(ring_to_greeting),
         "first_audio_fake_to_phone_ms": p(first_audio),
         "caller_audio_phone_to_fake_ms": p(caller_audio),
         "barge_in_clear_ms": p(clear_after),
@@ -405,6 +416,8 @@ def figures(target: Target, callers: list[OutsideCall], records: list[dict], cpu
 
 ROWS = (
     ("greeting added, p50 / p99 ms", "greeting_added_ms"),
+    ("webhook's answer, p50 / p99 ms", "webhook_answer_ms"),
+    ("ring to greeting, less the model, p50 / p99", "ring_to_greeting_ms"),
     ("first audio fake → phone, p50 / p99 ms", "first_audio_fake_to_phone_ms"),
     ("caller audio phone → fake, p50 / p99 ms", "caller_audio_phone_to_fake_ms"),
     ("barge-in clear, p50 / p99 ms", "barge_in_clear_ms"),

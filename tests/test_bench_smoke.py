@@ -49,6 +49,9 @@ def test_bench_outside_runs_the_default_configuration_and_reports(tmp_path):
     assert ours["twilio_rest_requests"] >= 3  # each call's recording start
     assert (ours["calls"], ours["greeted"]) == (3, 3)
     assert ours["greeting_added_ms"]["n"] == 3
+    assert ours["webhook_answer_ms"]["n"] == 3 and ours["ring_to_greeting_ms"]["n"] == 3
+    # The whole wait includes the webhook's answer and the greeting's own.
+    assert ours["ring_to_greeting_ms"]["p50"] > ours["greeting_added_ms"]["p50"]
     assert ours["barge_in_clear_ms"]["n"] == 3 and ours["truncate_error_ms"]["n"] == 3
     # greeting, the interrupted answer, the answer heard whole: each one's first audio timed at the phone
     assert ours["first_audio_fake_to_phone_ms"]["n"] == 9
