@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 
+import gevent
 from flask import Flask
 
 from services.call_warm_up import warm_up_call_path
@@ -41,6 +42,9 @@ def refuse_unfit_server() -> None:
 
 
 def start_serving(app: Flask) -> None:
+    # Each greenlet would keep its spawner and the stack it was spawned from (a debugging aid
+    # nothing here reads): a few KB per call, and a stack walk at every spawn.
+    gevent.config.track_greenlet_tree = False
     warm_up_call_path(app.extensions["db"], app.config["SETTINGS"])  # before the freeze: its objects stay
     # Startup leaves a few hundred thousand long-lived objects (SQLAlchemy, the openai
     # types, Flask). A full collection walks them all: a 50-100 ms stall of every call on

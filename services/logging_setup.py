@@ -86,6 +86,9 @@ def configure_logging(level: str = "INFO", levels: Mapping[str, str] | None = No
     handler.setFormatter(LogfmtFormatter())
     root.addHandler(handler)
     root.setLevel(level)
+    # No line shows them. The thread's name would cost each greenlet that logs a dummy thread
+    # object (gevent's threading), kept as long as the greenlet.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Alembic narrates every migration step at INFO; its warnings are what matter.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     # The OpenAI SDK's HTTP client logs every request at INFO; the jobs log what they did.
