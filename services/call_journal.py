@@ -40,7 +40,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import Empty, Queue
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -82,6 +82,11 @@ _TURN_INSERTS = {
     "postgresql": postgresql.insert(Turn.__table__).on_conflict_do_nothing(index_elements=["write_key"]),
     "sqlite": sqlite.insert(Turn.__table__).on_conflict_do_nothing(index_elements=["write_key"]),
 }
+
+# The live calls' states, one row each: a statement built once (a CASE of as many branches as
+# there are calls would be compiled, and cached, anew for every count of them).
+_SET_LIVE_STATE = (update(Call.__table__).where(Call.call_sid == bindparam("state_sid"))
+                   .values(live_state=bindparam("state")))
 
 
 def _utc(epoch: float) -> datetime:
@@ -197,7 +202,7 @@ class JournalWriter:
 
     def note_state(self, call_sid: str, state: str) -> None:
         """A call's `live_state` changed: kept here, and stored with every other call's changes
-        in one UPDATE at most every STATE_EVERY_S (not a transaction of its own at each change,
+        in one transaction at most every STATE_EVERY_S (not a transaction of its own at each change,
         which on SQLite would block the event loop as an agent's audio starts)."""
         with self._lock:
             self._states[call_sid] = state
@@ -357,9 +362,8 @@ class JournalWriter:
             return
         try:
             with self._db.session() as session:
-                session.execute(update(Call).where(Call.call_sid.in_(list(states)))
-                                .values(live_state=case(states, value=Call.call_sid, else_=Call.live_state))
-                                .execution_options(synchronize_session=False))
+                session.connection().execute(_SET_LIVE_STATE, [{"state_sid": sid, "state": state}
+                                                               for sid, state in states.items()])
         except Exception as exc:  # kept for the next round, unless changed since
             with self._lock:
                 self._states = {**states, **self._states}

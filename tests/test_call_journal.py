@@ -229,6 +229,29 @@ def test_the_rows_of_live_calls_are_stamped_until_their_end_is_stored(settings):
     db.dispose()
 
 
+def test_live_states_are_stored_by_one_statement_whatever_the_number_of_calls(settings):
+    db = _db(settings)
+    with db.session() as session:
+        session.add(Call(call_sid="CA-c", live_state="greeting"))
+    writer = JournalWriter(db)
+
+    def states():
+        with db.session() as session:
+            return {c.call_sid: c.live_state for c in session.query(Call)}
+
+    writer.note_state("CA-a", "listening")
+    writer.note_state("CA-b", "speaking")
+    wait_for(lambda: states() == {"CA-a": "listening", "CA-b": "speaking", "CA-c": "greeting"}, 10,
+             message="two calls' states stored, the third call's left as it was")
+    compiled = len(db.engine._compiled_cache)  # noqa: SLF001 - what a new shape of statement adds to
+    for sid, state in (("CA-a", "speaking"), ("CA-b", "listening"), ("CA-c", "listening")):
+        writer.note_state(sid, state)
+    wait_for(lambda: states() == {"CA-a": "speaking", "CA-b": "listening", "CA-c": "listening"}, 10,
+             message="three calls' states stored")
+    assert len(db.engine._compiled_cache) == compiled  # noqa: SLF001
+    db.dispose()
+
+
 def test_a_write_the_database_cannot_run_is_dropped_not_retried_for_ever(settings):
     db = _db(settings)
     dropped = _sample("journal_dropped_total", reason="failed")
