@@ -363,7 +363,7 @@ def figures(target: Target, callers: list[OutsideCall], records: list[dict], cpu
             greeting.append((caller.first_audio_received_at - caller.started_at) * 1000 - model_ms)
             ring_to_greeting.append((caller.first_audio_received_at - caller.rang_at) * 1000 - model_ms)
             greeting_parts.append({"call": caller.tag, "start_to_create_ms": (r0["created_at"] - caller.started_at) * 1000,
-                                   "fake_first_byte_ms": (r0["first_audio_at"] - r0["created_at"]) * 1000,
+                                   "fake_first_byte_ms": model_ms,
                                    "fake_to_phone_ms": (caller.first_audio_received_at - r0["first_audio_at"]) * 1000})
         starts = []  # each answer's first frame at the phone
         for r in responses:
